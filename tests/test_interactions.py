@@ -1,0 +1,176 @@
+"""The interaction engine against brute-force oracles and the identities the theory guarantees."""
+import pytest
+import torch
+
+from whypretrain import interactions as I
+
+import oracle
+
+
+def random_games(n: int, batch: int = 2, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed + 97 * n)
+    return torch.randn(batch, 1 << n, generator=gen, dtype=torch.float64) * 3
+
+
+@pytest.mark.parametrize("n", range(1, 11))
+def test_harsanyi_matches_brute_force(n):
+    v = random_games(n)
+    fast = I.harsanyi(v)
+    for b in range(v.shape[0]):
+        torch.testing.assert_close(fast[b], oracle.harsanyi(v[b]), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("n", range(1, 11))
+def test_and_or_and_reconstruct_match_brute_force(n):
+    v = random_games(n, batch=1)
+    p, q = random_games(n, batch=1, seed=1), random_games(n, batch=1, seed=2) * 0.1
+    i_and, i_or = I.and_or(v, p, q)
+    o_and, o_or = oracle.and_or(v[0], p[0], q[0])
+    torch.testing.assert_close(i_and[0], o_and, rtol=0, atol=1e-9)
+    torch.testing.assert_close(i_or[0], o_or, rtol=0, atol=1e-9)
+    torch.testing.assert_close(I.reconstruct(i_and, i_or)[0], oracle.reconstruct(i_and[0], i_or[0]),
+                               rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("n", [1, 3, 8, 12])
+def test_universal_matching_and(n):
+    v = random_games(n, batch=4)
+    torch.testing.assert_close(I.reconstruct(I.harsanyi(v), torch.zeros_like(v)), v,
+                               rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("n", [1, 4, 9, 12])
+def test_universal_matching_and_or_any_p(n):
+    """With q = 0 the AND-OR pair explains v exactly, whatever p is (Theorem 3.1)."""
+    v = random_games(n, batch=3)
+    p = random_games(n, batch=3, seed=5) * 10
+    i_and, i_or = I.and_or(v, p, torch.zeros_like(v))
+    torch.testing.assert_close(I.reconstruct(i_and, i_or), v, rtol=0, atol=1e-9)
+
+
+def test_universal_matching_with_q_is_off_by_q_only():
+    """From the interactions alone, v_hat(S) = v(S) + q(S): the error is bounded by the q bound."""
+    v, p = random_games(7, batch=3), random_games(7, batch=3, seed=3)
+    q = random_games(7, batch=3, seed=4) * 0.05
+    i_and, i_or = I.and_or(v, p, q)
+    torch.testing.assert_close(I.reconstruct(i_and, i_or), v + q, rtol=0, atol=1e-9)
+    result = I.sparsify(v, iterations=300, lr=1e-3)
+    bound = 0.04 * (v[..., -1] - v[..., 0]).abs()
+    err = (result.reconstruct() - v).abs().amax(-1)
+    assert (err <= bound + 1e-9).all()
+
+
+def test_transforms_keep_leading_dims_and_gradients_are_exact():
+    v = random_games(5, batch=6).view(2, 3, 32).requires_grad_(True)
+    weights = random_games(5, batch=6, seed=9).view(2, 3, 32)
+    (I.harsanyi(v) * weights).sum().backward()
+    # d/dv(T) sum_S w(S) I(S) = sum_{S superset T} (-1)^{|S|-|T|} w(S)
+    expected = torch.zeros(32, dtype=torch.float64)
+    w = weights[1, 2]
+    for t in range(32):
+        expected[t] = sum((-1) ** (bin(s).count("1") - bin(t).count("1")) * w[s]
+                          for s in range(32) if s & t == t)
+    assert I.harsanyi(v).shape == (2, 3, 32)
+    torch.testing.assert_close(v.grad[1, 2], expected, rtol=0, atol=1e-9)
+
+
+def test_sparsify_respects_q_bound_at_every_step(monkeypatch):
+    v = random_games(6, batch=5)
+    bound = 0.04 * (v[..., -1:] - v[..., :1]).abs()
+    seen = []
+    original = I.l1_gradient
+
+    def spy(values, p, q, n):
+        seen.append(bool(((q.abs() - bound) <= 1e-12).all()))
+        return original(values, p, q, n)
+
+    monkeypatch.setattr(I, "l1_gradient", spy)
+    result = I.sparsify(v, iterations=200, lr=1e-3)
+    assert len(seen) >= 200 and all(seen)
+    assert ((result.q.abs() - bound) <= 1e-12).all()
+
+
+def test_hand_written_gradient_equals_autograd():
+    v = random_games(7, batch=3)
+    p = random_games(7, batch=3, seed=1).requires_grad_(True)
+    q = (random_games(7, batch=3, seed=2) * 0.1).requires_grad_(True)
+    i_and, i_or = I.and_or(v, p, q)
+    (i_and.abs().sum() + i_or.abs().sum()).backward()
+    dp, dq = I.l1_gradient(v, p.detach(), q.detach(), 7)
+    torch.testing.assert_close(dp, p.grad, rtol=0, atol=1e-12)
+    torch.testing.assert_close(dq, q.grad, rtol=0, atol=1e-12)
+
+
+def test_sparsify_is_deterministic_and_lowers_the_objective():
+    v = random_games(8, batch=3, seed=21)
+    first, second = I.sparsify(v, iterations=300), I.sparsify(v, iterations=300)
+    assert torch.equal(first.I_and, second.I_and) and torch.equal(first.p, second.p)
+    assert (first.loss < first.loss_start).all()
+
+
+def test_sparsify_games_are_independent():
+    """Batched optimisation follows each game's own trajectory."""
+    v = random_games(6, batch=4)
+    together = I.sparsify(v, iterations=100, lr=1e-4)
+    alone = I.sparsify(v[2:3], iterations=100, lr=1e-4)
+    torch.testing.assert_close(together.I_and[2:3], alone.I_and, rtol=0, atol=1e-10)
+    torch.testing.assert_close(together.loss[2:3], alone.loss, rtol=0, atol=1e-10)
+
+
+def test_sparsify_moves_low_order_or_terms_into_and():
+    v = random_games(5, batch=2)
+    result = I.sparsify(v, iterations=50, lr=1e-3)
+    orders = I.popcount(5)
+    assert (result.I_or[..., orders <= 1] == 0).all()
+    # moving them keeps the explanation intact
+    i_and, i_or = I.and_or(result.values, result.p, result.q)
+    torch.testing.assert_close(result.reconstruct(), I.reconstruct(i_and, i_or), rtol=0, atol=1e-9)
+
+
+def test_adam_in_fewer_steps_reaches_a_lower_objective_than_the_reference():
+    v = random_games(8, batch=4, seed=11)
+    sgd = I.sparsify(v, iterations=2000, lr=1e-5)
+    adam = I.sparsify(v, iterations=1000, lr=3e-2, optimizer="adam")
+    assert (sgd.loss < sgd.loss_start).all()
+    assert (adam.loss <= sgd.loss * (1 + 1e-9)).all()
+
+
+def test_and_only_mode_is_plain_harsanyi():
+    v = random_games(6, batch=2)
+    result = I.and_only(v)
+    torch.testing.assert_close(result.I_and, I.harsanyi(v), rtol=0, atol=0)
+    assert (result.I_or == 0).all() and result.mode == "and"
+
+
+def test_salient_items_threshold_ties_and_signs():
+    i_and = torch.tensor([[0.0, 1.0, -0.5, 0.049]])
+    i_or = torch.tensor([[0.0, 0.0, 0.05, -0.2]])
+    items = I.salient(i_and, i_or, tau=0.05)
+    assert items.dtype == torch.int8 and items.shape == (1, 2, 4)
+    # max |I| = 1 -> threshold 0.05: 0.05 ties (salient), 0.049 is not
+    assert items[0].tolist() == [[0, 1, -1, 0], [0, 0, 1, -1]]
+    assert I.item_list(items[0]) == [("AND", (0,), 1), ("AND", (1,), -1), ("OR", (1,), 1),
+                                     ("OR", (0, 1), -1)]
+    assert (I.salient(torch.zeros(3, 8), torch.zeros(3, 8), 0.1) == 0).all()
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.zeros(3, 6), "2\\*\\*n"),
+    (torch.zeros(1), "2\\*\\*n"),
+    (torch.zeros(1 << 21), "more than the engine allows"),
+    (torch.tensor([0.0, float("nan"), 1.0, 2.0]), "NaN"),
+    (torch.zeros(4, dtype=torch.long), "floating-point"),
+])
+def test_bad_games_are_clear_value_errors(bad, message):
+    with pytest.raises(ValueError, match=message):
+        I.harsanyi(bad)
+
+
+def test_bad_parameters_are_clear_value_errors():
+    v = random_games(3)
+    with pytest.raises(ValueError, match="optimizer"):
+        I.sparsify(v, optimizer="lbfgs")
+    with pytest.raises(ValueError, match="tau"):
+        I.salient(v, v, tau=1.5)
+    with pytest.raises(ValueError, match="shape"):
+        I.and_or(v, v[:1], v)

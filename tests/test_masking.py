@@ -1,0 +1,132 @@
+"""Masking on a real small CNN: the games are the model's log-odds on the masked samples."""
+import pytest
+import torch
+
+from whypretrain import data, interactions, masking, models, presets
+
+
+@pytest.fixture(scope="module")
+def cnn_and_samples():
+    """The project's small CNN, trained briefly on real target digits, and 4 test samples."""
+    params = presets.resolve("ci")
+    sets = data.load_datasets(params)
+    torch.manual_seed(0)
+    model = models.build(params, sets.num_target_classes)
+    loader = torch.utils.data.DataLoader(sets.target_train, batch_size=32, shuffle=True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(3):
+        for xb, yb in loader:
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xb), yb).backward()
+            opt.step()
+    model.eval()
+    xs, ys = zip(*(sets.target_test[i] for i in range(4)))
+    return model, torch.stack(xs), torch.tensor(ys)
+
+
+def test_log_odds_is_stable_and_matches_probabilities():
+    logits = torch.tensor([[2.0, 0.5, -1.0], [1000.0, -1000.0, 0.0]])
+    y = torch.tensor([0, 0])
+    p = torch.softmax(logits[:1].double(), -1)[0, 0]
+    assert masking.log_odds(logits, y)[0].item() == pytest.approx(torch.log(p / (1 - p)).item())
+    assert torch.isfinite(masking.log_odds(logits, y)).all()  # p_y = 1 in float: no overflow
+
+
+def test_players_are_reproducible_distinct_and_in_the_foreground(cnn_and_samples):
+    _, xs, _ = cnn_and_samples
+    a = masking.choose_players(xs[0], 8, 4, seed=3)
+    assert torch.equal(a, masking.choose_players(xs[0], 8, 4, seed=3))
+    assert not torch.equal(a, masking.choose_players(xs[0], 8, 4, seed=4))
+    assert len(set(a.tolist())) == 8
+    fg = masking.foreground_patches(xs[0], 4)
+    assert fg[a].all() and fg.sum() < fg.numel()  # digits have background to avoid
+
+
+def test_full_and_empty_masks_are_the_model_on_the_sample_and_the_baseline(cnn_and_samples):
+    model, xs, ys = cnn_and_samples
+    players = torch.stack([masking.choose_players(x, 6, 4, seed=i) for i, x in enumerate(xs)])
+    games = masking.evaluate(model, xs, ys, players, "zero", batch_size=50, patch=4)
+    assert games.shape == (4, 64) and games.dtype == torch.float64
+    with torch.inference_mode():
+        full = masking.log_odds(model(xs), ys)
+        pm = masking.player_masks(players, (28, 28), 4).any(1, keepdim=True)  # [B, 1, H, W]
+        empty = masking.log_odds(model(xs * ~pm), ys)
+    torch.testing.assert_close(games[:, -1], full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(games[:, 0], empty, rtol=1e-5, atol=1e-5)
+    # a masked input really differs from the sample: the empty and full outputs differ
+    assert (games[:, -1] - games[:, 0]).abs().min() > 1e-4
+
+
+def test_batched_equals_one_at_a_time(cnn_and_samples):
+    model, xs, ys = cnn_and_samples
+    players = torch.stack([masking.choose_players(x, 7, 4, seed=10 + i) for i, x in enumerate(xs)])
+    together = masking.evaluate(model, xs, ys, players, "mean", batch_size=512, patch=4)
+    for i in range(4):
+        alone = masking.evaluate(model, xs[i], ys[i], players[i], "mean", batch_size=13, patch=4)
+        torch.testing.assert_close(together[i], alone, rtol=1e-6, atol=1e-6)
+
+
+def test_masked_input_keeps_unchosen_pixels_and_baselines_players():
+    x = torch.arange(2 * 4 * 4, dtype=torch.float32).view(1, 2, 4, 4)
+    pm = masking.player_masks(torch.tensor([[0, 3]]), (4, 4), 2).flatten(-2).float()
+    base = torch.full_like(x, -1.0)
+    out = masking.masked_inputs(x, pm, base, torch.tensor([0, 1, 2, 3]))[0]
+    assert torch.equal(out[3], x[0])                               # all present: x_N = x
+    assert (out[0][:, :2, :2] == -1).all() and (out[0][:, 2:, 2:] == -1).all()
+    assert torch.equal(out[0][:, :2, 2:], x[0][:, :2, 2:])         # unchosen patch stays
+    assert torch.equal(out[1][:, :2, :2], x[0][:, :2, :2]) and (out[1][:, 2:, 2:] == -1).all()
+
+
+@pytest.mark.parametrize("kind", masking.BASELINES)
+def test_baselines_have_the_image_shape(kind):
+    x = torch.randn(3, 1, 28, 28)
+    assert masking.make_baseline(x, kind).shape == x.shape
+
+
+def test_sixteen_players_run_without_any_dense_matrix(cnn_and_samples, monkeypatch):
+    """n = 16: one sample, 65,536 masked inputs, then sparsification; a dense 2**n x 2**n
+    anything would need 32 GB in float64 and fail the allocation guard below."""
+    model, xs, ys = cnn_and_samples
+    real_empty, real_zeros = torch.empty, torch.zeros
+
+    def guard(make):
+        def wrapped(*size, **kw):
+            dims = size[0] if len(size) == 1 and isinstance(size[0], (tuple, list)) else size
+            if len(dims) >= 2 and all(isinstance(d, int) for d in dims[-2:]) \
+                    and dims[-1] >= 1 << 16 and dims[-2] >= 1 << 16:
+                raise AssertionError(f"dense {dims} allocation")
+            return make(*size, **kw)
+        return wrapped
+
+    monkeypatch.setattr(torch, "empty", guard(real_empty))
+    monkeypatch.setattr(torch, "zeros", guard(real_zeros))
+    players = masking.choose_players(xs[0], 16, 4, seed=0)
+    game = masking.evaluate(model, xs[0], ys[0], players, "zero", batch_size=4096, patch=4)
+    assert game.shape == (1 << 16,)
+    result = interactions.sparsify(game[None], iterations=5, lr=1e-5)
+    torch.testing.assert_close(result.reconstruct()[0], game, rtol=0,
+                               atol=0.04 * float((game[-1] - game[0]).abs()) + 1e-9)
+
+
+@pytest.mark.parametrize("players, message", [
+    (torch.tensor([0, 1, 49]), "must be in \\[0, 49\\)"),
+    (torch.tensor([-1, 2]), "must be in"),
+    (torch.tensor([3, 3, 5]), "overlap"),
+])
+def test_bad_players_are_clear_value_errors(players, message):
+    with pytest.raises(ValueError, match=message):
+        masking.player_masks(players, (28, 28), 4)
+
+
+def test_bad_player_counts_are_clear_value_errors():
+    x = torch.randn(1, 28, 28)
+    with pytest.raises(ValueError, match="n = 0"):
+        masking.choose_players(x, 0, 4, seed=0)
+    with pytest.raises(ValueError, match="n = 21"):
+        masking.choose_players(x, 21, 4, seed=0)
+    masks = torch.zeros(2, 28, 28, dtype=torch.bool)
+    masks[0, :4, :4] = masks[1, 2:6, 2:6] = True
+    with pytest.raises(ValueError, match="overlap"):
+        masking.player_masks(masks, (28, 28))
+    with pytest.raises(ValueError, match="baseline"):
+        masking.make_baseline(x, "noise")
