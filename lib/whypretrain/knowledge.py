@@ -1,0 +1,398 @@
+"""Knowledge: salient interactions as items, the K sets of the paper, and their measures.
+
+Pure functions on tensors (method.md, section 3). No model, no training, no I/O: ``analysis``
+runs the models and the engine and calls these.
+
+Representation (the engine produces it)
+    ``I``: interactions, a float tensor ``[..., 2, 2**n]``. Axis -2 is the kind (``AND = 0``,
+    ``OR = 1``); the last axis is the subset ``S`` as an integer mask (bit i set = player i in
+    S; the empty set is mask 0; the order is ``|S| = popcount(mask)``). Leading dims are
+    samples (any number of them; tables flatten them in C order).
+    ``K``: knowledge items, an ``int8`` tensor of the same shape: ``+1`` / ``-1`` = a salient
+    interaction with that sign, ``0`` = not salient. Two models share an item only if kind,
+    S and sign agree: ``K1 == K2 != 0``. Same kind and S with opposite signs is *not* shared.
+
+Salience
+    ``|I| >= tau * max |I|``, the max over both kinds and all S of one sample of one model. Ties
+    at the threshold are salient. A sample whose interactions are all zero has no items, and a
+    term that is exactly 0 is never an item (it has no sign), even with ``tau = 0``.
+
+Per-order layout
+    Every per-sample measure is a tensor ``[..., n + 2]``: entries ``0..n`` are the orders
+    ``|S| = 0..n`` and the last entry (index -1) is *all orders together*. In the tidy tables
+    this is ``order = 0..n`` and ``order = -1`` (all orders).
+
+Measures (``measure`` column of ``knowledge_table``; each by order and in total)
+    count_pretrain, count_finetune, count_scratch   |K_x|
+    count_preserve      |K_preserve|, K_preserve = K_pretrain & K_finetune (same sign)
+    count_discard       |K_discard|,  K_discard  = K_pretrain - K_finetune
+    count_new           |K_new|,      K_new      = K_finetune - K_pretrain
+    count_learnable     |K_preserve & K_scratch| (same sign)
+    strength_<set>      sum of |I| over the items of the set, read in
+                          pretrain: the pretrain (linear-probe) model's |I|
+                          finetune, preserve, new, learnable: the fine-tuned model's |I|
+                          discard: the pretrain model's |I| (the fine-tuned model lost it)
+                          scratch: the scratch model's |I|
+    share_preserved     |K_preserve| / |K_pretrain|   (NaN when K_pretrain is empty)
+    share_discarded     |K_discard|  / |K_pretrain|   (NaN when K_pretrain is empty)
+    share_new           |K_new|      / |K_finetune|   (NaN when K_finetune is empty)
+    ratio_learnable     r = |K_preserve & K_scratch| / |K_preserve|   (NaN when K_preserve is
+                        empty: undefined, counted by ``aggregate`` as ``n_undefined``)
+  By order, a ratio's numerator and denominator are both restricted to that order, so a ratio
+  is NaN at every order where its denominator set has no items.
+
+  The sets partition: |K_preserve| + |K_discard| = |K_pretrain| and
+  |K_preserve| + |K_new| = |K_finetune| (at every order). An item of K_pretrain whose S stays
+  salient in the fine-tuned model with the opposite sign is discarded, and the flipped item
+  is new.
+
+Convergence (``measure`` column of ``convergence_table``; order is always -1)
+    jaccard_weighted    strength-weighted Jaccard with signs split,
+                        sum[min(I1+, I2+) + min(I1-, I2-)] / sum[max(I1+, I2+) + max(I1-, I2-)]
+                        over all AND and OR terms of a sample; 1 when both are all zero.
+    jaccard_set         |K1 & K2| / |K1 | K2| (same-sign items); 1 when both sets are empty.
+  Against a reference other than the run's own final model the names get a suffix,
+  e.g. ``jaccard_weighted_vs_finetune``.
+
+Model column
+    ``pretrain``, ``finetune``, ``scratch`` for measures of one model's items; measures that
+    compare models name all of them joined by ``+`` (``pretrain+finetune`` for
+    preserve/discard/new and the shares, ``pretrain+finetune+scratch`` for learnability).
+    In convergence tables: the run whose checkpoints are compared (``finetune``, ``scratch``).
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+AND, OR = 0, 1
+KINDS = ("and", "or")
+ALL_ORDERS = -1  # the ``order`` value of a measure over all orders together
+FINAL_EPOCH = -1  # the ``epoch`` value of the final models in ``knowledge_table``
+TABLE_COLUMNS = ["sample", "model", "epoch", "measure", "order", "value"]
+
+PAIR = "pretrain+finetune"
+TRIPLE = "pretrain+finetune+scratch"
+# measure -> model label, in table order
+KNOWLEDGE_MEASURES: dict[str, str] = {
+    "count_pretrain": "pretrain",
+    "count_finetune": "finetune",
+    "count_scratch": "scratch",
+    "count_preserve": PAIR,
+    "count_discard": PAIR,
+    "count_new": PAIR,
+    "count_learnable": TRIPLE,
+    "strength_pretrain": "pretrain",
+    "strength_finetune": "finetune",
+    "strength_scratch": "scratch",
+    "strength_preserve": PAIR,
+    "strength_discard": PAIR,
+    "strength_new": PAIR,
+    "strength_learnable": TRIPLE,
+    "share_preserved": PAIR,
+    "share_discarded": PAIR,
+    "share_new": PAIR,
+    "ratio_learnable": TRIPLE,
+}
+
+
+# --- shapes and orders -----------------------------------------------------------------------
+
+def n_players(x: torch.Tensor) -> int:
+    """``n`` from a ``[..., 2, 2**n]`` interaction or item tensor (checks the shape)."""
+    if x.dim() < 2 or x.shape[-2] != 2:
+        raise ValueError(f"expected shape [..., 2, 2**n] (AND, OR), got {tuple(x.shape)}")
+    size = x.shape[-1]
+    n = size.bit_length() - 1
+    if size < 1 or (1 << n) != size:
+        raise ValueError(f"last dimension must be 2**n, got {size}")
+    return n
+
+
+def orders(n: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """``|S|`` of every mask ``0 .. 2**n - 1`` (popcount), as a LongTensor ``[2**n]``."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    masks = torch.arange(1 << n, device=device)
+    bits = torch.arange(n, device=device)
+    return ((masks.unsqueeze(-1) >> bits) & 1).sum(-1)
+
+
+def _same_shape(*xs: torch.Tensor) -> int:
+    n = n_players(xs[0])
+    for x in xs[1:]:
+        if x.shape != xs[0].shape:
+            raise ValueError(f"shapes differ: {tuple(xs[0].shape)} vs {tuple(x.shape)}")
+    return n
+
+
+# --- items -----------------------------------------------------------------------------------
+
+def salient_items(I: torch.Tensor, tau: float) -> torch.Tensor:
+    """Knowledge items ``K`` (int8, +1/-1/0) of interactions ``I`` ``[..., 2, 2**n]``.
+
+    Salient: ``|I| >= tau * max |I|`` over both kinds and all S of the sample (ties count).
+    All-zero samples have no items. ``tau`` must lie in [0, 1].
+    """
+    n_players(I)
+    if not 0.0 <= float(tau) <= 1.0:
+        raise ValueError(f"tau must lie in [0, 1], got {tau}")
+    if not torch.is_floating_point(I):
+        raise TypeError(f"interactions must be floating point, got {I.dtype}")
+    if not bool(torch.isfinite(I).all()):
+        raise ValueError("interactions contain NaN or inf")
+    strength = I.abs()
+    peak = strength.amax(dim=(-2, -1), keepdim=True)
+    salient = (strength >= tau * peak) & (peak > 0)
+    return torch.where(salient, torch.sign(I), torch.zeros_like(I)).to(torch.int8)
+
+
+def shared(K1: torch.Tensor, K2: torch.Tensor) -> torch.Tensor:
+    """Boolean ``[..., 2, 2**n]``: items in both (same kind, S and sign)."""
+    _same_shape(K1, K2)
+    return (K1 == K2) & (K1 != 0)
+
+
+def union(K1: torch.Tensor, K2: torch.Tensor) -> torch.Tensor:
+    """Number of distinct items in ``K1 | K2`` per (kind, S): 0, 1 or 2 (opposite signs)."""
+    _same_shape(K1, K2)
+    both = shared(K1, K2)
+    return (K1 != 0).long() + (K2 != 0).long() - both.long()
+
+
+def knowledge_sets(K_pretrain: torch.Tensor, K_finetune: torch.Tensor,
+                   K_scratch: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The item sets of the paper as boolean masks ``[..., 2, 2**n]``.
+
+    Keys: pretrain, finetune, preserve, discard, new, and with ``K_scratch``: scratch,
+    learnable (= preserve & scratch, same sign).
+    """
+    preserve = shared(K_pretrain, K_finetune)
+    sets = {
+        "pretrain": K_pretrain != 0,
+        "finetune": K_finetune != 0,
+        "preserve": preserve,
+        "discard": (K_pretrain != 0) & ~preserve,
+        "new": (K_finetune != 0) & ~preserve,
+    }
+    if K_scratch is not None:
+        _same_shape(K_pretrain, K_scratch)
+        sets["scratch"] = K_scratch != 0
+        sets["learnable"] = preserve & (K_scratch == K_finetune)
+    return sets
+
+
+# --- per-order sums --------------------------------------------------------------------------
+
+def _by_order(per_mask: torch.Tensor, n: int) -> torch.Tensor:
+    """``[..., 2**n]`` -> ``[..., n + 2]``: sums per order 0..n, then the total."""
+    out = per_mask.new_zeros(per_mask.shape[:-1] + (n + 1,))
+    out.index_add_(-1, orders(n, per_mask.device), per_mask)
+    return torch.cat([out, out.sum(-1, keepdim=True)], dim=-1)
+
+
+def count_by_order(items: torch.Tensor) -> torch.Tensor:
+    """Item counts ``[..., n + 2]`` (orders 0..n, then all) of a boolean ``[..., 2, 2**n]``."""
+    n = n_players(items)
+    return _by_order(items.long().sum(-2), n)
+
+
+def strength_by_order(items: torch.Tensor, I: torch.Tensor) -> torch.Tensor:
+    """Sum of ``|I|`` (float64) over ``items``, ``[..., n + 2]`` (orders 0..n, then all)."""
+    n = _same_shape(items, I)
+    return _by_order((I.double().abs() * items).sum(-2), n)
+
+
+def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den`` in float64, NaN where ``den == 0`` (never a 0/0 computation)."""
+    num, den = num.double(), den.double()
+    safe = torch.where(den > 0, den, torch.ones_like(den))
+    return torch.where(den > 0, num / safe, torch.full_like(num, float("nan")))
+
+
+def learnability(K_pretrain: torch.Tensor, K_finetune: torch.Tensor, K_scratch: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``r = |K_preserve & K_scratch| / |K_preserve|`` per sample and order, and the undefined.
+
+    Returns ``(r, n_undefined)``: ``r`` is float64 ``[..., n + 2]`` (orders 0..n, then all), NaN
+    where K_preserve has no items; ``n_undefined`` is a LongTensor ``[n + 2]``, the number of
+    samples (over all leading dims) for which ``r`` is undefined at that order.
+    """
+    sets = knowledge_sets(K_pretrain, K_finetune, K_scratch)
+    r = ratio(count_by_order(sets["learnable"]), count_by_order(sets["preserve"]))
+    n_undefined = torch.isnan(r).reshape(-1, r.shape[-1]).sum(0)
+    return r, n_undefined
+
+
+def knowledge_measures(I_pretrain: torch.Tensor, I_finetune: torch.Tensor,
+                       I_scratch: torch.Tensor, tau: float) -> dict[str, torch.Tensor]:
+    """Every measure of ``KNOWLEDGE_MEASURES`` per sample, as ``[..., n + 2]`` tensors.
+
+    Counts are int64, strengths and ratios float64. See the module docstring for which model's
+    ``|I|`` each strength reads.
+    """
+    _same_shape(I_pretrain, I_finetune, I_scratch)
+    K = {m: salient_items(I, tau) for m, I in
+         (("pretrain", I_pretrain), ("finetune", I_finetune), ("scratch", I_scratch))}
+    sets = knowledge_sets(K["pretrain"], K["finetune"], K["scratch"])
+    strength_of = {"pretrain": I_pretrain, "finetune": I_finetune, "scratch": I_scratch,
+                   "preserve": I_finetune, "new": I_finetune, "learnable": I_finetune,
+                   "discard": I_pretrain}
+    out: dict[str, torch.Tensor] = {}
+    for name in ("pretrain", "finetune", "scratch", "preserve", "discard", "new", "learnable"):
+        out[f"count_{name}"] = count_by_order(sets[name])
+    for name in ("pretrain", "finetune", "scratch", "preserve", "discard", "new", "learnable"):
+        out[f"strength_{name}"] = strength_by_order(sets[name], strength_of[name])
+    out["share_preserved"] = ratio(out["count_preserve"], out["count_pretrain"])
+    out["share_discarded"] = ratio(out["count_discard"], out["count_pretrain"])
+    out["share_new"] = ratio(out["count_new"], out["count_finetune"])
+    out["ratio_learnable"] = ratio(out["count_learnable"], out["count_preserve"])
+    return {m: out[m] for m in KNOWLEDGE_MEASURES}
+
+
+# --- convergence -----------------------------------------------------------------------------
+
+def weighted_jaccard(I1: torch.Tensor, I2: torch.Tensor) -> torch.Tensor:
+    """Strength-weighted Jaccard with signs split, per sample (float64 ``[...]``).
+
+    ``sum[min(I1+, I2+) + min(I1-, I2-)] / sum[max(I1+, I2+) + max(I1-, I2-)]`` over both
+    kinds and all S. Defined as 1 when both are all zero (identical, empty interactions).
+    """
+    _same_shape(I1, I2)
+    a, b = I1.double(), I2.double()
+    # Per term, min(a+, b+) + min(a-, b-) is min(|a|, |b|) when the signs agree and 0 otherwise
+    # (0 too when either is 0); and max + min = a+ + b+ + a- + b- = |a| + |b|, so the
+    # denominator is sum(|a| + |b|) - numerator. Same value, a third of the passes.
+    abs_a, abs_b = a.abs(), b.abs()
+    agree = torch.signbit(a) == torch.signbit(b)
+    num = torch.where(agree, torch.minimum(abs_a, abs_b), torch.zeros_like(a)).sum(dim=(-2, -1))
+    den = (abs_a.sum(dim=(-2, -1)) + abs_b.sum(dim=(-2, -1))) - num
+    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)),
+                       torch.ones_like(den))
+
+
+def set_jaccard(K1: torch.Tensor, K2: torch.Tensor) -> torch.Tensor:
+    """``|K1 & K2| / |K1 | K2|`` over items (same-sign match), per sample; 1 when both empty."""
+    inter = shared(K1, K2).long().sum(dim=(-2, -1)).double()
+    uni = union(K1, K2).sum(dim=(-2, -1)).double()
+    return torch.where(uni > 0, inter / torch.where(uni > 0, uni, torch.ones_like(uni)),
+                       torch.ones_like(uni))
+
+
+# --- tidy tables -----------------------------------------------------------------------------
+
+def _sample_ids(sample_ids: Sequence | np.ndarray | torch.Tensor | None, n_samples: int
+                ) -> np.ndarray:
+    if sample_ids is None:
+        return np.arange(n_samples)
+    ids = np.asarray(sample_ids.cpu() if isinstance(sample_ids, torch.Tensor) else sample_ids)
+    if ids.ndim != 1 or len(ids) != n_samples:
+        raise ValueError(f"need {n_samples} sample ids (leading dims flattened), "
+                         f"got shape {ids.shape}")
+    return ids
+
+
+def _tidy(blocks: Iterable[tuple[str, int, str, torch.Tensor, np.ndarray, np.ndarray]]
+          ) -> pd.DataFrame:
+    """Stack ``(model, epoch, measure, values [samples, k], orders [k], ids [samples])``."""
+    frames = []
+    for model, epoch, measure, values, order_labels, ids in blocks:
+        v = values.detach().cpu().double().numpy()
+        s, k = v.shape
+        frames.append(pd.DataFrame({
+            "sample": np.repeat(ids, k),
+            "model": model,
+            "epoch": np.int64(epoch),
+            "measure": measure,
+            "order": np.tile(order_labels, s).astype(np.int64),
+            "value": v.reshape(-1),
+        }))
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
+            TABLE_COLUMNS, ("int64", "object", "int64", "object", "int64", "float64"))})
+    return pd.concat(frames, ignore_index=True)[TABLE_COLUMNS]
+
+
+def knowledge_table(I_pretrain: torch.Tensor, I_finetune: torch.Tensor, I_scratch: torch.Tensor,
+                    tau: float, sample_ids: Sequence | None = None,
+                    epoch: int = FINAL_EPOCH) -> pd.DataFrame:
+    """Tidy table (``TABLE_COLUMNS``) of every knowledge measure of three models' interactions.
+
+    Leading dims of the ``[..., 2, 2**n]`` inputs are flattened (C order) into samples, named
+    by ``sample_ids`` (default 0..N-1). ``order`` is 0..n, and -1 for all orders; ``epoch``
+    is -1 for the final models unless given. NaN marks an undefined ratio.
+    """
+    n = _same_shape(I_pretrain, I_finetune, I_scratch)
+    measures = knowledge_measures(I_pretrain, I_finetune, I_scratch, tau)
+    n_samples = int(np.prod(I_pretrain.shape[:-2], dtype=np.int64))
+    ids = _sample_ids(sample_ids, n_samples)
+    order_labels = np.r_[np.arange(n + 1), ALL_ORDERS]
+    return _tidy((KNOWLEDGE_MEASURES[m], epoch, m, v.reshape(n_samples, n + 2), order_labels, ids)
+                 for m, v in measures.items())
+
+
+def convergence_table(I_by_epoch: Mapping[int, torch.Tensor], I_final: torch.Tensor, tau: float,
+                      sample_ids: Sequence | None = None, model: str = "finetune",
+                      reference: str = "own") -> pd.DataFrame:
+    """Weighted and set Jaccard of each epoch's interactions against ``I_final``, per sample.
+
+    ``I_by_epoch`` maps epoch -> ``[..., 2, 2**n]`` interactions of one run (``model``).
+    ``reference="own"`` means ``I_final`` is that run's final model (measures
+    ``jaccard_weighted``, ``jaccard_set``); any other name (e.g. ``"finetune"``) suffixes the
+    measures (``jaccard_weighted_vs_finetune``). ``order`` is -1 (all orders).
+    """
+    n_players(I_final)
+    suffix = "" if reference == "own" else f"_vs_{reference}"
+    n_samples = int(np.prod(I_final.shape[:-2], dtype=np.int64))
+    ids = _sample_ids(sample_ids, n_samples)
+    K_final = salient_items(I_final, tau)
+    order_labels = np.array([ALL_ORDERS])
+    blocks = []
+    for epoch in sorted(I_by_epoch):
+        I_t = I_by_epoch[epoch]
+        _same_shape(I_t, I_final)
+        jw = weighted_jaccard(I_t, I_final).reshape(n_samples, 1)
+        js = set_jaccard(salient_items(I_t, tau), K_final).reshape(n_samples, 1)
+        blocks.append((model, epoch, f"jaccard_weighted{suffix}", jw, order_labels, ids))
+        blocks.append((model, epoch, f"jaccard_set{suffix}", js, order_labels, ids))
+    return _tidy(blocks)
+
+
+# --- aggregates ------------------------------------------------------------------------------
+
+def aggregate(table: pd.DataFrame, by: Sequence[str] | None = None, value: str = "value",
+              confidence: float = 0.95) -> pd.DataFrame:
+    """Mean, std (ddof=1), Student-t confidence interval and counts of ``value`` per group.
+
+    ``by`` defaults to every column but ``sample`` and ``value`` (i.e. over samples). NaN
+    values (undefined ratios) are left out: ``n`` counts the values used, ``n_undefined`` the
+    NaN ones. The interval is ``mean +/- t_{(1+confidence)/2, n-1} * std / sqrt(n)``; it is NaN
+    when ``n < 2`` (as is ``std``), and ``mean`` is NaN when ``n == 0``. To aggregate over
+    seeds, aggregate per seed first and then aggregate the ``mean`` column again.
+    """
+    from scipy import stats
+
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if by is None:
+        by = [c for c in table.columns if c not in ("sample", value)]
+    by = list(by)
+    if not by:
+        raise ValueError("aggregate needs at least one column to group by")
+    grouped = table.groupby(by, dropna=False, sort=True)[value]
+    out = grouped.agg(mean="mean", std="std", n="count", size="size").reset_index()
+    n = out["n"].to_numpy(dtype=np.int64)
+    std = out["std"].to_numpy(dtype=float)
+    ok = n >= 2
+    t = np.full(len(out), np.nan)
+    t[ok] = stats.t.ppf(0.5 + confidence / 2.0, n[ok] - 1)
+    half = np.full(len(out), np.nan)
+    half[ok] = t[ok] * std[ok] / np.sqrt(n[ok])
+    out["std"] = np.where(ok, std, np.nan)
+    out["ci_low"] = out["mean"] - half
+    out["ci_high"] = out["mean"] + half
+    out["n_undefined"] = out.pop("size") - out["n"]
+    return out[by + ["mean", "std", "ci_low", "ci_high", "n", "n_undefined"]]
