@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PRESET ?= default
 
-.PHONY: study test setup clean
+.PHONY: study test setup assets browser book check-book clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,13 +14,31 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-setup: $(VENV)/.installed
+# setup = the pinned Python packages + the book's offline JavaScript (book/_assets/, fetched
+# from the npm registry once; a second run only checks a stamp).
+setup: $(VENV)/.installed assets
+
+assets: $(VENV)/.installed
+	@$(PY) -m whypretrain.runner assets
+
+# The reader's check of the book: Debian's chromium and playwright-core (tests/ensure_browser.sh;
+# installs only what is missing).
+browser:
+	@bash tests/ensure_browser.sh
 
 study: setup
 	$(VENV)/bin/whypretrain study --preset $(PRESET)
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q tests
+
+# Re-execute the notebooks (those whose inputs changed) and rebuild the book, without training.
+book: setup
+	$(PY) -m whypretrain.runner book --preset $(PRESET)
+
+# Open every page of the built book in headless Chromium; screenshots into _build/screenshots.
+check-book: browser
+	$(PY) tests/browser.py _build/html --screenshots _build/screenshots
 
 clean:
 	rm -rf _build book/experiments runs results

@@ -1,0 +1,442 @@
+"""Altair figures of the book, and how they render.
+
+Rendering (this part): ``setup()`` is the one call a notebook makes before its first chart. In
+the book (the runner sets ``WHYPRETRAIN_BOOK=1`` for the kernels it starts) it enables the
+``whypretrain`` renderer, whose HTML only calls the page-global ``window.vegaEmbed`` that the
+book loads once per page from its own ``_static/wp/vega-bundle.js``: no CDN, and many charts on
+one Sphinx page do not clash. Everywhere else (JupyterLab, VS Code) Altair's default renderer is
+left alone, because it is the right one there. Both ways the theme and the vegafusion data
+transformer (charts of big tables carry the aggregated data only) are enabled.
+
+Figures (added by the pages' authors below the rendering section): one function per figure that
+takes a results table and returns an ``alt.Chart`` with title, axis titles and tooltips.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+BOOK_ENV = "WHYPRETRAIN_BOOK"  # set by the runner for the kernels it starts
+RENDERER = "whypretrain"
+THEME = "whypretrain"
+
+# One qualitative palette for the three models compared everywhere in the book.
+MODEL_COLORS = {"pretrain": "#4c78a8", "finetune": "#f58518", "scratch": "#54a24b",
+                "probe": "#4c78a8"}
+
+WIDTH = 560
+HEIGHT = 300
+
+_TEMPLATE = """\
+<div id="{div}" class="whypretrain-chart" style="width: 100%;"></div>
+<script type="text/javascript">
+(function () {{
+  var spec = {spec};
+  var opts = {opts};
+  function draw() {{
+    var el = document.getElementById("{div}");
+    if (!window.vegaEmbed) {{
+      el.innerHTML = '<pre class="whypretrain-chart-error">vega-bundle.js is not loaded</pre>';
+      return;
+    }}
+    window.vegaEmbed(el, spec, opts).catch(function (err) {{
+      el.innerHTML = '<pre class="whypretrain-chart-error"></pre>';
+      el.firstChild.textContent = String(err);
+    }});
+  }}
+  if (window.vegaEmbed) {{ draw(); }} else {{ window.addEventListener("load", draw); }}
+}})();
+</script>
+"""
+
+
+def _embed_options() -> dict[str, Any]:
+    # The "open in editor" action would post the spec to vega.github.io: keep export only.
+    return {"actions": {"export": True, "source": False, "compiled": False, "editor": False}}
+
+
+def book_renderer(spec: dict, **metadata: Any) -> dict[str, str]:
+    """Altair renderer for the book: a div plus a call to the page-global ``vegaEmbed``."""
+    from altair.utils._vegafusion_data import compile_with_vegafusion, using_vegafusion
+
+    mode = "vega-lite"
+    if using_vegafusion():  # the transforms run here; the page gets a Vega spec with small data
+        spec = compile_with_vegafusion(spec)
+        mode = "vega"
+    opts = dict(_embed_options(), mode=mode, **metadata.get("embed_options", {}))
+    html = _TEMPLATE.format(
+        div=f"wp-chart-{uuid.uuid4().hex}",
+        # "</" inside a JSON string would end the <script> element early.
+        spec=json.dumps(spec, separators=(",", ":")).replace("</", "<\\/"),
+        opts=json.dumps(opts),
+    )
+    return {"text/html": html, "text/plain": "<whypretrain chart>"}
+
+
+def theme() -> dict[str, Any]:
+    """The book's Altair theme: readable titles and labels, one size for every chart."""
+    font = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
+    return {
+        "config": {
+            "view": {"continuousWidth": WIDTH, "continuousHeight": HEIGHT, "stroke": None},
+            "font": font,
+            "title": {"fontSize": 15, "fontWeight": 600, "anchor": "start", "subtitleFontSize": 12,
+                      "subtitleColor": "#555", "offset": 10},
+            "axis": {"labelFontSize": 12, "titleFontSize": 13, "titleFontWeight": 500,
+                     "gridColor": "#e6e6e6", "domainColor": "#888", "tickColor": "#888"},
+            "legend": {"labelFontSize": 12, "titleFontSize": 12, "orient": "right"},
+            "header": {"labelFontSize": 12, "titleFontSize": 13},
+            "range": {"category": list(dict.fromkeys(MODEL_COLORS.values()))
+                      + ["#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d", "#bab0ac"]},
+        }
+    }
+
+
+alt.renderers.register(RENDERER, book_renderer)
+alt.theme.register(THEME, enable=False)(theme)
+
+
+def in_book() -> bool:
+    """True inside a kernel the runner started for the book."""
+    return os.environ.get(BOOK_ENV, "") not in ("", "0")
+
+
+def setup(book: bool | None = None, vegafusion: bool = True) -> str:
+    """Enable the theme, the vegafusion transformer and, for the book, the book renderer.
+
+    ``book=None`` decides from the ``WHYPRETRAIN_BOOK`` environment variable (set by the runner);
+    pass ``True``/``False`` to force. Returns the name of the active renderer.
+    """
+    alt.theme.enable(THEME)
+    if vegafusion:
+        alt.data_transformers.enable("vegafusion")
+    else:
+        alt.data_transformers.enable("default", max_rows=None)
+    if in_book() if book is None else book:
+        alt.renderers.enable(RENDERER)
+    elif alt.renderers.active == RENDERER:
+        alt.renderers.enable("default")
+    return alt.renderers.active
+
+
+def save(chart: alt.TopLevelMixin, path: str | os.PathLike, scale: float = 2.0) -> Path:
+    """Write ``chart`` to ``path``: .png / .svg / .pdf (vl-convert, offline), .json (the spec)
+    or .html (a standalone page with the JavaScript inlined, readable offline). Returns the path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {}
+    if path.suffix == ".png":
+        kwargs["scale_factor"] = scale
+    elif path.suffix == ".html":
+        kwargs["inline"] = True
+    chart.save(str(path), **kwargs)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures. One function per figure of the book; each says what the reader should see in its
+# title / subtitle and names its input table's columns in the docstring.
+# ---------------------------------------------------------------------------------------------
+
+PAPER_LEARNABLE = (0.13, 0.45)  # the paper's range of the learnability ratio (Figure 3)
+SET_COLORS = {"discarded": "#4c78a8", "preserved": "#f58518", "new": "#54a24b",
+              "not salient": "#d0d0d0"}
+MODEL_NAMES = {"pretrain": "pre-trained + linear probe", "finetune": "fine-tuned",
+               "scratch": "from scratch", "probe": "pre-trained + linear probe"}
+
+
+def _interval(base: alt.Chart, x: str, y_title: str, color: str = "model") -> alt.LayerChart:
+    """Mean line with points and a shaded 95% interval (columns mean, ci_low, ci_high)."""
+    band = base.mark_area(opacity=0.18).encode(
+        x=x, y=alt.Y("ci_low:Q", title=y_title), y2="ci_high:Q", color=f"{color}:N")
+    line = base.mark_line(point=True).encode(
+        x=x, y=alt.Y("mean:Q", title=y_title), color=f"{color}:N",
+        tooltip=[f"{color}:N", x, alt.Tooltip("mean:Q", format=".3f"),
+                 alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f"),
+                 "n_seeds:Q"])
+    return band + line
+
+
+def training_curves(metrics: pd.DataFrame, value: str = "test_acc") -> alt.Chart:
+    """Per-epoch curves of the target runs, mean and 95% interval over seeds.
+
+    ``metrics``: columns ``seed, model, epoch`` and the metric (``test_acc``, ``train_loss``,
+    ...), as ``study.training_table`` returns it.
+    """
+    from .knowledge import aggregate
+    agg = aggregate(metrics.rename(columns={value: "value"})[["seed", "model", "epoch", "value"]]
+                    .rename(columns={"seed": "sample"}), by=["model", "epoch"])
+    agg = agg.rename(columns={"n": "n_seeds"})
+    agg["model"] = agg["model"].map(lambda m: MODEL_NAMES.get(m, m))
+    title = {"test_acc": "test accuracy", "train_acc": "training accuracy",
+             "test_loss": "test loss", "train_loss": "training loss"}.get(value, value)
+    return _interval(alt.Chart(agg), "epoch:Q", title).properties(
+        title=alt.Title(f"{title.capitalize()} on the target task, per epoch",
+                        subtitle="line: mean over seeds; band: 95% interval over seeds"))
+
+
+def knowledge_bars(summary: pd.DataFrame, kind: str = "count") -> alt.Chart:
+    """Figure 2: K_pretrain = discarded + preserved, K_finetune = preserved + new.
+
+    ``summary``: ``analysis.summarize`` output (order -1 rows are used); ``kind``: ``count``
+    or ``strength``.
+    """
+    rows = []
+    parts = {"pre-trained (probe)": ("discard", "preserve"), "fine-tuned": ("preserve", "new")}
+    names = {"discard": "discarded", "preserve": "preserved", "new": "new"}
+    total = summary[summary["order"] == -1].set_index("measure")
+    for row, sets in parts.items():
+        for s in sets:
+            r = total.loc[f"{kind}_{s}"]
+            rows.append(dict(model=row, set=names[s], mean=r["mean"], ci_low=r["ci_low"],
+                             ci_high=r["ci_high"], n_seeds=r["n_seeds"]))
+    data = pd.DataFrame(rows)
+    order = ["discarded", "preserved", "new"]
+    color = alt.Color("set:N", title="knowledge", sort=order,
+                      scale=alt.Scale(domain=order, range=[SET_COLORS[o] for o in order]))
+    unit = "items per sample" if kind == "count" else "interaction strength per sample"
+    return alt.Chart(data).mark_bar().encode(
+        y=alt.Y("model:N", title=None, sort=list(parts)),
+        x=alt.X("mean:Q", title=f"{unit} (mean over seeds)", stack="zero"),
+        color=color, order=alt.Order("set_order:Q"),
+        tooltip=["model:N", "set:N", alt.Tooltip("mean:Q", format=".2f"),
+                 alt.Tooltip("ci_low:Q", format=".2f"), alt.Tooltip("ci_high:Q", format=".2f")],
+    ).transform_calculate(
+        set_order="indexof(['discarded', 'preserved', 'new'], datum.set)"
+    ).properties(height=110, title=alt.Title(
+        f"Preserved, discarded and new knowledge ({kind})",
+        subtitle="top bar: the pre-trained model's knowledge; bottom: the fine-tuned model's; "
+                 "orange is shared"))
+
+
+def knowledge_by_order(summary: pd.DataFrame, kind: str = "count") -> alt.Chart:
+    """Figure 2 by order |S|: how much of each set sits at each order (mean over seeds)."""
+    names = {"discard": "discarded", "preserve": "preserved", "new": "new"}
+    data = summary[(summary["order"] >= 0)
+                   & summary["measure"].isin([f"{kind}_{s}" for s in names])].copy()
+    data["set"] = data["measure"].str.split("_").str[1].map(names)
+    order = ["discarded", "preserved", "new"]
+    base = alt.Chart(data)
+    bars = base.mark_bar().encode(
+        x=alt.X("order:O", title="order |S| of the interaction"),
+        xOffset=alt.XOffset("set:N", sort=order),
+        y=alt.Y("mean:Q", title=f"{kind} per sample (mean over seeds)"),
+        color=alt.Color("set:N", sort=order, title="knowledge",
+                        scale=alt.Scale(domain=order, range=[SET_COLORS[o] for o in order])),
+        tooltip=["order:O", "set:N", alt.Tooltip("mean:Q", format=".2f"),
+                 alt.Tooltip("ci_low:Q", format=".2f"), alt.Tooltip("ci_high:Q", format=".2f")])
+    whiskers = base.mark_rule().encode(
+        x="order:O", xOffset=alt.XOffset("set:N", sort=order), y="ci_low:Q", y2="ci_high:Q")
+    return (bars + whiskers).properties(title=alt.Title(
+        f"Knowledge by order ({kind})",
+        subtitle="whiskers: 95% interval over seeds; the paper reports discarded knowledge is "
+                 "mostly high-order"))
+
+
+def learnability_chart(per_seed: pd.DataFrame) -> alt.Chart:
+    """Figure 3: share of preserved knowledge that scratch training also learns, per seed,
+    with the paper's 13%-45% range shaded. ``per_seed``: columns ``seed, mean, ci_low,
+    ci_high, n`` (``knowledge.aggregate`` of ratio_learnable by seed)."""
+    band = alt.Chart(pd.DataFrame([{"low": PAPER_LEARNABLE[0], "high": PAPER_LEARNABLE[1]}])
+                     ).mark_rect(opacity=0.15, color="#888").encode(y="low:Q", y2="high:Q")
+    base = alt.Chart(per_seed.assign(seed=per_seed["seed"].astype(str)))
+    bars = base.mark_bar(color=MODEL_COLORS["scratch"], size=28).encode(
+        x=alt.X("seed:N", title="seed"),
+        y=alt.Y("mean:Q", title="learnable share of preserved knowledge",
+                scale=alt.Scale(domain=[0, 1])),
+        tooltip=["seed:N", alt.Tooltip("mean:Q", format=".3f"),
+                 alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f"),
+                 alt.Tooltip("n:Q", title="samples")])
+    whiskers = base.mark_rule().encode(x="seed:N", y="ci_low:Q", y2="ci_high:Q")
+    return (band + bars + whiskers).properties(width=320, title=alt.Title(
+        "Preserved knowledge a scratch model also learns",
+        subtitle="bars: mean over samples, whiskers: 95% interval; grey band: the paper's 13%-45%"))
+
+
+def convergence_chart(summary: pd.DataFrame, measure: str = "jaccard_weighted") -> alt.Chart:
+    """Figure 4: similarity of each epoch's interactions to the run's final ones, fine-tuning
+    vs scratch, mean and 95% interval over seeds (``analysis.summarize`` rows of ``measure``)."""
+    data = summary[(summary["measure"] == measure) & (summary["epoch"] >= 0)].copy()
+    data["model"] = data["model"].map(lambda m: MODEL_NAMES.get(m, m))
+    reference = "the fine-tuned model's final" if measure.endswith("_vs_finetune") \
+        else "its own final"
+    kind = "weighted" if "weighted" in measure else "set"
+    return _interval(alt.Chart(data), "epoch:Q", f"{kind} Jaccard similarity").properties(
+        title=alt.Title(f"Convergence of knowledge ({kind} Jaccard to {reference} interactions)",
+                        subtitle="the paper: fine-tuning rises faster and more steadily than "
+                                 "scratch training"))
+
+
+def sensitivity_chart(table: pd.DataFrame, measures: list[str]) -> alt.Chart:
+    """How each headline measure moves as one parameter varies (``analysis.sensitivity``)."""
+    data = table[table["measure"].isin(measures)].rename(columns={"mean": "v"})
+    rows = data.groupby(["parameter", "value", "measure"])["v"].agg(
+        mean="mean", std="std", n_seeds="count").reset_index()
+    base = alt.Chart(rows)
+    chart = base.mark_line(point=True).encode(
+        x=alt.X("value:N", title="value of the varied parameter", sort=None),
+        y=alt.Y("mean:Q", title="mean over samples and seeds"),
+        color=alt.Color("measure:N", title="measure"),
+        tooltip=["parameter:N", "value:N", "measure:N", alt.Tooltip("mean:Q", format=".3f"),
+                 alt.Tooltip("std:Q", format=".3f", title="sd over seeds"), "n_seeds:Q"])
+    return chart.properties(width=220, height=200).facet(
+        column=alt.Column("parameter:N", title=None)).resolve_scale(x="independent").properties(
+        title=alt.Title("Sensitivity of the findings", subtitle="one parameter varied at a "
+                        "time; the others at the preset's values"))
+
+
+# ---------------------------------------------------------------------------------------------
+# images and players
+# ---------------------------------------------------------------------------------------------
+def _pixels(x, sample=None) -> pd.DataFrame:
+    """Long table of a [C, H, W] image's pixels (channel mean), one row a pixel."""
+    img = x.float().mean(0).numpy()
+    h, w = img.shape
+    rows, cols = np.mgrid[0:h, 0:w]
+    df = pd.DataFrame({"row": rows.ravel(), "col": cols.ravel(), "value": img.ravel()})
+    if sample is not None:
+        df.insert(0, "sample", sample)
+    return df
+
+
+def _patches(players, width: int, patch: int, sample=None) -> pd.DataFrame:
+    cols_n = width // patch
+    rows = []
+    for k, idx in enumerate(players.tolist()):
+        r, c = divmod(int(idx), cols_n)
+        rows.append(dict(player=k, r0=r * patch, r1=(r + 1) * patch, c0=c * patch,
+                         c1=(c + 1) * patch, rc=r * patch + patch / 2, cc=c * patch + patch / 2))
+    df = pd.DataFrame(rows)
+    if sample is not None:
+        df.insert(0, "sample", sample)
+    return df
+
+
+def _image_layers(pixels: alt.Chart, patches: alt.Chart, size: int) -> alt.LayerChart:
+    scale_x = alt.Scale(domain=[0, size], nice=False)
+    scale_y = alt.Scale(domain=[0, size], nice=False, reverse=True)
+    img = pixels.mark_rect().encode(
+        x=alt.X("col:Q", scale=scale_x, axis=None), x2="col_end:Q",
+        y=alt.Y("row:Q", scale=scale_y, axis=None), y2="row_end:Q",
+        color=alt.Color("value:Q", scale=alt.Scale(scheme="greys", reverse=True), legend=None),
+    ).transform_calculate(col_end="datum.col + 1", row_end="datum.row + 1")
+    boxes = patches.mark_rect(fill=None, stroke="#e45756", strokeWidth=2).encode(
+        x="c0:Q", x2="c1:Q", y="r0:Q", y2="r1:Q", tooltip=["player:N"])
+    labels = patches.mark_text(color="#e45756", fontWeight="bold", fontSize=11).encode(
+        x="cc:Q", y="rc:Q", text="player:N")
+    return img + boxes + labels
+
+
+def players_image(x, players, patch: int, title: str = "The sample and its players") -> alt.Chart:
+    """One image with its n player patches outlined and numbered (bit i of a mask = player i)."""
+    size = max(x.shape[-2:])
+    chart = _image_layers(alt.Chart(_pixels(x)), alt.Chart(_patches(players, x.shape[-1], patch)),
+                          size)
+    return chart.properties(width=280, height=280, title=alt.Title(
+        title, subtitle="red boxes: the players; every other pixel stays as it is when masking"))
+
+
+def strength_by_rank(result_rows: pd.DataFrame) -> alt.Chart:
+    """Sparsity: |I| sorted from the strongest down, on a log scale, one line per method.
+
+    ``result_rows``: columns ``method, rank, strength`` (``rank`` from 1)."""
+    return alt.Chart(result_rows).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+        x=alt.X("rank:Q", title="rank of the interaction (strongest first)",
+                scale=alt.Scale(type="log")),
+        y=alt.Y("strength:Q", title="|I(S)|", scale=alt.Scale(type="log")),
+        color=alt.Color("method:N", title=None),
+        tooltip=["method:N", "rank:Q", alt.Tooltip("strength:Q", format=".4f")],
+    ).properties(title=alt.Title("A few interactions carry the output",
+                                 subtitle="|I| by rank; sparsified AND-OR falls off faster "
+                                          "than plain Harsanyi (AND only)"))
+
+
+def explorer(a, tau: float = 0.05, max_items: int = 25) -> alt.Chart:
+    """The static explorer of one seed's analysis ``a`` (``analysis.Analysis``).
+
+    Pick a sample (dropdown) and a threshold (slider): the image with its players, the strongest
+    interactions of the pre-trained and fine-tuned models, coloured preserved / discarded / new
+    at that threshold, and counts by order. Click an interaction to see its patches on the
+    image. Everything runs in the page (Vega signals): no kernel needed.
+    """
+    from .interactions import popcount
+    pre = a.interactions_of("pretrain")
+    ft = a.interactions_of("finetune")
+    n = pre.shape[-1].bit_length() - 1
+    orders = popcount(n).numpy()
+    patch = a.params["patch"]
+    width = a.x.shape[-1]
+    size = max(a.x.shape[-2:])
+    pixels, patches, items, members = [], [], [], []
+    for j, sid in enumerate(a.sample_ids):
+        pixels.append(_pixels(a.x[j], sid))
+        pp = _patches(a.players[j], width, patch, sid)
+        patches.append(pp)
+        rel_pre = (pre[j].abs() / pre[j].abs().max().clamp_min(1e-12)).numpy()
+        rel_ft = (ft[j].abs() / ft[j].abs().max().clamp_min(1e-12)).numpy()
+        strength = np.maximum(rel_pre, rel_ft)
+        flat = np.argsort(-strength.ravel(), kind="stable")[:max_items]
+        for rank, f in enumerate(flat):
+            kind, mask = divmod(int(f), 1 << n)
+            members_ = [i for i in range(n) if mask >> i & 1]
+            label = f"{('AND', 'OR')[kind]} {{{','.join(map(str, members_))}}}"
+            item_id = f"{sid}:{kind}:{mask}"
+            items.append(dict(sample=sid, item_id=item_id, label=label, rank=rank,
+                              order=int(orders[mask]), rel_pre=float(rel_pre[kind, mask]),
+                              rel_ft=float(rel_ft[kind, mask]),
+                              sign_pre=int(np.sign(pre[j][kind, mask])),
+                              sign_ft=int(np.sign(ft[j][kind, mask]))))
+            for i in members_:
+                row = pp.iloc[i]
+                members.append(dict(sample=sid, item_id=item_id, r0=row.r0, r1=row.r1,
+                                    c0=row.c0, c1=row.c1))
+    sample = alt.param(name="sample", value=a.sample_ids[0],
+                       bind=alt.binding_select(options=list(a.sample_ids), name="sample "))
+    tau_p = alt.param(name="tau", value=tau,
+                      bind=alt.binding_range(min=0.01, max=0.5, step=0.01, name="tau "))
+    pick = alt.selection_point(name="item", fields=["item_id"], empty=False, on="click")
+    status = ("(datum.rel_pre >= tau && datum.rel_ft >= tau && datum.sign_pre == datum.sign_ft)"
+              " ? 'preserved' : (datum.rel_pre >= tau ? 'discarded' : "
+              "(datum.rel_ft >= tau ? 'new' : 'not salient'))")
+    only = alt.datum.sample == sample
+    order = list(SET_COLORS)
+    color = alt.Color("status:N", title="at this tau", sort=order,
+                      scale=alt.Scale(domain=order, range=[SET_COLORS[o] for o in order]))
+    image = _image_layers(alt.Chart(pd.concat(pixels)).transform_filter(only),
+                          alt.Chart(pd.concat(patches)).transform_filter(only), size)
+    chosen = alt.Chart(pd.DataFrame(members)).mark_rect(
+        fill="#f58518", opacity=0.45, stroke="#f58518").encode(
+        x="c0:Q", x2="c1:Q", y="r0:Q", y2="r1:Q").transform_filter(only).transform_filter(pick)
+    image = (image + chosen).properties(width=260, height=260, title="sample and players")
+    item_data = alt.Chart(pd.DataFrame(items)).transform_filter(only).transform_calculate(
+        status=status)
+    bars = item_data.mark_bar().encode(
+        y=alt.Y("label:N", sort=alt.EncodingSortField("rank"), title=None),
+        x=alt.X("rel_ft:Q", title="|I| / max |I| in the fine-tuned model",
+                scale=alt.Scale(domain=[0, 1])),
+        color=color, opacity=alt.condition(pick, alt.value(1.0), alt.value(0.75)),
+        tooltip=["label:N", "order:Q", alt.Tooltip("rel_pre:Q", format=".3f"),
+                 alt.Tooltip("rel_ft:Q", format=".3f"), "sign_pre:Q", "sign_ft:Q", "status:N"],
+    ).add_params(pick)
+    ticks = item_data.mark_tick(color="black", thickness=2).encode(
+        y=alt.Y("label:N", sort=alt.EncodingSortField("rank")), x="rel_pre:Q")
+    rule = alt.Chart(pd.DataFrame([{}])).mark_rule(strokeDash=[4, 3]).encode(x="tau_x:Q") \
+        .transform_calculate(tau_x="tau")
+    strongest = (bars + ticks + rule).properties(width=330, height=380, title=alt.Title(
+        "strongest interactions", subtitle="bar: fine-tuned; black tick: pre-trained (probe); "
+                                           "dashed: tau; click a bar"))
+    counts = item_data.transform_filter("datum.status != 'not salient'").mark_bar().encode(
+        x=alt.X("order:O", title="order |S|"), y=alt.Y("count():Q", title="items"),
+        color=color).properties(width=200, height=200, title="salient items by order (top "
+                                                                 f"{max_items})")
+    return alt.hconcat(image, strongest, counts).add_params(sample, tau_p).properties(
+        title=alt.Title("Explorer: what the fine-tuned model keeps of the pre-trained knowledge",
+                        subtitle="choose a sample and tau below the charts"))
