@@ -12,6 +12,9 @@ Public API: ``harsanyi``, ``and_or``, ``reconstruct``, ``sparsify``, ``and_only`
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,18 +49,33 @@ def players_of(values: Tensor) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# butterflies: the four subset transforms, in place on a contiguous [..., 2**n] tensor
+# butterflies: the four subset transforms of a contiguous [..., 2**n] tensor
 # --------------------------------------------------------------------------------------------
-def _butterfly(x: Tensor, n: int, op: str) -> Tensor:
-    """Apply one of the four subset transforms in place and return ``x``.
+# Each transform is a Kronecker product of n 2x2 matrices. The lowest LOW_BITS bits are done by
+# one small GEMM with the Kronecker product of their factors (a 2**LOW_BITS square matrix, never
+# 2**n): butterfly passes over the lowest bits touch every element through strides of 1, 2, 4
+# and are the slowest; the higher bits are in-place butterfly passes over long contiguous runs.
+# Time stays O(n 2**n) (with a constant 2**LOW_BITS / LOW_BITS for the low part).
+LOW_BITS = 5
+_BASE = {"moebius": ((1, 0), (-1, 1)), "zeta": ((1, 0), (1, 1)),
+         "moebius_t": ((1, -1), (0, 1)), "zeta_t": ((1, 1), (0, 1))}
 
-    ``moebius``: y(S) = sum_{T subset S} (-1)^{|S|-|T|} x(T)     (Harsanyi / AND)
-    ``zeta``:    y(S) = sum_{T subset S} x(T)                    (its inverse)
-    ``moebius_t`` and ``zeta_t``: their transposes (sums over supersets), used for gradients.
-    """
-    flat = x.view(-1, 1 << n)
-    for i in range(n):
-        pairs = flat.view(flat.shape[0], 1 << (n - 1 - i), 2, 1 << i)
+
+@functools.lru_cache(maxsize=64)
+def _factor(op: str, bits: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``K^T`` for the transform ``op`` of the lowest ``bits`` bits, so that ``y = x @ K^T``."""
+    base = torch.tensor(_BASE[op], dtype=dtype)
+    k = torch.ones(1, 1, dtype=dtype)
+    for _ in range(bits):
+        k = torch.kron(base, k)
+    return k.T.contiguous().to(device)
+
+
+def _passes(x: Tensor, n: int, op: str, bits: range, inner: int = 1) -> Tensor:
+    """In-place butterfly passes over ``bits`` of a contiguous ``[R, 2**n, inner]`` tensor."""
+    flat = x.view(-1, (1 << n) * inner)
+    for i in bits:
+        pairs = flat.view(flat.shape[0], 1 << (n - 1 - i), 2, (1 << i) * inner)
         lo, hi = pairs[:, :, 0, :], pairs[:, :, 1, :]
         if op == "moebius":
             hi.sub_(lo)
@@ -70,6 +88,22 @@ def _butterfly(x: Tensor, n: int, op: str) -> Tensor:
     return x
 
 
+def _butterfly(x: Tensor, n: int, op: str, out: Tensor | None = None) -> Tensor:
+    """Apply one of the four subset transforms to ``x`` (left unchanged); return the result,
+    written into ``out`` (contiguous, ``x``'s shape) when given.
+
+    ``moebius``: y(S) = sum_{T subset S} (-1)^{|S|-|T|} x(T)     (Harsanyi / AND)
+    ``zeta``:    y(S) = sum_{T subset S} x(T)                    (its inverse)
+    ``moebius_t`` and ``zeta_t``: their transposes (sums over supersets), used for gradients.
+    """
+    low = min(n, LOW_BITS)
+    if out is None:
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    torch.matmul(x.reshape(-1, 1 << low), _factor(op, low, x.dtype, x.device),
+                 out=out.view(-1, 1 << low))
+    return _passes(out, n, op, range(low, n))
+
+
 _TRANSPOSE = {"moebius": "moebius_t", "zeta": "zeta_t", "moebius_t": "moebius", "zeta_t": "zeta"}
 
 
@@ -77,11 +111,46 @@ class _SubsetTransform(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, n: int, op: str) -> Tensor:  # type: ignore[override]
         ctx.n, ctx.op = n, op
-        return _butterfly(x.contiguous().clone(), n, op)
+        return _butterfly(x.contiguous(), n, op)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        return _butterfly(grad.contiguous().clone(), ctx.n, _TRANSPOSE[ctx.op]), None, None
+        return _butterfly(grad.contiguous(), ctx.n, _TRANSPOSE[ctx.op]), None, None
+
+
+# Sparsification calls l1_gradient thousands of times on tensors of one shape. Fresh multi-MB
+# temporaries each step cost page faults (the allocator hands big blocks back to the OS) that
+# took longer than the arithmetic, so inside ``sparsify`` the temporaries are reused.
+class _Workspace(threading.local):
+    def __init__(self) -> None:
+        self.active = False
+        self.buffers: dict[tuple, Tensor] = {}
+
+
+_WORK = _Workspace()
+
+
+def _buffer(name: str, shape: tuple, dtype: torch.dtype, device: torch.device) -> Tensor:
+    if not _WORK.active:
+        return torch.empty(shape, dtype=dtype, device=device)
+    key = (name, tuple(shape), dtype, device)
+    if key not in _WORK.buffers:
+        _WORK.buffers[key] = torch.empty(shape, dtype=dtype, device=device)
+    return _WORK.buffers[key]
+
+
+@contextlib.contextmanager
+def _reused_buffers():
+    """Within: l1_gradient's temporaries and results live in buffers reused call after call
+    (a result is overwritten by the next call). Freed on exit."""
+    outer = _WORK.active
+    _WORK.active = True
+    try:
+        yield
+    finally:
+        _WORK.active = outer
+        if not outer:
+            _WORK.buffers = {}
 
 
 def _transform(x: Tensor, op: str, n: int | None = None) -> Tensor:
@@ -111,7 +180,8 @@ def and_or(values: Tensor, p: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
     half = 0.5 * (values + q)
     v_and, v_or = half + p, half - p
     i_and = _transform(v_and, "moebius", n)
-    i_or = _transform(v_or.flip(-1), "moebius", n).neg()
+    # sum_{T subset S} (-1)^{|S|-|T|} v(N \ T) is the superset transform of v read at N \ S
+    i_or = _transform(v_or, "moebius_t", n).flip(-1).neg()
     return i_and, torch.cat([v_or[..., :1], i_or[..., 1:]], dim=-1)
 
 
@@ -207,19 +277,61 @@ def l1_gradient(values: Tensor, p: Tensor, q: Tensor, n: int) -> tuple[Tensor, T
 
     Four butterflies and no autograd graph: ``dL/dv_and = M^T sign(I_and)`` and the mirror
     image for the OR part, where ``M^T`` (a sum over supersets) is again a butterfly. Matches
-    autograd through ``and_or`` exactly (``sign(0) = 0`` in both).
+    autograd through ``and_or`` exactly (``sign(0) = 0`` in both). With ``J = M^T v_or`` (so
+    ``I_or(S) = -J(N \\ S)``, S non-empty) and ``e = sign(J)`` without ``e(N)``, the OR part of
+    the gradient is ``M e``: no flips. The two sign transforms hold integers below ``2**21``,
+    exact in float32, which halves their memory traffic.
+
+    Games ``[B, 2**n]`` stored games-innermost (the transpose of a contiguous ``[2**n, B]``, as
+    ``sparsify`` keeps them) are transformed in that layout: every butterfly pass then runs over
+    contiguous stretches of at least ``B`` numbers, where the usual layout has stride-1 and
+    stride-2 passes. The gradients come back in the layout of ``values``.
     """
-    half = 0.5 * (values + q)
-    v_or = half - p
-    i_and = _butterfly(half + p, n, "moebius")
-    or_empty = v_or[..., :1].sign()
-    j = _butterfly(v_or.flip(-1), n, "moebius")          # I_or = -j for non-empty S
-    g_and = _butterfly(i_and.sign_(), n, "moebius_t")
-    d_j = j.sign_()                                    # dL/dj = -sign(I_or) = sign(j)
-    d_j[..., 0] = 0                                    # j(empty) is not an interaction
-    g_or = _butterfly(d_j, n, "moebius_t").flip(-1)
-    g_or[..., :1] += or_empty
-    return g_and - g_or, 0.5 * (g_and + g_or)
+    size = 1 << n
+    inner = values.dim() == 2 and values.shape[0] > 1 and not values.is_contiguous() \
+        and values.mT.is_contiguous()
+    if inner:  # [R=1, 2**n, C=B]
+        games = values.shape[0]
+        as3 = lambda t: t.mT.contiguous().view(1, size, games)  # noqa: E731 (no copy if inner)
+        rows, cols = 1, games
+    else:      # [R=B, 2**n, C=1]
+        as3 = lambda t: t.reshape(-1, size, 1)  # noqa: E731
+        rows, cols = values.numel() // size, 1
+    v3, p3, q3 = as3(values), as3(p), as3(q)
+    dtype, device = values.dtype, values.device
+    signs = torch.float32 if dtype in (torch.float64, torch.float32) else dtype
+    shape = (2, rows, size, cols)
+    x = _buffer("x", shape, dtype, device)
+    torch.add(v3, q3, out=x[1]).mul_(0.5)                # half = (v + q) / 2
+    torch.add(x[1], p3, out=x[0])                        # v_and
+    x[1].sub_(p3)                                        # v_or
+    or_empty = x[1][:, :1].sign()                        # I_or(empty) = v_or(empty)
+    s = _buffer("s", shape, signs, device)
+    if cols == 1:  # low bits by a small GEMM into a second buffer, then passes in place
+        y = _buffer("y", shape, dtype, device)
+        _butterfly(x[0], n, "moebius", out=y[0])         # I_and
+        _butterfly(x[1], n, "moebius_t", out=y[1])       # J
+        s.copy_(y)
+    else:          # passes in place over long contiguous runs
+        _passes(x[0], n, "moebius", range(n), cols)
+        _passes(x[1], n, "moebius_t", range(n), cols)
+        s.copy_(x)
+    s.sign_()
+    s[1][:, -1] = 0                                      # J(N) is v_or(empty)'s, not an I_or
+    if cols == 1:
+        g = _buffer("g", shape, signs, device)
+        g_and = _butterfly(s[0], n, "moebius_t", out=g[0])
+        g_or = _butterfly(s[1], n, "moebius", out=g[1])
+    else:
+        g_and = _passes(s[0], n, "moebius_t", range(n), cols)
+        g_or = _passes(s[1], n, "moebius", range(n), cols)
+    g_or[:, :1] += or_empty
+    grad = _buffer("grad", shape, dtype, device)
+    torch.sub(g_and, g_or, out=grad[0])
+    torch.add(g_and, g_or, out=grad[1]).mul_(0.5)
+    if inner:
+        return grad[0].view(size, cols).mT, grad[1].view(size, cols).mT
+    return grad[0].view(values.shape), grad[1].view(values.shape)
 
 
 def sparsify(values: Tensor, iterations: int = 10000, lr: float = 1e-5, q_bound: float = 0.04,
@@ -251,9 +363,14 @@ def sparsify(values: Tensor, iterations: int = 10000, lr: float = 1e-5, q_bound:
     v_scaled = v / scale
     bound = q_bound * span / scale
     p, q = torch.zeros_like(v), torch.zeros_like(v)
-    p.grad, q.grad = torch.zeros_like(v), torch.zeros_like(v)
-    opt: torch.optim.Optimizer = (torch.optim.SGD([p, q], lr=lr, momentum=momentum)
-                                  if optimizer == "sgd" else torch.optim.Adam([p, q], lr=lr))
+    # the optimisation runs on games stored games-innermost (see l1_gradient); the same numbers
+    many = v.dim() >= 2 and v[..., 0].numel() > 1
+    flat = (lambda t: t.reshape(-1, t.shape[-1]).mT.contiguous().mT) if many \
+        else (lambda t: t)  # noqa: E731
+    v_run, bound_run = flat(v_scaled), bound.reshape(-1, 1) if many else bound
+    p_run, q_run = flat(p), flat(q)
+    opt: torch.optim.Optimizer = (torch.optim.SGD([p_run, q_run], lr=lr, momentum=momentum)
+                                  if optimizer == "sgd" else torch.optim.Adam([p_run, q_run], lr=lr))
 
     def objective() -> Tensor:
         i_and, i_or = and_or(v_scaled, p, q)
@@ -265,17 +382,21 @@ def sparsify(values: Tensor, iterations: int = 10000, lr: float = 1e-5, q_bound:
         from tqdm.auto import tqdm
         bar = tqdm(total=iterations, desc=f"sparsify {tuple(v.shape[:-1])} games, n={n}",
                    leave=False)
-    for step_lr in _lr_schedule(lr, iterations):
-        torch.maximum(torch.minimum(q, bound), -bound, out=q)
-        for group in opt.param_groups:
-            group["lr"] = step_lr
-        p.grad, q.grad = l1_gradient(v_scaled, p, q, n)
-        opt.step()
-        if bar is not None:
-            bar.update()
+    low = -bound_run
+    with _reused_buffers():
+        for step_lr in _lr_schedule(lr, iterations):
+            torch.clamp(q_run, low, bound_run, out=q_run)
+            for group in opt.param_groups:
+                group["lr"] = step_lr
+            p_run.grad, q_run.grad = l1_gradient(v_run, p_run, q_run, n)
+            opt.step()
+            if bar is not None:
+                bar.update()
     if bar is not None:
         bar.close()
-    torch.maximum(torch.minimum(q, bound), -bound, out=q)
+    p_run.grad = q_run.grad = None
+    torch.clamp(q_run, low, bound_run, out=q_run)
+    p, q = p_run.reshape(v.shape).contiguous(), q_run.reshape(v.shape).contiguous()
     loss = objective()
     i_and, i_or = and_or(v_scaled * scale, p * scale, q * scale)
     i_and, i_or = _move_low_orders(i_and, i_or)
@@ -292,8 +413,8 @@ def salient(I_and: Tensor, I_or: Tensor, tau: float = 0.05) -> Tensor:
     ``|I|`` is 0 has no items. Two models share an item only where their entries are equal and
     non-zero.
     """
-    if not 0 < tau < 1:
-        raise ValueError(f"tau must be in (0, 1), got {tau}")
+    if not 0.0 <= float(tau) <= 1.0:
+        raise ValueError(f"tau must lie in [0, 1], got {tau}")
     both = torch.stack([I_and, I_or], dim=-2)
     players_of(both)
     strength = both.abs()

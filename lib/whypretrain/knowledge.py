@@ -68,6 +68,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import interactions
+
 AND, OR = 0, 1
 KINDS = ("and", "or")
 ALL_ORDERS = -1  # the ``order`` value of a measure over all orders together
@@ -138,16 +140,11 @@ def salient_items(I: torch.Tensor, tau: float) -> torch.Tensor:
     All-zero samples have no items. ``tau`` must lie in [0, 1].
     """
     n_players(I)
-    if not 0.0 <= float(tau) <= 1.0:
-        raise ValueError(f"tau must lie in [0, 1], got {tau}")
     if not torch.is_floating_point(I):
         raise TypeError(f"interactions must be floating point, got {I.dtype}")
     if not bool(torch.isfinite(I).all()):
         raise ValueError("interactions contain NaN or inf")
-    strength = I.abs()
-    peak = strength.amax(dim=(-2, -1), keepdim=True)
-    salient = (strength >= tau * peak) & (peak > 0)
-    return torch.where(salient, torch.sign(I), torch.zeros_like(I)).to(torch.int8)
+    return interactions.salient(I[..., AND, :], I[..., OR, :], tau)
 
 
 def shared(K1: torch.Tensor, K2: torch.Tensor) -> torch.Tensor:
