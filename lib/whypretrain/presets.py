@@ -27,14 +27,15 @@ class Param:
 
 PARAMS: dict[str, Param] = {
     # --- data -------------------------------------------------------------------------------
-    "source": Param("mnist-0-4", "pre-training (source) dataset",
-                    choices=("mnist-0-4", "mnist", "cifar10", "folder")),
-    "target": Param("uci-5-9", "downstream (target) dataset",
-                    choices=("uci-5-9", "uci", "cifar10", "folder")),
+    "source": Param("mnist", "pre-training (source) dataset; mnist-0-4 = digits 0..4 only",
+                    choices=("mnist", "mnist-0-4", "mnist-5-9", "cifar10", "folder")),
+    "target": Param("uci", "downstream (target) dataset; uci-5-9 = digits 5..9 only",
+                    choices=("uci", "uci-5-9", "uci-0-4", "cifar10", "folder")),
     "source_folder": Param("", "ImageFolder root of the source set, for source=folder"),
     "target_folder": Param("", "ImageFolder root of the target set, for target=folder"),
-    "target_per_class": Param(10, "labelled target training images per class", low=1, high=100000),
+    "target_per_class": Param(5, "labelled target training images per class", low=1, high=100000),
     "data_root": Param("data", "dataset root for paper-scale data"),
+    "workdir": Param(".", "folder that holds runs/ and results/"),
     "download": Param(False, "allow torchvision to download a missing dataset"),
     "image_size": Param(28, "side of the (square) input images, in pixels", low=8, high=512),
     # --- model --------------------------------------------------------------------------------
@@ -42,14 +43,17 @@ PARAMS: dict[str, Param] = {
                   choices=("smallcnn", "resnet18", "resnet50", "vgg16", "vit_b_16")),
     "weights": Param("", "pre-trained weights file for paper-scale archs (skips pre-training)"),
     # --- training -----------------------------------------------------------------------------
-    "pretrain_epochs": Param(5, "epochs of pre-training on the source set", low=0, high=1000),
+    "pretrain_epochs": Param(3, "epochs of pre-training on the source set", low=0, high=1000),
     "epochs": Param(20, "epochs of fine-tuning / scratch training / linear probe", low=1, high=1000),
     "probe_epochs": Param(0, "epochs of the linear probe; 0 = same schedule as fine-tuning",
                           low=0, high=1000),
-    "batch_size": Param(32, "training batch size", low=1, high=4096),
+    "batch_size": Param(16, "training batch size", low=1, high=4096),
     "lr": Param(1e-3, "learning rate (Adam)", low=0.0, high=10.0, open_interval=True),
     "seeds": Param((0, 1, 2), "seeds of the study; each seed is a full set of runs"),
     "device": Param("auto", "torch device: auto, cpu, cuda, cuda:1, ..."),
+    "threads": Param(1, "torch CPU threads while training (CPU results are bit-identical for "
+                        "the same count; small batches run no faster on more); 0 = torch's choice",
+                     low=0, high=1024),
     # --- masking (method.md section 1) --------------------------------------------------------
     "n": Param(10, "players (patches) per sample", low=1, high=16),
     "patch": Param(4, "side of a square player patch, in pixels", low=1, high=256),
@@ -79,10 +83,11 @@ PARAMS: dict[str, Param] = {
 # README.md. Paper-scale presets expect local data and weights (see README.md).
 PRESETS: dict[str, dict[str, Any]] = {
     "ci": dict(pretrain_epochs=1, epochs=3, seeds=(0,), n=6, iterations=300,
-               samples_per_class=1, target_per_class=10),
-    "classroom": dict(pretrain_epochs=2, epochs=8, seeds=(0, 1), n=8, iterations=2000),
+               samples_per_class=1),
+    "classroom": dict(pretrain_epochs=2, epochs=10, seeds=(0, 1), n=8, iterations=2000),
     "default": dict(),
     "cifar10-resnet18": dict(source="cifar10", target="cifar10", arch="resnet18",
+                             weights="data/weights/resnet18-f37072fd.pth",
                              image_size=224, patch=32, epochs=10, batch_size=64,
                              target_per_class=500, seeds=(0, 1, 2)),
 }

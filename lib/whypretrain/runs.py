@@ -1,0 +1,196 @@
+"""Runs are files: one training run lives in ``<workdir>/runs/<hash>/``.
+
+The hash covers every parameter that changes the run's result (its kind, seed, data, model,
+schedule and its parent run's hash), so a finished run is found again and reused, and a change
+of any of them makes a new run. A run folder holds:
+
+- ``params.json``: the run's parameters, seed, parent, library version and git commit;
+- ``metrics.csv``: one row per epoch: epoch, train_loss, train_acc, test_loss, test_acc;
+- ``epoch-NNN.safetensors``: the model's state dict after epoch NNN (epoch 0 = before training);
+- ``resume.pt``: optimizer and RNG state after the last checkpointed epoch (for resuming);
+- ``checksums.json``: the sha256 of every checkpoint, checked before a checkpoint is loaded;
+- ``done``: the completion marker.
+
+Every file is written to a temporary name and renamed (``os.replace``), so a crash leaves either
+the old file or the new one, never a half-written file under the real name.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from . import __version__
+
+KINDS = ("pretrain", "probe", "finetune", "scratch")
+METRICS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")
+# Bump when training code changes in a way that changes results: old runs are then not reused.
+RUN_FORMAT = 1
+
+
+def run_hash(spec: dict[str, Any]) -> str:
+    text = json.dumps({**spec, "run_format": RUN_FORMAT}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def atomic_write(path: Path, payload: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class Run:
+    """One training run on disk. Create with ``Run.create(workdir, spec)`` or open an existing
+    folder with ``Run(path)``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        params_file = self.path / "params.json"
+        if not params_file.is_file():
+            raise FileNotFoundError(f"{self.path} is not a run: it has no params.json")
+        try:
+            self.params: dict[str, Any] = json.loads(params_file.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{params_file} is corrupt: {err}") from None
+        self.kind: str = self.params["kind"]
+
+    @classmethod
+    def create(cls, workdir: str | Path, spec: dict[str, Any]) -> "Run":
+        """The run of ``spec`` (a dict with at least ``kind``, ``seed``, ``num_classes``): the
+        existing folder when there is one, else a new folder with its params.json."""
+        if spec["kind"] not in KINDS:
+            raise ValueError(f"run kind {spec['kind']!r} is not one of {KINDS}")
+        path = Path(workdir) / "runs" / run_hash(spec)
+        if not (path / "params.json").is_file():
+            path.mkdir(parents=True, exist_ok=True)
+            record = {**spec, "hash": path.name, "version": __version__, "git": _git_commit()}
+            atomic_write(path / "params.json",
+                         json.dumps(record, indent=2, sort_keys=True, default=str).encode())
+        return cls(path)
+
+    def __repr__(self) -> str:
+        return f"Run({self.kind}, seed={self.params.get('seed')}, {self.path})"
+
+    # --- state ------------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return (self.path / "done").is_file()
+
+    def mark_done(self) -> None:
+        atomic_write(self.path / "done", json.dumps({"epochs": self.epochs()}).encode())
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        f = self.path / "metrics.csv"
+        if not f.is_file():
+            return pd.DataFrame(columns=list(METRICS))
+        return pd.read_csv(f)
+
+    def write_metrics(self, rows: list[dict]) -> None:
+        buf = io.StringIO()
+        pd.DataFrame(rows, columns=list(METRICS)).to_csv(buf, index=False)
+        atomic_write(self.path / "metrics.csv", buf.getvalue().encode())
+
+    def checkpoint_path(self, epoch: int) -> Path:
+        return self.path / f"epoch-{epoch:03d}.safetensors"
+
+    def _checksums(self) -> dict[str, str]:
+        f = self.path / "checksums.json"
+        return json.loads(f.read_text()) if f.is_file() else {}
+
+    def epochs(self) -> list[int]:
+        """Epochs that have a checkpoint (recorded in checksums.json and present on disk)."""
+        names = self._checksums()
+        return sorted(int(n[6:9]) for n in names if (self.path / n).is_file())
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def save_checkpoint(self, epoch: int, model: torch.nn.Module, resume: dict | None = None,
+                        keep_previous: bool = True) -> None:
+        """Write the model after ``epoch`` (and the state needed to resume from it)."""
+        from safetensors.torch import save
+
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        payload = save(state, metadata={"epoch": str(epoch), "kind": self.kind})
+        path = self.checkpoint_path(epoch)
+        # Order matters for a crash at any point: the checkpoint, then its checksum, then the
+        # resume state that points at it, and only then the removal of older checkpoints.
+        atomic_write(path, payload)
+        sums = {**self._checksums(), path.name: hashlib.sha256(payload).hexdigest()}
+        atomic_write(self.path / "checksums.json", json.dumps(sums, indent=1).encode())
+        if resume is not None:
+            buf = io.BytesIO()
+            torch.save({**resume, "epoch": epoch}, buf)
+            atomic_write(self.path / "resume.pt", buf.getvalue())
+        if not keep_previous and len(sums) > 1:
+            sums = {path.name: sums[path.name]}
+            atomic_write(self.path / "checksums.json", json.dumps(sums, indent=1).encode())
+            for old in self.path.glob("epoch-*.safetensors"):
+                if old.name != path.name:
+                    old.unlink(missing_ok=True)
+
+    def load_state(self, epoch: int | None = None) -> dict[str, torch.Tensor]:
+        """The state dict of ``epoch`` (the last when None), checked against its sha256."""
+        from safetensors.torch import load
+
+        epochs = self.epochs()
+        if not epochs:
+            raise FileNotFoundError(f"run {self.path} has no checkpoint")
+        epoch = epochs[-1] if epoch is None else epoch
+        path = self.checkpoint_path(epoch)
+        if epoch not in epochs:
+            raise FileNotFoundError(f"no checkpoint {path}; this run has epochs {epochs}")
+        payload = path.read_bytes()
+        if hashlib.sha256(payload).hexdigest() != self._checksums()[path.name]:
+            raise ValueError(f"checkpoint {path} is corrupt (its sha256 does not match "
+                             f"checksums.json); delete the run folder to retrain it")
+        try:
+            return load(payload)
+        except Exception as err:  # noqa: BLE001
+            raise ValueError(f"checkpoint {path} is corrupt: {err}") from None
+
+    def load_resume(self) -> dict | None:
+        f = self.path / "resume.pt"
+        if not f.is_file():
+            return None
+        try:
+            return torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001
+            raise ValueError(f"resume state {f} is corrupt: {err}") from None
+
+    def load_model(self, epoch: int | None = None, device: str = "cpu") -> torch.nn.Module:
+        """The run's model after ``epoch`` (the final one when None), in eval mode, with this
+        run's head (the target classes for probe, finetune and scratch)."""
+        from . import models
+
+        params = self.params
+        if self.kind == "pretrain" and params.get("weights"):
+            model = models.build(params, params["num_classes"])  # the weights file is the run
+        else:
+            model = models.build({**params, "weights": ""}, params["num_classes"])
+            state = self.load_state(epoch)
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as err:
+                raise RuntimeError(f"checkpoint {self.checkpoint_path(epoch or self.epochs()[-1])}"
+                                   f" does not fit the {params['arch']} model of this run: "
+                                   f"{err}") from None
+        return model.to(device).eval()
