@@ -31,7 +31,7 @@ THEME = "whypretrain"
 MODEL_COLORS = {"pretrain": "#4c78a8", "finetune": "#f58518", "scratch": "#54a24b",
                 "probe": "#4c78a8"}
 
-WIDTH = 560
+WIDTH = 430
 HEIGHT = 300
 
 _TEMPLATE = """\
@@ -91,7 +91,7 @@ def theme() -> dict[str, Any]:
                       "subtitleColor": "#555", "offset": 10},
             "axis": {"labelFontSize": 12, "titleFontSize": 13, "titleFontWeight": 500,
                      "gridColor": "#e6e6e6", "domainColor": "#888", "tickColor": "#888"},
-            "legend": {"labelFontSize": 12, "titleFontSize": 12, "orient": "right"},
+            "legend": {"labelFontSize": 12, "titleFontSize": 12, "orient": "bottom"},
             "header": {"labelFontSize": 12, "titleFontSize": 13},
             "range": {"category": list(dict.fromkeys(MODEL_COLORS.values()))
                       + ["#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d", "#bab0ac"]},
@@ -344,19 +344,38 @@ def players_image(x, players, patch: int, title: str = "The sample and its playe
         title, subtitle="red boxes: the players; every other pixel stays as it is when masking"))
 
 
-def strength_by_rank(result_rows: pd.DataFrame) -> alt.Chart:
-    """Sparsity: |I| sorted from the strongest down, on a log scale, one line per method.
+def strength_by_rank(curves: dict) -> alt.Chart:
+    """Sparsity: |I| sorted from the strongest down, log-log, one line per method.
 
-    ``result_rows``: columns ``method, rank, strength`` (``rank`` from 1)."""
-    return alt.Chart(result_rows).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+    ``curves``: method name -> interactions of one sample (any shape; all terms are ranked)."""
+    frames = []
+    for method, I in curves.items():
+        strength = np.sort(np.abs(np.asarray(I, dtype=float)).ravel())[::-1]
+        strength = strength[strength > 0]
+        frames.append(pd.DataFrame({"method": method, "rank": np.arange(1, len(strength) + 1),
+                                    "strength": strength}))
+    return alt.Chart(pd.concat(frames, ignore_index=True)).mark_line().encode(
         x=alt.X("rank:Q", title="rank of the interaction (strongest first)",
                 scale=alt.Scale(type="log")),
         y=alt.Y("strength:Q", title="|I(S)|", scale=alt.Scale(type="log")),
         color=alt.Color("method:N", title=None),
         tooltip=["method:N", "rank:Q", alt.Tooltip("strength:Q", format=".4f")],
     ).properties(title=alt.Title("A few interactions carry the output",
-                                 subtitle="|I| by rank; sparsified AND-OR falls off faster "
-                                          "than plain Harsanyi (AND only)"))
+                                 subtitle="|I| by rank: the sparser the explanation, the faster "
+                                          "the line falls"))
+
+
+def game_chart(values, n: int) -> alt.Chart:
+    """The game of one sample: v(x_T) against the number of players present |T|."""
+    from .interactions import popcount
+    v = np.asarray(values, dtype=float)
+    data = pd.DataFrame({"mask": np.arange(len(v)), "present": popcount(n).numpy(), "v": v})
+    return alt.Chart(data).mark_circle(size=14, opacity=0.4).encode(
+        x=alt.X("present:Q", title="players present |T|"),
+        y=alt.Y("v:Q", title="v(x_T): log-odds of the true class"),
+        tooltip=["mask:Q", "present:Q", alt.Tooltip("v:Q", format=".3f")],
+    ).properties(title=alt.Title(f"All 2^{n} = {len(v)} outputs of the model on one sample",
+                                 subtitle="each dot is one masked input x_T"))
 
 
 def explorer(a, tau: float = 0.05, max_items: int = 25) -> alt.Chart:
@@ -390,6 +409,7 @@ def explorer(a, tau: float = 0.05, max_items: int = 25) -> alt.Chart:
             label = f"{('AND', 'OR')[kind]} {{{','.join(map(str, members_))}}}"
             item_id = f"{sid}:{kind}:{mask}"
             items.append(dict(sample=sid, item_id=item_id, label=label, rank=rank,
+                              strength=float(strength.ravel()[f]),
                               order=int(orders[mask]), rel_pre=float(rel_pre[kind, mask]),
                               rel_ft=float(rel_ft[kind, mask]),
                               sign_pre=int(np.sign(pre[j][kind, mask])),
@@ -415,11 +435,12 @@ def explorer(a, tau: float = 0.05, max_items: int = 25) -> alt.Chart:
     chosen = alt.Chart(pd.DataFrame(members)).mark_rect(
         fill="#f58518", opacity=0.45, stroke="#f58518").encode(
         x="c0:Q", x2="c1:Q", y="r0:Q", y2="r1:Q").transform_filter(only).transform_filter(pick)
-    image = (image + chosen).properties(width=260, height=260, title="sample and players")
+    image = (image + chosen).properties(width=200, height=200, title="sample and players")
+    by_strength = alt.EncodingSortField(field="strength", op="max", order="descending")
     item_data = alt.Chart(pd.DataFrame(items)).transform_filter(only).transform_calculate(
         status=status)
     bars = item_data.mark_bar().encode(
-        y=alt.Y("label:N", sort=alt.EncodingSortField("rank"), title=None),
+        y=alt.Y("label:N", sort=by_strength, title=None),
         x=alt.X("rel_ft:Q", title="|I| / max |I| in the fine-tuned model",
                 scale=alt.Scale(domain=[0, 1])),
         color=color, opacity=alt.condition(pick, alt.value(1.0), alt.value(0.75)),
@@ -427,16 +448,17 @@ def explorer(a, tau: float = 0.05, max_items: int = 25) -> alt.Chart:
                  alt.Tooltip("rel_ft:Q", format=".3f"), "sign_pre:Q", "sign_ft:Q", "status:N"],
     ).add_params(pick)
     ticks = item_data.mark_tick(color="black", thickness=2).encode(
-        y=alt.Y("label:N", sort=alt.EncodingSortField("rank")), x="rel_pre:Q")
+        y=alt.Y("label:N", sort=by_strength), x="rel_pre:Q")
     rule = alt.Chart(pd.DataFrame([{}])).mark_rule(strokeDash=[4, 3]).encode(x="tau_x:Q") \
         .transform_calculate(tau_x="tau")
-    strongest = (bars + ticks + rule).properties(width=330, height=380, title=alt.Title(
+    strongest = (bars + ticks + rule).properties(width=220, height=380, title=alt.Title(
         "strongest interactions", subtitle="bar: fine-tuned; black tick: pre-trained (probe); "
                                            "dashed: tau; click a bar"))
     counts = item_data.transform_filter("datum.status != 'not salient'").mark_bar().encode(
         x=alt.X("order:O", title="order |S|"), y=alt.Y("count():Q", title="items"),
-        color=color).properties(width=200, height=200, title="salient items by order (top "
+        color=color).properties(width=200, height=150, title="salient items by order (top "
                                                                  f"{max_items})")
-    return alt.hconcat(image, strongest, counts).add_params(sample, tau_p).properties(
+    left = alt.vconcat(image, counts)
+    return alt.hconcat(left, strongest).add_params(sample, tau_p).properties(
         title=alt.Title("Explorer: what the fine-tuned model keeps of the pre-trained knowledge",
                         subtitle="choose a sample and tau below the charts"))

@@ -1,0 +1,96 @@
+"""The analysis step end to end on the `ci` preset: real runs, real games, complete tables."""
+import numpy as np
+import pytest
+import torch
+
+from whypretrain import analysis, interactions, knowledge, presets
+
+
+@pytest.fixture(scope="module")
+def ci(tmp_path_factory):
+    params = presets.resolve("ci", {"workdir": str(tmp_path_factory.mktemp("ci"))})
+    return params, analysis.analyze(params, seed=0, progress=False)
+
+
+def test_games_cover_every_checkpoint_and_the_probe(ci):
+    params, a = ci
+    epochs = list(range(params["epochs"] + 1))
+    assert a.labels == [("pretrain", -1)] + [("finetune", e) for e in epochs] \
+        + [("scratch", e) for e in epochs]
+    assert a.result.values.shape == (len(a.labels), len(a.sample_ids), 1 << params["n"])
+    assert a.players.shape == (len(a.sample_ids), params["n"])
+    assert 1 <= len(a.sample_ids) <= params["samples_per_class"] * 5
+
+
+def test_interactions_explain_the_games(ci):
+    _, a = ci
+    bound = 0.04 * (a.result.values[..., -1:] - a.result.values[..., :1]).abs()
+    err = (a.result.reconstruct() - a.result.values).abs()
+    assert (err <= bound + 1e-9).all()
+    assert (a.result.loss <= a.result.loss_start + 1e-9).all()
+
+
+def test_table_is_complete_and_nan_only_where_undefined(ci):
+    params, a = ci
+    table = a.table(params["tau"])
+    n = params["n"]
+    samples = len(a.sample_ids)
+    know = table[table["epoch"] == knowledge.FINAL_EPOCH]
+    assert set(know["measure"]) == set(knowledge.KNOWLEDGE_MEASURES)
+    assert len(know) == samples * len(knowledge.KNOWLEDGE_MEASURES) * (n + 2)
+    nan = table[table["value"].isna()]
+    assert nan["measure"].str.match("share_|ratio_").all()
+    # where K_preserve has items the ratio is defined
+    wide = know[know["order"] == -1].pivot(index="sample", columns="measure", values="value")
+    defined = wide["count_preserve"] > 0
+    assert wide.loc[defined, "ratio_learnable"].notna().all()
+    assert wide.loc[~defined, "ratio_learnable"].isna().all()
+
+
+def test_final_checkpoint_is_identical_to_itself(ci):
+    params, a = ci
+    table = a.table(params["tau"])
+    final = table[(table["epoch"] == params["epochs"]) & table["measure"].isin(
+        ["jaccard_weighted", "jaccard_set"])]
+    assert len(final) == 2 * 2 * len(a.sample_ids)
+    assert np.allclose(final["value"], 1.0)
+    ft_vs_ft = table[(table["model"] == "finetune") & (table["epoch"] == params["epochs"])
+                     & (table["measure"] == "jaccard_weighted_vs_finetune")]
+    assert np.allclose(ft_vs_ft["value"], 1.0)
+
+
+def test_results_are_reused_and_resume_to_the_same_numbers(ci):
+    params, a = ci
+    stamp = (a.path / "interactions.pt").stat().st_mtime_ns
+    again = analysis.analyze(params, seed=0, progress=False)
+    assert (a.path / "interactions.pt").stat().st_mtime_ns == stamp
+    (a.path / "interactions.pt").unlink()   # as if killed during sparsification
+    resumed = analysis.analyze(params, seed=0, progress=False)
+    assert torch.equal(resumed.result.I_and, again.result.I_and)
+    assert torch.equal(resumed.result.I_or, again.result.I_or)
+
+
+def test_players_are_shared_by_every_model_and_fixed_by_the_seed(ci):
+    params, a = ci
+    import whypretrain.masking as masking
+    for j, i in enumerate(a.sample_ids):
+        expected = masking.choose_players(a.x[j], params["n"], params["patch"],
+                                          analysis.player_seed(0, i), params["player_choice"])
+        assert torch.equal(a.players[j], expected)
+
+
+def test_summary_over_seeds_has_spread_columns(ci):
+    params, a = ci
+    table = a.table(params["tau"])
+    summary = analysis.summarize(table)
+    row = summary[(summary["measure"] == "count_pretrain") & (summary["order"] == -1)]
+    assert len(row) == 1 and row["n_seeds"].item() == 1
+    expected = table[(table["measure"] == "count_pretrain") & (table["order"] == -1)]["value"]
+    assert row["mean"].item() == pytest.approx(expected.mean())
+
+
+def test_salient_items_of_the_engine_and_of_knowledge_agree(ci):
+    params, a = ci
+    I = a.interactions_of("finetune")
+    assert torch.equal(interactions.salient(I[:, 0], I[:, 1], params["tau"]),
+                       knowledge.salient_items(I, params["tau"]))
