@@ -1,0 +1,70 @@
+"""The whole `ci` preset through the runner, as `make study PRESET=ci` runs it, on a copy of the
+repository: train, analyse, execute every notebook with papermill, build the book with -W, then
+read it in headless Chromium like a reader (no outside request, charts drawn, widget, math)."""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from whypretrain import runner
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import browser  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ci_study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    runner.ensure_assets(REPO, quiet=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "notebooks", root / "notebooks",
+                    ignore=shutil.ignore_patterns(".*"))
+    shutil.copytree(REPO / "book", root / "book",
+                    ignore=shutil.ignore_patterns("_assets", "experiments", ".*"))
+    (root / "book" / "_assets").symlink_to(REPO / "book" / "_assets", target_is_directory=True)
+    overrides = {"workdir": str(root / "work")}
+    code = runner.study("ci", overrides, root=root)
+    return root, overrides, code
+
+
+@pytest.mark.slow
+def test_ci_study_builds_every_page(ci_study):
+    root, _, code = ci_study
+    assert code == 0
+    names = runner.notebook_list(root)
+    assert len(names) == 8
+    for name in names:
+        assert (root / "book" / "experiments" / f"{name}.ipynb").is_file()
+        assert (root / "_build" / "html" / "book" / "experiments" / f"{name}.html").is_file()
+
+
+@pytest.mark.slow
+def test_ci_book_reads_offline_with_charts_widget_and_math(ci_study, tmp_path):
+    root, _, _ = ci_study
+    report = browser.check_book(root / "_build" / "html", screenshots=tmp_path,
+                                shot_pages=["book/experiments/07-explorer.html"])
+    assert browser.outside_requests(report) == 0, browser.table(report)
+    assert not browser.problems(report), browser.problems(report)
+    pages = {p["page"]: p for p in report["pages"]}
+    figures = [p for name, p in pages.items() if "experiments/0" in name]
+    assert len(figures) == 8
+    assert sum(p["charts"]["drawn"] for p in figures) >= 12
+    assert pages["book/experiments/07-explorer.html"]["widgets"]["rendered"] >= 1
+    assert pages["book/experiments/01-primer.html"]["math"]["rendered"] > 0
+    findings = (root / "_build" / "html" / "book" / "experiments" / "08-findings.html").read_text()
+    assert "claims reproduce" in findings
+
+
+@pytest.mark.slow
+def test_second_study_skips_every_notebook(ci_study, capsys):
+    root, overrides, _ = ci_study
+    before = {p: p.stat().st_mtime_ns for p in (root / "book" / "experiments").glob("*.ipynb")}
+    assert runner.study("ci", overrides, root=root) == 0
+    after = {p: p.stat().st_mtime_ns for p in (root / "book" / "experiments").glob("*.ipynb")}
+    assert before == after
