@@ -94,3 +94,21 @@ def test_salient_items_of_the_engine_and_of_knowledge_agree(ci):
     I = a.interactions_of("finetune")
     assert torch.equal(interactions.salient(I[:, 0], I[:, 1], params["tau"]),
                        knowledge.salient_items(I, params["tau"]))
+
+
+def test_checkpoint_stride_keeps_the_first_and_last_epochs():
+    assert analysis.analysed_epochs(list(range(21)), 1) == list(range(21))
+    assert analysis.analysed_epochs(list(range(21)), 3) == [0, 3, 6, 9, 12, 15, 18, 20]
+    assert analysis.analysed_epochs(list(range(5)), 100) == [0, 4]
+
+
+def test_finals_only_analysis_matches_the_full_one_on_the_final_models(ci):
+    params, a = ci
+    finals = analysis.analyze(params, seed=0, progress=False, finals_only=True)
+    assert finals.labels == [("pretrain", -1), ("finetune", params["epochs"]),
+                             ("scratch", params["epochs"])]
+    for model in ("pretrain", "finetune", "scratch"):
+        torch.testing.assert_close(finals.interactions_of(model), a.interactions_of(model),
+                                   rtol=0, atol=1e-9)
+    table = finals.table(params["tau"])
+    assert not table["measure"].str.startswith("jaccard").any()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from .runs import Run, atomic_write, run_hash
 # the parameters that change the games or their interactions (tau, workdir, device do not)
 ANALYSIS_KEYS = ("n", "patch", "player_choice", "baseline", "subtract_empty", "mode",
                  "optimizer", "iterations", "sparsify_lr", "q_bound", "samples_per_class",
-                 "only_correct")
+                 "only_correct", "checkpoint_stride", "threads")
 RESULTS_FORMAT = 1
 
 
@@ -76,7 +77,7 @@ class Analysis:
         ids = self.sample_ids
         pre, ft, sc = (self.interactions_of(m) for m in ("pretrain", "finetune", "scratch"))
         parts = [knowledge.knowledge_table(pre, ft, sc, tau, ids)]
-        for run in ("finetune", "scratch"):
+        for run in ("finetune", "scratch") if len(self.labels) > 3 else ():
             by_epoch = {e: self.interactions_of(run, e) for m, e in self.labels if m == run}
             own = self.interactions_of(run)
             parts.append(knowledge.convergence_table(by_epoch, own, tau, ids, model=run))
@@ -124,19 +125,45 @@ def player_seed(seed: int, sample_id: int) -> int:
     return seed * 1_000_003 + sample_id
 
 
-def results_spec(params: dict, seed: int, runs: dict[str, Run]) -> dict[str, Any]:
+def results_spec(params: dict, seed: int, runs: dict[str, Run], finals_only: bool = False
+                 ) -> dict[str, Any]:
     spec = {k: params[k] for k in ANALYSIS_KEYS}
     spec.update(seed=seed, runs={k: r.path.name for k, r in runs.items()},
-                results_format=RESULTS_FORMAT)
+                finals_only=finals_only, results_format=RESULTS_FORMAT)
     return spec
 
 
+def analysed_epochs(epochs: list[int], stride: int) -> list[int]:
+    """The checkpoints a run contributes: every ``stride``-th epoch, epoch 0 and the last."""
+    return sorted({e for e in epochs if e % stride == 0} | {epochs[0], epochs[-1]})
+
+
+@contextmanager
+def _threads(count: int):
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def analyze(params: dict, seed: int, progress: bool = True,
-            datasets: data.Datasets | None = None) -> Analysis:
-    """The analysis of one seed: trains what is missing, reuses what is on disk."""
+            datasets: data.Datasets | None = None, finals_only: bool = False) -> Analysis:
+    """The analysis of one seed: trains what is missing, reuses what is on disk.
+
+    ``finals_only``: only the three final models (no convergence measures), which is all the
+    knowledge measures need (the sensitivity study uses it).
+    """
+    with _threads(params["threads"]):
+        return _analyze(params, seed, progress, datasets, finals_only)
+
+
+def _analyze(params, seed, progress, datasets, finals_only) -> Analysis:
     ds = datasets or data.load_datasets(params)
     runs = training.ensure_runs(params, seed, progress, datasets=ds)
-    spec = results_spec(params, seed, runs)
+    spec = results_spec(params, seed, runs, finals_only)
     path = Path(params["workdir"]) / "results" / run_hash(spec)
     path.mkdir(parents=True, exist_ok=True)
     if not (path / "params.json").is_file():
@@ -149,7 +176,7 @@ def analyze(params: dict, seed: int, progress: bool = True,
     if games_file.is_file():
         games = torch.load(games_file, weights_only=True)
     else:
-        games = _games(params, seed, runs, ds, device, progress)
+        games = _games(params, seed, runs, ds, device, progress, finals_only)
         _save(games_file, games)
 
     result_file = path / "interactions.pt"
@@ -175,7 +202,7 @@ def analyze(params: dict, seed: int, progress: bool = True,
                     int(games["final_epoch"]), int(games["candidates"]))
 
 
-def _games(params, seed, runs, ds, device, progress) -> dict[str, Any]:
+def _games(params, seed, runs, ds, device, progress, finals_only) -> dict[str, Any]:
     finals = [runs[k].load_model(device=device) for k in ("probe", "finetune", "scratch")]
     ids, candidates = choose_samples(ds.target_test, finals, params["samples_per_class"],
                                      params["only_correct"])
@@ -190,7 +217,10 @@ def _games(params, seed, runs, ds, device, progress) -> dict[str, Any]:
     labels: list[tuple[str, int]] = [("pretrain", -1)]
     models_ = [finals[0]]
     for kind in ("finetune", "scratch"):
-        for epoch in runs[kind].epochs():
+        epochs = runs[kind].epochs()
+        chosen = epochs[-1:] if finals_only else analysed_epochs(epochs,
+                                                                  params["checkpoint_stride"])
+        for epoch in chosen:
             labels.append((kind, epoch))
             models_.append(runs[kind].load_model(epoch, device=device))
     from tqdm.auto import tqdm
@@ -227,11 +257,13 @@ def analyze_study(params: dict, progress: bool = True) -> dict[int, Analysis]:
     return out
 
 
-def study_table(params: dict, tau: float | None = None, progress: bool = False) -> pd.DataFrame:
+def study_table(params: dict, tau: float | None = None, progress: bool = False,
+                finals_only: bool = False) -> pd.DataFrame:
     """Every seed's tidy table at ``tau`` (the preset's by default), one table."""
     tau = params["tau"] if tau is None else tau
-    return pd.concat([a.table(tau) for a in analyze_study(params, progress).values()],
-                     ignore_index=True)
+    ds = data.load_datasets(params)
+    return pd.concat([analyze(params, seed, progress, ds, finals_only).table(tau)
+                      for seed in params["seeds"]], ignore_index=True)
 
 
 def summarize(table: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
@@ -274,7 +306,9 @@ def sensitivity(params: dict, grid: dict[str, list] | None = None, progress: boo
             setting = dict(params)
             setting[key] = value
             setting = presets.resolve(params["preset"], {k: setting[k] for k in presets.PARAMS})
-            table = study_table(setting, progress=progress)
+            # tau only re-reads the study's interactions; n and the baseline need new games,
+            # of the final models only (the knowledge measures need nothing else)
+            table = study_table(setting, progress=progress, finals_only=key != "tau")
             table = table[table["order"] == knowledge.ALL_ORDERS]
             means = table.groupby(["seed", "model", "epoch", "measure"])["value"].mean()
             for (seed, model, epoch, measure), mean in means.items():

@@ -62,6 +62,9 @@ PARAMS: dict[str, Param] = {
     "baseline": Param("zero", "value a masked player takes",
                       choices=("zero", "mean", "blur")),
     "subtract_empty": Param(False, "use v(x_T) - v(x_empty) as the game"),
+    "checkpoint_stride": Param(1, "analyse every k-th epoch's checkpoint of fine-tuning and "
+                               "scratch training (epoch 0 and the final one always)",
+                               low=1, high=1000),
     "mask_batch": Param(1024, "masked inputs per forward pass", low=1, high=1 << 20),
     # --- interactions (method.md section 2) ---------------------------------------------------
     "mode": Param("and-or", "interaction type", choices=("and-or", "and")),
