@@ -96,10 +96,11 @@ def test_salient_items_of_the_engine_and_of_knowledge_agree(ci):
                        knowledge.salient_items(I, params["tau"]))
 
 
-def test_checkpoint_stride_keeps_the_first_and_last_epochs():
-    assert analysis.analysed_epochs(list(range(21)), 1) == list(range(21))
-    assert analysis.analysed_epochs(list(range(21)), 3) == [0, 3, 6, 9, 12, 15, 18, 20]
-    assert analysis.analysed_epochs(list(range(5)), 100) == [0, 4]
+def test_analysed_checkpoints_are_geometric_with_the_first_and_last_epochs():
+    assert analysis.analysed_epochs(list(range(21)), 0) == list(range(21))
+    assert analysis.analysed_epochs(list(range(21)), 6) == [0, 1, 2, 4, 9, 20]
+    assert analysis.analysed_epochs(list(range(21)), 2) == [0, 20]
+    assert analysis.analysed_epochs(list(range(5)), 100) == [0, 1, 2, 3, 4]
 
 
 def test_finals_only_analysis_matches_the_full_one_on_the_final_models(ci):

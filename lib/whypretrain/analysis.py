@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -32,7 +33,7 @@ from .runs import Run, atomic_write, run_hash
 # the parameters that change the games or their interactions (tau, workdir, device do not)
 ANALYSIS_KEYS = ("n", "patch", "player_choice", "baseline", "subtract_empty", "mode",
                  "optimizer", "iterations", "sparsify_lr", "q_bound", "samples_per_class",
-                 "only_correct", "checkpoint_stride", "threads")
+                 "only_correct", "checkpoints", "threads")
 RESULTS_FORMAT = 1
 
 
@@ -133,9 +134,17 @@ def results_spec(params: dict, seed: int, runs: dict[str, Run], finals_only: boo
     return spec
 
 
-def analysed_epochs(epochs: list[int], stride: int) -> list[int]:
-    """The checkpoints a run contributes: every ``stride``-th epoch, epoch 0 and the last."""
-    return sorted({e for e in epochs if e % stride == 0} | {epochs[0], epochs[-1]})
+def analysed_epochs(epochs: list[int], count: int) -> list[int]:
+    """The checkpoints a run contributes: all of them (``count = 0``), or about ``count``
+    spaced geometrically, since knowledge moves most in the first epochs; epoch 0 and the last
+    are always in."""
+    if count == 0 or count >= len(epochs):
+        return list(epochs)
+    last = epochs[-1]
+    if count <= 2:
+        return [epochs[0], last]
+    picked = np.unique(np.round(np.geomspace(1, last, count - 1))).astype(int)
+    return sorted({epochs[0], last} | {int(e) for e in picked if e in epochs})
 
 
 @contextmanager
@@ -218,8 +227,7 @@ def _games(params, seed, runs, ds, device, progress, finals_only) -> dict[str, A
     models_ = [finals[0]]
     for kind in ("finetune", "scratch"):
         epochs = runs[kind].epochs()
-        chosen = epochs[-1:] if finals_only else analysed_epochs(epochs,
-                                                                  params["checkpoint_stride"])
+        chosen = epochs[-1:] if finals_only else analysed_epochs(epochs, params["checkpoints"])
         for epoch in chosen:
             labels.append((kind, epoch))
             models_.append(runs[kind].load_model(epoch, device=device))

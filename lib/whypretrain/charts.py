@@ -451,12 +451,13 @@ def explorer(a, tau: float = 0.05, max_items: int = 25) -> alt.Chart:
         y=alt.Y("label:N", sort=by_strength), x="rel_pre:Q")
     rule = alt.Chart(pd.DataFrame([{}])).mark_rule(strokeDash=[4, 3]).encode(x="tau_x:Q") \
         .transform_calculate(tau_x="tau")
-    strongest = (bars + ticks + rule).properties(width=220, height=380, title=alt.Title(
+    strongest = (bars + ticks + rule).properties(width=190, height=380, title=alt.Title(
         "strongest interactions", subtitle="bar: fine-tuned; black tick: pre-trained (probe); "
                                            "dashed: tau; click a bar"))
     counts = item_data.transform_filter("datum.status != 'not salient'").mark_bar().encode(
         x=alt.X("order:O", title="order |S|"), y=alt.Y("count():Q", title="items"),
-        color=color).properties(width=200, height=150, title="salient items by order (top "
+        color=alt.Color("status:N", sort=order, legend=None,
+                        scale=alt.Scale(domain=order, range=[SET_COLORS[o] for o in order]))).properties(width=200, height=150, title="salient items by order (top "
                                                                  f"{max_items})")
     left = alt.vconcat(image, counts)
     return alt.hconcat(left, strongest).add_params(sample, tau_p).properties(

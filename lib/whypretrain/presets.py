@@ -62,9 +62,9 @@ PARAMS: dict[str, Param] = {
     "baseline": Param("zero", "value a masked player takes",
                       choices=("zero", "mean", "blur")),
     "subtract_empty": Param(False, "use v(x_T) - v(x_empty) as the game"),
-    "checkpoint_stride": Param(1, "analyse every k-th epoch's checkpoint of fine-tuning and "
-                               "scratch training (epoch 0 and the final one always)",
-                               low=1, high=1000),
+    "checkpoints": Param(0, "checkpoints of fine-tuning and of scratch training analysed for "
+                         "convergence, spaced geometrically (epoch 0 and the last always); "
+                         "0 = every epoch", low=0, high=10000),
     "mask_batch": Param(1024, "masked inputs per forward pass", low=1, high=1 << 20),
     # --- interactions (method.md section 2) ---------------------------------------------------
     "mode": Param("and-or", "interaction type", choices=("and-or", "and")),
@@ -88,7 +88,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "ci": dict(pretrain_epochs=1, epochs=3, seeds=(0,), n=6, iterations=300,
                samples_per_class=1),
     "classroom": dict(pretrain_epochs=2, epochs=10, seeds=(0, 1), n=8, iterations=2000),
-    "default": dict(),
+    "default": dict(checkpoints=6),
     "cifar10-resnet18": dict(source="cifar10", target="cifar10", arch="resnet18",
                              weights="data/weights/resnet18-f37072fd.pth",
                              image_size=224, patch=32, epochs=10, batch_size=64,
