@@ -108,6 +108,17 @@ def test_sparsify_is_deterministic_and_lowers_the_objective():
     assert (first.loss < first.loss_start).all()
 
 
+def test_a_diverging_game_keeps_the_plain_split():
+    """A step size far too large makes SGD climb; such games fall back to p = q = 0."""
+    v = random_games(8, batch=3, seed=5)
+    result = I.sparsify(v, iterations=200, lr=1.0)
+    assert result.params["games_kept_at_start"] == 3
+    assert torch.equal(result.loss, result.loss_start)
+    assert (result.p == 0).all() and (result.q == 0).all()
+    plain = I.and_or(v, torch.zeros_like(v), torch.zeros_like(v))
+    torch.testing.assert_close(result.reconstruct(), I.reconstruct(*plain), rtol=0, atol=1e-9)
+
+
 def test_sparsify_games_are_independent():
     """Batched optimisation follows each game's own trajectory."""
     v = random_games(6, batch=4)

@@ -334,6 +334,23 @@ def l1_gradient(values: Tensor, p: Tensor, q: Tensor, n: int) -> tuple[Tensor, T
     return grad[0].view(values.shape), grad[1].view(values.shape)
 
 
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device):
+    """Run the step loop on one CPU thread. Its operations are small and memory-bound; with
+    several OpenMP threads each one is a barrier, and on a shared CPU a barrier waits for a
+    descheduled thread: on a loaded 2-core machine 2 threads made a step 30-65x slower
+    (benchmarks/README.md). Restores the thread count on exit (it is process-wide meanwhile)."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def sparsify(values: Tensor, iterations: int = 10000, lr: float = 1e-5, q_bound: float = 0.04,
              optimizer: str = "sgd", momentum: float = 0.9, dtype: torch.dtype = torch.float64,
              progress: bool = False) -> Interactions:
@@ -345,8 +362,11 @@ def sparsify(values: Tensor, iterations: int = 10000, lr: float = 1e-5, q_bound:
 
     ``optimizer="sgd"``: the reference (SGD, momentum 0.9, ``lr`` decayed log-linearly to
     ``lr/10``). ``optimizer="adam"``: Adam on each game divided by its standard deviation over
-    masks, same schedule; ``lr`` is then a step in units of that spread (e.g. ``3e-2``). Runs in
+    masks, same schedule; ``lr`` is then a step in units of that spread (e.g. ``1e-3``). Runs in
     ``dtype`` (float64 by default) on the games' device; deterministic on the CPU.
+
+    A game whose objective ends above the plain split's (``p = q = 0``) keeps the plain split:
+    ``loss <= loss_start`` always, and ``params["games_kept_at_start"]`` counts such games.
     """
     n = players_of(values)
     if optimizer not in ("sgd", "adam"):
@@ -383,7 +403,7 @@ def sparsify(values: Tensor, iterations: int = 10000, lr: float = 1e-5, q_bound:
         bar = tqdm(total=iterations, desc=f"sparsify {tuple(v.shape[:-1])} games, n={n}",
                    leave=False)
     low = -bound_run
-    with _reused_buffers():
+    with _reused_buffers(), _one_cpu_thread(v.device):
         for step_lr in _lr_schedule(lr, iterations):
             torch.clamp(q_run, low, bound_run, out=q_run)
             for group in opt.param_groups:
@@ -398,10 +418,18 @@ def sparsify(values: Tensor, iterations: int = 10000, lr: float = 1e-5, q_bound:
     torch.clamp(q_run, low, bound_run, out=q_run)
     p, q = p_run.reshape(v.shape).contiguous(), q_run.reshape(v.shape).contiguous()
     loss = objective()
+    # A step size too large for a game's scale makes SGD climb instead of descend (the
+    # reference lr does so on many of our n >= 10 games: benchmarks/README.md). Such a game
+    # keeps the plain split p = q = 0, which is also exact; the count is reported.
+    worse = loss > loss_start
+    if worse.any():
+        keep = (~worse)[..., None].to(dtype)
+        p, q, loss = p * keep, q * keep, torch.where(worse, loss_start, loss)
     i_and, i_or = and_or(v_scaled * scale, p * scale, q * scale)
     i_and, i_or = _move_low_orders(i_and, i_or)
     params = dict(iterations=iterations, lr=lr, q_bound=q_bound, optimizer=optimizer,
-                  momentum=momentum if optimizer == "sgd" else None, dtype=str(dtype))
+                  momentum=momentum if optimizer == "sgd" else None, dtype=str(dtype),
+                  games_kept_at_start=int(worse.sum()))
     return Interactions(i_and, i_or, v, p * scale, q * scale, loss, loss_start, "and-or", params)
 
 
