@@ -61,13 +61,24 @@ def test_final_checkpoint_is_identical_to_itself(ci):
 
 def test_results_are_reused_and_resume_to_the_same_numbers(ci):
     params, a = ci
-    stamp = (a.path / "interactions.pt").stat().st_mtime_ns
+    result = a.path / f"interactions-{a.engine_tag}.pt"
+    stamp = result.stat().st_mtime_ns
     again = analysis.analyze(params, seed=0, progress=False)
-    assert (a.path / "interactions.pt").stat().st_mtime_ns == stamp
-    (a.path / "interactions.pt").unlink()   # as if killed during sparsification
+    assert result.stat().st_mtime_ns == stamp
+    result.unlink()   # as if killed during sparsification
     resumed = analysis.analyze(params, seed=0, progress=False)
     assert torch.equal(resumed.result.I_and, again.result.I_and)
     assert torch.equal(resumed.result.I_or, again.result.I_or)
+
+
+def test_other_engine_parameters_reuse_the_games(ci):
+    params, a = ci
+    games = (a.path / "games.pt").stat().st_mtime_ns
+    other = analysis.analyze({**params, "iterations": 50}, seed=0, progress=False)
+    assert other.path == a.path and other.engine_tag != a.engine_tag
+    assert (a.path / "games.pt").stat().st_mtime_ns == games
+    assert torch.equal(other.result.values, a.result.values)
+    assert not torch.equal(other.result.I_and, a.result.I_and)
 
 
 def test_players_are_shared_by_every_model_and_fixed_by_the_seed(ci):

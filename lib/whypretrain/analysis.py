@@ -4,12 +4,14 @@ For one seed: pick the explained target test samples and their players, evaluate
 on every masked sample (the linear probe, and every per-epoch checkpoint of fine-tuning and of
 scratch training), send all games through the engine together, and measure knowledge.
 
-On disk, ``<workdir>/results/<hash>/`` (the hash covers everything that changes the
-interactions: runs, samples, players, masking and engine parameters, seed):
+On disk, ``<workdir>/results/<hash>/`` (the hash covers everything that changes the games:
+runs, samples, players, masking parameters, seed):
 - ``params.json``: those parameters, the seed, the run hashes, library version;
 - ``games.pt``: samples, labels, players and the games ``[model, sample, 2**n]``;
-- ``interactions.pt``: the engine's result for all games (``Interactions.state_dict``);
-- ``table-tau<tau>.csv``: the tidy knowledge + convergence table for one ``tau``.
+- ``engine-<tag>.json``: the engine's parameters, named by their hash ``<tag>``;
+- ``interactions-<tag>.pt``: the engine's result for all games (``Interactions.state_dict``);
+- ``table-<tag>-tau<tau>.csv``: the tidy knowledge + convergence table for one ``tau``.
+Games do not depend on the engine's parameters, so changing those re-uses them.
 Each file is written atomically and is reused when present, so an interrupted analysis resumes
 at the stage it reached. ``tau`` only changes tables, which are cheap to rebuild.
 """
@@ -28,13 +30,14 @@ import pandas as pd
 import torch
 
 from . import __version__, data, interactions, knowledge, masking, training
-from .runs import Run, atomic_write, run_hash
+from .runs import Run, atomic_write, git_commit, run_hash
 
-# the parameters that change the games or their interactions (tau, workdir, device do not)
-ANALYSIS_KEYS = ("n", "patch", "player_choice", "baseline", "subtract_empty", "mode",
-                 "optimizer", "iterations", "sparsify_lr", "q_bound", "samples_per_class",
-                 "only_correct", "checkpoints", "threads")
-RESULTS_FORMAT = 1
+# the parameters that change the games, and those that change their interactions
+# (tau, workdir, device change neither)
+GAME_KEYS = ("n", "patch", "player_choice", "baseline", "subtract_empty", "samples_per_class",
+             "only_correct", "checkpoints", "threads")
+ENGINE_KEYS = ("mode", "optimizer", "iterations", "sparsify_lr", "q_bound")
+RESULTS_FORMAT = 2
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Analysis:
     """
 
     path: Path
+    engine_tag: str
     params: dict[str, Any]
     seed: int
     sample_ids: list[int]
@@ -72,7 +76,7 @@ class Analysis:
 
     def table(self, tau: float) -> pd.DataFrame:
         """Tidy knowledge and convergence table for ``tau`` (cached on disk)."""
-        path = self.path / f"table-tau{tau:g}.csv"
+        path = self.path / f"table-{self.engine_tag}-tau{tau:g}.csv"
         if path.is_file():
             return pd.read_csv(path)
         ids = self.sample_ids
@@ -128,7 +132,7 @@ def player_seed(seed: int, sample_id: int) -> int:
 
 def results_spec(params: dict, seed: int, runs: dict[str, Run], finals_only: bool = False
                  ) -> dict[str, Any]:
-    spec = {k: params[k] for k in ANALYSIS_KEYS}
+    spec = {k: params[k] for k in GAME_KEYS}
     spec.update(seed=seed, runs={k: r.path.name for k, r in runs.items()},
                 finals_only=finals_only, results_format=RESULTS_FORMAT)
     return spec
@@ -177,9 +181,9 @@ def _analyze(params, seed, progress, datasets, finals_only) -> Analysis:
     path.mkdir(parents=True, exist_ok=True)
     if not (path / "params.json").is_file():
         record = {**spec, "hash": path.name, "version": __version__,
-                  "git": _git_commit(), "preset": params.get("preset")}
+                  "git": git_commit(), "preset": params.get("preset")}
         atomic_write(path / "params.json", json.dumps(record, indent=2, default=str).encode())
-    device = training._device(params)
+    device = training.device_of(params)
 
     games_file = path / "games.pt"
     if games_file.is_file():
@@ -188,7 +192,11 @@ def _analyze(params, seed, progress, datasets, finals_only) -> Analysis:
         games = _games(params, seed, runs, ds, device, progress, finals_only)
         _save(games_file, games)
 
-    result_file = path / "interactions.pt"
+    engine = {k: params[k] for k in ENGINE_KEYS}
+    tag = run_hash(engine)
+    if not (path / f"engine-{tag}.json").is_file():
+        atomic_write(path / f"engine-{tag}.json", json.dumps(engine, indent=2).encode())
+    result_file = path / f"interactions-{tag}.pt"
     if result_file.is_file():
         result = interactions.Interactions.from_state_dict(
             torch.load(result_file, weights_only=True))
@@ -206,7 +214,7 @@ def _analyze(params, seed, progress, datasets, finals_only) -> Analysis:
         result.params["seconds"] = time.perf_counter() - start
         _save(result_file, result.state_dict())
     labels = [tuple(label) for label in games["labels"]]
-    return Analysis(path, params, seed, games["sample_ids"].tolist(), games["x"], games["y"],
+    return Analysis(path, tag, params, seed, games["sample_ids"].tolist(), games["x"], games["y"],
                     games["players"], [(str(m), int(e)) for m, e in labels], result,
                     int(games["final_epoch"]), int(games["candidates"]))
 
@@ -247,11 +255,6 @@ def _save(path: Path, obj: Any) -> None:
     atomic_write(path, buf.getvalue())
 
 
-def _git_commit() -> str | None:
-    from .runs import _git_commit as commit
-    return commit()
-
-
 # --------------------------------------------------------------------------------------------
 # the study
 # --------------------------------------------------------------------------------------------
@@ -266,10 +269,11 @@ def analyze_study(params: dict, progress: bool = True) -> dict[int, Analysis]:
 
 
 def study_table(params: dict, tau: float | None = None, progress: bool = False,
-                finals_only: bool = False) -> pd.DataFrame:
+                finals_only: bool = False, datasets: data.Datasets | None = None
+                ) -> pd.DataFrame:
     """Every seed's tidy table at ``tau`` (the preset's by default), one table."""
     tau = params["tau"] if tau is None else tau
-    ds = data.load_datasets(params)
+    ds = datasets or data.load_datasets(params)
     return pd.concat([analyze(params, seed, progress, ds, finals_only).table(tau)
                       for seed in params["seeds"]], ignore_index=True)
 
@@ -308,6 +312,7 @@ def sensitivity(params: dict, grid: dict[str, list] | None = None, progress: boo
     unknown = set(grid) - {"tau", "n", "baseline"}
     if unknown:
         raise ValueError(f"sensitivity varies tau, n and baseline; not {sorted(unknown)}")
+    ds = data.load_datasets(params)  # tau, n and the baseline leave the data as they are
     rows = []
     for key, values in grid.items():
         for value in values:
@@ -316,7 +321,8 @@ def sensitivity(params: dict, grid: dict[str, list] | None = None, progress: boo
             setting = presets.resolve(params["preset"], {k: setting[k] for k in presets.PARAMS})
             # tau only re-reads the study's interactions; n and the baseline need new games,
             # of the final models only (the knowledge measures need nothing else)
-            table = study_table(setting, progress=progress, finals_only=key != "tau")
+            table = study_table(setting, progress=progress, finals_only=key != "tau",
+                                datasets=ds)
             table = table[table["order"] == knowledge.ALL_ORDERS]
             means = table.groupby(["seed", "model", "epoch", "measure"])["value"].mean()
             for (seed, model, epoch, measure), mean in means.items():

@@ -49,7 +49,7 @@ def atomic_write(path: Path, payload: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
                              capture_output=True, text=True, timeout=5)
@@ -82,7 +82,7 @@ class Run:
         path = Path(workdir) / "runs" / run_hash(spec)
         if not (path / "params.json").is_file():
             path.mkdir(parents=True, exist_ok=True)
-            record = {**spec, "hash": path.name, "version": __version__, "git": _git_commit()}
+            record = {**spec, "hash": path.name, "version": __version__, "git": git_commit()}
             atomic_write(path / "params.json",
                          json.dumps(record, indent=2, sort_keys=True, default=str).encode())
         return cls(path)

@@ -89,7 +89,7 @@ def fit(run: Run, model: torch.nn.Module, train_set: Dataset, test_set: Dataset,
         progress: bool = True) -> None:
     """Train ``model`` for ``epochs`` epochs, writing a checkpoint and a metrics row after each
     (epoch 0 = before training). Resumes from the run's last complete epoch when it has one."""
-    device = _device(params)
+    device = device_of(params)
     previous_threads = torch.get_num_threads()
     if params.get("threads"):
         torch.set_num_threads(params["threads"])
@@ -183,7 +183,7 @@ def _save(run, model, optimizer, rows, epoch, every_epoch) -> None:
     run.write_metrics(rows)
 
 
-def _device(params: dict) -> str:
+def device_of(params: dict) -> str:
     if params.get("device", "auto") == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return params["device"]
@@ -191,7 +191,7 @@ def _device(params: dict) -> str:
 
 def _seed_everything(params: dict, run: Run) -> None:
     torch.manual_seed(run.params["seed"] * len(KINDS) + KINDS.index(run.kind))
-    if _device(params).startswith("cuda"):
+    if device_of(params).startswith("cuda"):
         torch.backends.cudnn.benchmark = False
 
 
