@@ -321,8 +321,9 @@ def sensitivity(params: dict, grid: dict[str, list] | None = None, progress: boo
             setting = presets.resolve(params["preset"], {k: setting[k] for k in presets.PARAMS})
             # tau only re-reads the study's interactions; n and the baseline need new games,
             # of the final models only (the knowledge measures need nothing else)
-            table = study_table(setting, progress=progress, finals_only=key != "tau",
-                                datasets=ds)
+            # the preset's own value is the main analysis, already on disk
+            table = study_table(setting, progress=progress, datasets=ds,
+                                finals_only=key != "tau" and value != params[key])
             table = table[table["order"] == knowledge.ALL_ORDERS]
             means = table.groupby(["seed", "model", "epoch", "measure"])["value"].mean()
             for (seed, model, epoch, measure), mean in means.items():
