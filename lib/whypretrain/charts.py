@@ -155,10 +155,13 @@ MODEL_NAMES = {"pretrain": "pre-trained + linear probe", "finetune": "fine-tuned
 
 def _interval(base: alt.Chart, x: str, y_title: str, color: str = "model") -> alt.LayerChart:
     """Mean line with points and a shaded 95% interval (columns mean, ci_low, ci_high)."""
+    names = list(dict.fromkeys(MODEL_NAMES[m] for m in ("pretrain", "finetune", "scratch")))
+    hue = alt.Color(f"{color}:N", title=None, scale=alt.Scale(
+        domain=names, range=[MODEL_COLORS[m] for m in ("pretrain", "finetune", "scratch")]))
     band = base.mark_area(opacity=0.18).encode(
-        x=x, y=alt.Y("ci_low:Q", title=y_title), y2="ci_high:Q", color=f"{color}:N")
+        x=x, y=alt.Y("ci_low:Q", title=y_title), y2="ci_high:Q", color=hue)
     line = base.mark_line(point=True).encode(
-        x=x, y=alt.Y("mean:Q", title=y_title), color=f"{color}:N",
+        x=x, y=alt.Y("mean:Q", title=y_title), color=hue,
         tooltip=[f"{color}:N", x, alt.Tooltip("mean:Q", format=".3f"),
                  alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f"),
                  "n_seeds:Q"])
@@ -270,9 +273,9 @@ def convergence_chart(summary: pd.DataFrame, measure: str = "jaccard_weighted") 
         else "its own final"
     kind = "weighted" if "weighted" in measure else "set"
     return _interval(alt.Chart(data), "epoch:Q", f"{kind} Jaccard similarity").properties(
-        title=alt.Title(f"Convergence of knowledge ({kind} Jaccard to {reference} interactions)",
-                        subtitle="the paper: fine-tuning rises faster and more steadily than "
-                                 "scratch training"))
+        title=alt.Title(f"Convergence of knowledge ({kind} Jaccard)",
+                        subtitle=[f"similarity of each epoch to {reference} interactions",
+                                  "the paper: fine-tuning rises faster and more steadily"]))
 
 
 def sensitivity_chart(table: pd.DataFrame, measures: list[str]) -> alt.Chart:
