@@ -84,8 +84,10 @@ def _drop_unexecuted(node, root: Path):
         if entry.startswith(runner.EXPERIMENTS + "/") and not (
                 root / f"{entry.removesuffix('.ipynb')}.ipynb").is_file():
             return None
-        return {k: _drop_unexecuted(v, root) if isinstance(v, (list, dict)) else v
+        kept = {k: _drop_unexecuted(v, root) if isinstance(v, (list, dict)) else v
                 for k, v in node.items()}
+        # a part whose chapters are all unexecuted goes too (an empty list is malformed)
+        return None if kept.get("chapters") == [] else kept
     return node
 
 
