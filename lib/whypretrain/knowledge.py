@@ -118,9 +118,7 @@ def orders(n: int, device: torch.device | str | None = None) -> torch.Tensor:
     """``|S|`` of every mask ``0 .. 2**n - 1`` (popcount), as a LongTensor ``[2**n]``."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    masks = torch.arange(1 << n, device=device)
-    bits = torch.arange(n, device=device)
-    return ((masks.unsqueeze(-1) >> bits) & 1).sum(-1)
+    return interactions.popcount(n, device)
 
 
 def _same_shape(*xs: torch.Tensor) -> int:
