@@ -281,16 +281,16 @@ def convergence_chart(summary: pd.DataFrame, measure: str = "jaccard_weighted") 
 def sensitivity_chart(table: pd.DataFrame, measures: list[str]) -> alt.Chart:
     """How each headline measure moves as one parameter varies (``analysis.sensitivity``)."""
     data = table[table["measure"].isin(measures)].rename(columns={"mean": "v"})
-    rows = data.groupby(["parameter", "value", "measure"])["v"].agg(
+    rows = data.groupby(["parameter", "value", "measure"], sort=False)["v"].agg(
         mean="mean", std="std", n_seeds="count").reset_index()
     base = alt.Chart(rows)
     chart = base.mark_line(point=True).encode(
-        x=alt.X("value:N", title="value of the varied parameter", sort=None),
+        x=alt.X("value:N", title=None, sort=None),
         y=alt.Y("mean:Q", title="mean over samples and seeds"),
         color=alt.Color("measure:N", title="measure"),
         tooltip=["parameter:N", "value:N", "measure:N", alt.Tooltip("mean:Q", format=".3f"),
                  alt.Tooltip("std:Q", format=".3f", title="sd over seeds"), "n_seeds:Q"])
-    return chart.properties(width=220, height=200).facet(
+    return chart.properties(width=115, height=200).facet(
         column=alt.Column("parameter:N", title=None)).resolve_scale(x="independent").properties(
         title=alt.Title("Sensitivity of the findings", subtitle="one parameter varied at a "
                         "time; the others at the preset's values"))
