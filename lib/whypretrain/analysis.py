@@ -101,24 +101,22 @@ class Analysis:
 # steps
 # --------------------------------------------------------------------------------------------
 @torch.inference_mode()
-def predictions(model: torch.nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    model.eval()
-    device = next(model.parameters()).device
-    return torch.cat([model(x[i:i + batch].to(device)).argmax(-1).cpu()
-                      for i in range(0, len(x), batch)])
-
-
-def choose_samples(dataset, finals: list[torch.nn.Module], per_class: int, only_correct: bool
-                   ) -> tuple[list[int], int]:
+def choose_samples(dataset, finals: list[torch.nn.Module], per_class: int, only_correct: bool,
+                   batch: int = 256) -> tuple[list[int], int]:
     """Target test samples to explain: the first ``per_class`` of each class (in the test set's
-    fixed order) that every final model classifies correctly (when ``only_correct``). Returns
-    the indices and how many samples were looked at."""
-    x, y = zip(*(dataset[i] for i in range(len(dataset))))
-    x, y = torch.stack(x), torch.as_tensor(y)
-    ok = torch.ones(len(y), dtype=torch.bool)
-    if only_correct:
-        for model in finals:
-            ok &= predictions(model, x) == y
+    fixed order) that every final model classifies correctly (when ``only_correct``). Reads the
+    test set one batch at a time. Returns the indices and how many samples were looked at."""
+    ys, oks = [], []
+    for x, y in torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False):
+        ok = torch.ones(len(y), dtype=torch.bool)
+        if only_correct:
+            for model in finals:
+                model.eval()
+                device = next(model.parameters()).device
+                ok &= model(x.to(device)).argmax(-1).cpu() == y
+        ys.append(y)
+        oks.append(ok)
+    y, ok = torch.cat(ys), torch.cat(oks)
     chosen = []
     for c in sorted(set(y.tolist())):
         chosen += [i for i in (y == c).nonzero()[:, 0].tolist() if ok[i]][:per_class]
