@@ -20,7 +20,6 @@ from __future__ import annotations
 import io
 import json
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,7 +81,9 @@ class Analysis:
         ids = self.sample_ids
         pre, ft, sc = (self.interactions_of(m) for m in ("pretrain", "finetune", "scratch"))
         parts = [knowledge.knowledge_table(pre, ft, sc, tau, ids)]
-        for run in ("finetune", "scratch") if len(self.labels) > 3 else ():
+        checkpoints = any(epoch != self.final_epoch for model, epoch in self.labels
+                          if model == "finetune")
+        for run in ("finetune", "scratch") if checkpoints else ():
             by_epoch = {e: self.interactions_of(run, e) for m, e in self.labels if m == run}
             own = self.interactions_of(run)
             parts.append(knowledge.convergence_table(by_epoch, own, tau, ids, model=run))
@@ -149,17 +150,6 @@ def analysed_epochs(epochs: list[int], count: int) -> list[int]:
     return sorted({epochs[0], last} | {int(e) for e in picked if e in epochs})
 
 
-@contextmanager
-def _threads(count: int):
-    before = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def analyze(params: dict, seed: int, progress: bool = True,
             datasets: data.Datasets | None = None, finals_only: bool = False) -> Analysis:
     """The analysis of one seed: trains what is missing, reuses what is on disk.
@@ -167,7 +157,7 @@ def analyze(params: dict, seed: int, progress: bool = True,
     ``finals_only``: only the three final models (no convergence measures), which is all the
     knowledge measures need (the sensitivity study uses it).
     """
-    with _threads(params["threads"]):
+    with training.num_threads(params["threads"]):
         return _analyze(params, seed, progress, datasets, finals_only)
 
 
@@ -206,9 +196,8 @@ def _analyze(params, seed, progress, datasets, finals_only) -> Analysis:
         else:
             result = interactions.sparsify(
                 values.to(device), iterations=params["iterations"], lr=params["sparsify_lr"],
-                q_bound=params["q_bound"], optimizer=params["optimizer"], progress=progress)
-            result = interactions.Interactions(**{k: (v.cpu() if torch.is_tensor(v) else v)
-                                                  for k, v in result.state_dict().items()})
+                q_bound=params["q_bound"], optimizer=params["optimizer"], progress=progress
+            ).cpu()
         result.params["seconds"] = time.perf_counter() - start
         _save(result_file, result.state_dict())
     labels = [tuple(label) for label in games["labels"]]

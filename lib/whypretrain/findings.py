@@ -142,11 +142,10 @@ def findings(params: dict, tau: float | None = None) -> pd.DataFrame:
     o_disc, o_pres = _mean_order(summary, "count_discard"), _mean_order(summary, "count_preserve")
     add("Discarded knowledge is mostly high-order", "yes",
         f"mean order: discarded {o_disc:.2f}, preserved {o_pres:.2f}", bool(o_disc > o_pres))
-    speed = convergence_speed(table)
-    speed = speed[speed["measure"].str.startswith("epoch")].pivot(
+    per_seed = convergence_speed(table)
+    speed = per_seed[per_seed["measure"].str.startswith("epoch")].pivot(
         index="seed", columns="model", values="value")
-    auc = convergence_speed(table)
-    auc = auc[auc["measure"] == "mean similarity over epochs"].pivot(
+    auc = per_seed[per_seed["measure"] == "mean similarity over epochs"].pivot(
         index="seed", columns="model", values="value")
     add("Fine-tuning reaches its final knowledge faster and more directly", "yes (Figure 4)",
         f"epochs to 0.9 of final weighted Jaccard: fine-tuned {speed['finetune'].mean():.1f}, "

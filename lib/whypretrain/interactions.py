@@ -236,6 +236,12 @@ class Interactions:
     def reconstruct(self) -> Tensor:
         return reconstruct(self.I_and, self.I_or)
 
+    def cpu(self) -> "Interactions":
+        """The same result with every tensor on the CPU (for saving)."""
+        state = self.state_dict()
+        return Interactions.from_state_dict(
+            {k: v.cpu() if torch.is_tensor(v) else v for k, v in state.items()})
+
     def state_dict(self) -> dict[str, Any]:
         tensors = {k: getattr(self, k) for k in
                    ("I_and", "I_or", "values", "p", "q", "loss", "loss_start")}

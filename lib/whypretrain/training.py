@@ -13,6 +13,7 @@ saved with every checkpoint, so a resumed run ends bit-identical to an uninterru
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,15 +90,22 @@ def fit(run: Run, model: torch.nn.Module, train_set: Dataset, test_set: Dataset,
         progress: bool = True) -> None:
     """Train ``model`` for ``epochs`` epochs, writing a checkpoint and a metrics row after each
     (epoch 0 = before training). Resumes from the run's last complete epoch when it has one."""
-    device = device_of(params)
-    previous_threads = torch.get_num_threads()
-    if params.get("threads"):
-        torch.set_num_threads(params["threads"])
-    try:
+    with num_threads(params.get("threads", 0)):
         _fit(run, model, train_set, test_set, params, epochs, every_epoch, freeze_backbone,
-             progress, device)
+             progress, device_of(params))
+
+
+@contextmanager
+def num_threads(count: int):
+    """Run the block with ``count`` torch CPU threads (0: leave as is), then restore them.
+    CPU results are bit-identical only for one thread count, so it is a parameter."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
     finally:
-        torch.set_num_threads(previous_threads)
+        torch.set_num_threads(before)
 
 
 def _fit(run, model, train_set, test_set, params, epochs, every_epoch, freeze_backbone,
