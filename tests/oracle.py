@@ -50,3 +50,43 @@ def reconstruct(i_and: torch.Tensor, i_or: torch.Tensor) -> torch.Tensor:
         total = total + sum(i_or[t] for t in range(1, size) if t & s)
         out[s] = total
     return out
+
+
+def sparsification_lp(v: torch.Tensor, q_bound: float = 0.04) -> float:
+    """The optimum of the sparsification objective of one game, by a general LP solver.
+
+    Variables ``v_and``, ``v_or`` (free) and the absolute values of ``I_and = A v_and`` and
+    ``I_or = B v_or``, with ``|v_and + v_or - v| <= q_bound |v(N) - v(empty)|`` (that is,
+    ``q = v_and + v_or - v``). ``A`` and ``B`` are written from the definitions above, entry by
+    entry, so nothing is shared with the engine. Solved by scipy's HiGHS.
+    """
+    import numpy as np
+    import scipy.sparse as sp
+    from scipy.optimize import linprog
+
+    values = v.double().numpy()
+    size = values.shape[0]
+    full = size - 1
+    a_rows, a_cols, a_vals, b_rows, b_cols, b_vals = [], [], [], [], [], []
+    for s in range(size):
+        for t in subsets(s):
+            sign = (-1.0) ** (bin(s).count("1") - bin(t).count("1"))
+            a_rows.append(s), a_cols.append(t), a_vals.append(sign)
+            if s:
+                b_rows.append(s), b_cols.append(full ^ t), b_vals.append(-sign)
+    b_rows.append(0), b_cols.append(0), b_vals.append(1.0)
+    A = sp.csr_matrix((a_vals, (a_rows, a_cols)), shape=(size, size))
+    B = sp.csr_matrix((b_vals, (b_rows, b_cols)), shape=(size, size))
+    eye, zero = sp.identity(size, format="csr"), sp.csr_matrix((size, size))
+    # columns: v_and, v_or, I_and+, I_and-, I_or+, I_or-
+    equal = sp.vstack([sp.hstack([A, zero, -eye, eye, zero, zero]),
+                       sp.hstack([zero, B, zero, zero, -eye, eye])])
+    box = sp.vstack([sp.hstack([eye, eye, zero, zero, zero, zero]),
+                     sp.hstack([-eye, -eye, zero, zero, zero, zero])])
+    bound = q_bound * abs(values[-1] - values[0])
+    cost = np.concatenate([np.zeros(2 * size), np.ones(4 * size)])
+    result = linprog(cost, A_ub=box, b_ub=np.concatenate([values + bound, bound - values]),
+                     A_eq=equal, b_eq=np.zeros(2 * size),
+                     bounds=[(None, None)] * (2 * size) + [(0, None)] * (4 * size), method="highs")
+    assert result.status == 0, result.message
+    return float(result.fun)

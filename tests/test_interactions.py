@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from whypretrain import interactions as I
+from whypretrain import interactions as I, masking
 
 import oracle
 
@@ -54,7 +54,7 @@ def test_universal_matching_with_q_is_off_by_q_only():
     q = random_games(7, batch=3, seed=4) * 0.05
     i_and, i_or = I.and_or(v, p, q)
     torch.testing.assert_close(I.reconstruct(i_and, i_or), v + q, rtol=0, atol=1e-9)
-    result = I.sparsify(v, iterations=300, lr=1e-3)
+    result = I.sparsify(v, optimizer="sgd", iterations=300, lr=1e-3)
     bound = 0.04 * (v[..., -1] - v[..., 0]).abs()
     err = (result.reconstruct() - v).abs().amax(-1)
     assert (err <= bound + 1e-9).all()
@@ -85,7 +85,7 @@ def test_sparsify_respects_q_bound_at_every_step(monkeypatch):
         return original(values, p, q, n)
 
     monkeypatch.setattr(I, "l1_gradient", spy)
-    result = I.sparsify(v, iterations=200, lr=1e-3)
+    result = I.sparsify(v, optimizer="sgd", iterations=200, lr=1e-3)
     assert len(seen) >= 200 and all(seen)
     assert ((result.q.abs() - bound) <= 1e-12).all()
 
@@ -101,9 +101,10 @@ def test_hand_written_gradient_equals_autograd():
     torch.testing.assert_close(dq, q.grad, rtol=0, atol=1e-12)
 
 
-def test_sparsify_is_deterministic_and_lowers_the_objective():
+def test_sgd_is_deterministic_and_lowers_the_objective():
     v = random_games(8, batch=3, seed=21)
-    first, second = I.sparsify(v, iterations=300), I.sparsify(v, iterations=300)
+    first = I.sparsify(v, optimizer="sgd", iterations=300)
+    second = I.sparsify(v, optimizer="sgd", iterations=300)
     assert torch.equal(first.I_and, second.I_and) and torch.equal(first.p, second.p)
     assert (first.loss < first.loss_start).all()
 
@@ -111,7 +112,7 @@ def test_sparsify_is_deterministic_and_lowers_the_objective():
 def test_a_diverging_game_keeps_the_plain_split():
     """A step size far too large makes SGD climb; such games fall back to p = q = 0."""
     v = random_games(8, batch=3, seed=5)
-    result = I.sparsify(v, iterations=200, lr=1.0)
+    result = I.sparsify(v, optimizer="sgd", iterations=200, lr=1.0)
     assert result.params["games_kept_at_start"] == 3
     assert torch.equal(result.loss, result.loss_start)
     assert (result.p == 0).all() and (result.q == 0).all()
@@ -119,18 +120,18 @@ def test_a_diverging_game_keeps_the_plain_split():
     torch.testing.assert_close(result.reconstruct(), I.reconstruct(*plain), rtol=0, atol=1e-9)
 
 
-def test_sparsify_games_are_independent():
-    """Batched optimisation follows each game's own trajectory."""
+def test_sgd_games_are_independent():
+    """Batched SGD follows each game's own trajectory."""
     v = random_games(6, batch=4)
-    together = I.sparsify(v, iterations=100, lr=1e-4)
-    alone = I.sparsify(v[2:3], iterations=100, lr=1e-4)
+    together = I.sparsify(v, optimizer="sgd", iterations=100, lr=1e-4)
+    alone = I.sparsify(v[2:3], optimizer="sgd", iterations=100, lr=1e-4)
     torch.testing.assert_close(together.I_and[2:3], alone.I_and, rtol=0, atol=1e-10)
     torch.testing.assert_close(together.loss[2:3], alone.loss, rtol=0, atol=1e-10)
 
 
 def test_sparsify_moves_low_order_or_terms_into_and():
     v = random_games(5, batch=2)
-    result = I.sparsify(v, iterations=50, lr=1e-3)
+    result = I.sparsify(v, optimizer="sgd", iterations=50, lr=1e-3)
     orders = I.popcount(5)
     assert (result.I_or[..., orders <= 1] == 0).all()
     # moving them keeps the explanation intact
@@ -140,7 +141,7 @@ def test_sparsify_moves_low_order_or_terms_into_and():
 
 def test_adam_in_fewer_steps_reaches_a_lower_objective_than_the_reference():
     v = random_games(8, batch=4, seed=11)
-    sgd = I.sparsify(v, iterations=2000, lr=1e-5)
+    sgd = I.sparsify(v, optimizer="sgd", iterations=2000, lr=1e-5)
     adam = I.sparsify(v, iterations=1000, lr=3e-2, optimizer="adam")
     assert (sgd.loss < sgd.loss_start).all()
     assert (adam.loss <= sgd.loss * (1 + 1e-9)).all()
@@ -163,6 +164,93 @@ def test_salient_items_threshold_ties_and_signs():
     assert I.item_list(items[0]) == [("AND", (0,), 1), ("AND", (1,), -1), ("OR", (1,), 1),
                                      ("OR", (0, 1), -1)]
     assert (I.salient(torch.zeros(3, 8), torch.zeros(3, 8), 0.1) == 0).all()
+
+
+# --------------------------------------------------------------------------------------------
+# the exact optimiser
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real_games(cnn_and_samples):
+    """Games of a real small trained CNN: the 4 test samples at n = 2..8 players."""
+    model, xs, ys = cnn_and_samples
+    games = {}
+    for n in range(2, 9):
+        players = torch.stack([masking.choose_players(x, n, 4, seed=i) for i, x in enumerate(xs)])
+        games[n] = masking.evaluate(model, xs, ys, players, "zero", batch_size=1024, patch=4)
+    return games
+
+
+@pytest.mark.parametrize("n", range(2, 9))
+def test_exact_reaches_the_lp_optimum_with_a_valid_certificate(real_games, n):
+    v = real_games[n].double()
+    result = I.sparsify(v, tol=1e-4)
+    bound = 0.04 * (v[..., -1] - v[..., 0]).abs()
+    for g in range(v.shape[0]):
+        optimum = oracle.sparsification_lp(v[g])
+        assert float(result.loss_bound[g]) <= optimum * (1 + 1e-9) + 1e-12  # a lower bound
+        assert float(result.loss[g]) <= optimum * (1 + 1e-4) + 1e-12       # within tol
+        assert float(result.loss[g]) >= optimum * (1 - 1e-9) - 1e-12       # feasible
+    assert float(result.gap.max()) <= 1e-4 and result.params["gap"] <= 1e-4
+    assert ((result.q.abs() - bound[..., None]) <= 1e-12).all()
+    # the interactions still explain the outputs, to within the q bound (universal matching)
+    assert ((result.reconstruct() - v).abs().amax(-1) <= bound + 1e-9).all()
+    # its loss is the one the engine measures on its own p, q
+    i_and, i_or = I.and_or(v, result.p, result.q)
+    torch.testing.assert_close(result.loss, i_and.abs().sum(-1) + i_or.abs().sum(-1),
+                               rtol=0, atol=1e-9)
+
+
+def test_exact_is_never_above_sgd(real_games):
+    v = torch.cat([real_games[6], real_games[8][:, ::4]])  # 8 games of n = 6
+    exact = I.sparsify(v)
+    sgd = I.sparsify(v, optimizer="sgd", iterations=2000, lr=1e-7)
+    assert (exact.loss <= sgd.loss * (1 + 1e-12)).all()
+    assert (exact.loss <= exact.loss_start * (1 + 1e-12)).all()
+    assert (sgd.loss_bound == 0).all() and (exact.loss_bound > 0).all()
+
+
+def test_exact_is_deterministic_and_keeps_leading_dimensions(real_games):
+    v = real_games[7].double()
+    first, second = I.sparsify(v), I.sparsify(v.view(2, 2, -1))
+    again = I.sparsify(v)
+    assert torch.equal(first.I_and, again.I_and) and torch.equal(first.I_or, again.I_or)
+    assert second.I_and.shape == (2, 2, 128) and second.loss.shape == (2, 2)
+    torch.testing.assert_close(second.loss.reshape(-1), first.loss, rtol=1e-9, atol=1e-12)
+
+
+def test_exact_on_games_without_interactions():
+    v = torch.zeros(2, 16, dtype=torch.float64)
+    v[1] = 3.0  # a constant game: only the order-0 term
+    result = I.sparsify(v)
+    assert float(result.loss[0]) == 0 and float(result.gap.max()) == 0
+    torch.testing.assert_close(result.loss[1], torch.tensor(3.0, dtype=torch.float64))
+
+
+def test_or_merge_can_be_switched_off(real_games):
+    v = real_games[5].double()
+    merged, kept = I.sparsify(v), I.sparsify(v, merge_low_or=False)
+    orders = I.popcount(5)
+    assert (merged.I_or[..., orders <= 1] == 0).all()
+    assert (kept.I_or[..., orders <= 1] != 0).any()
+    torch.testing.assert_close(merged.reconstruct(), kept.reconstruct(), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(tol=0.0), "tol"), (dict(tol=-1e-3), "tol"), (dict(tol=1.5), "tol"),
+    (dict(q_bound=-0.1), "q_bound"),
+])
+def test_bad_exact_parameters_are_clear_value_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        I.sparsify(random_games(3), **kwargs)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.tensor([[0.0, float("nan"), 1.0, 2.0]]), "NaN"),
+    (torch.zeros(2, 6), "2\\*\\*n"),
+])
+def test_bad_games_for_the_exact_optimiser_are_clear_value_errors(bad, message):
+    with pytest.raises(ValueError, match=message):
+        I.sparsify(bad)
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -68,12 +68,15 @@ PARAMS: dict[str, Param] = {
     "mask_batch": Param(1024, "masked inputs per forward pass", low=1, high=1 << 20),
     # --- interactions (method.md section 2) ---------------------------------------------------
     "mode": Param("and-or", "interaction type", choices=("and-or", "and")),
-    "optimizer": Param("sgd", "sparsification optimiser (sgd = the reference)",
-                       choices=("sgd", "adam")),
-    "iterations": Param(10000, "sparsification steps", low=0, high=10**7),
+    "optimizer": Param("exact", "sparsification optimiser: exact = the certified optimum of the "
+                       "LP; sgd = the literature's reference; adam = scaled Adam",
+                       choices=("exact", "sgd", "adam")),
+    "tol": Param(1e-4, "exact optimiser: relative duality gap at which a game is solved",
+                 low=0.0, high=1.0, open_interval=True),
+    "iterations": Param(10000, "sparsification steps of sgd / adam", low=0, high=10**7),
     # The reference lr (1e-5) makes SGD climb on most of our n = 10 games (their L1 gradient
     # grows like 2**n); 1e-7 descends on all of them (benchmarks/README.md, "learning rate").
-    "sparsify_lr": Param(1e-7, "sparsification learning rate (the reference's is 1e-5)",
+    "sparsify_lr": Param(1e-7, "sgd / adam learning rate (the reference's is 1e-5)",
                          low=0.0, high=10.0, open_interval=True),
     "q_bound": Param(0.04, "bound on |q| relative to |v(N) - v(empty)|", low=0.0, high=1.0),
     # --- knowledge (method.md section 3) ------------------------------------------------------

@@ -1,0 +1,309 @@
+"""The exact sparsification: the L1 objective of AND-OR extraction solved as a linear program,
+to a certified optimum (book/method.md, section 2.4).
+
+The problem, per game ``v`` (``2**n`` outputs) with ``b = q_bound |v(N) - v(empty)|``:
+
+    minimise  sum_S |I_and(S)| + |I_or(S)|   over the split p, q with |q| <= b.
+
+In the interactions themselves (``u = I_and``, ``w = I_or``) it reads
+``min ||u||_1 + ||w||_1`` subject to ``v - b <= R(u, w) <= v + b``, where ``R`` is universal
+matching (``interactions.reconstruct``): the outputs that the interactions explain. Its dual is
+``max y.v - b ||y||_1`` subject to ``|R^T y| <= 1``, and ``R^T`` is two subset transforms, so
+*any* ``y`` scaled by ``max(1, |R^T y|_inf)`` gives a certified lower bound of the optimum.
+
+The solver is column generation: a restricted LP holds the few interactions that can be
+non-zero (the optimum is sparse: that is the point of the extraction), HiGHS solves it (dual
+simplex, warm-started), the engine's transforms price every other interaction of every game at
+once (batched, on the games' device) from the LP's row duals, the most violated ones join, and
+a game stops when its relative gap ``(loss - loss_bound) / loss <= tol``. ``loss`` is measured
+by the engine on the returned ``p, q`` (never taken from the LP solver) and ``loss_bound`` from
+the dual point by the same transforms, so the certificate does not rest on HiGHS.
+
+Restricted LP of one game (rows: the ``2**n`` masks ``S`` with bounds ``[v_S - b, v_S + b]``,
+and one row defining ``t``):
+- ``u(S)``, S non-empty, split ``u+ - u-``: +1 in rows ``T ⊇ S`` (``zeta`` of a delta);
+- ``w(U)``, U non-empty, split: the OR part of ``R`` is ``w(empty) + sum_{U cap S != empty} w(U)
+  = w(empty) + t - sum_{U subset N \\ S} w(U)`` with ``t = sum_U w(U)``, so ``w(U)`` is -1 in
+  rows ``S subset N \\ U`` and +1 in the row of ``t``: sparse columns for high orders;
+- the constant (``u(empty) + w(empty)``, one column), and ``t`` (free);
+- a slack pair per row with cost ``2**n + 1``, more than any dual ``|y_S|`` can be
+  (``|y_S| <= 2**(n-|S|)``), so the penalty is exact: the restricted LP is always feasible and
+  the slacks vanish at its optimum once the columns can explain ``v``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .interactions import _butterfly, and_or, reconstruct, relative_gap
+
+AND_COL, OR_COL = 0, 1
+
+
+def _require_highspy():
+    try:
+        import highspy
+    except ImportError as err:  # pragma: no cover - the package is a dependency
+        raise ImportError("the exact sparsification needs HiGHS: pip install highspy "
+                          "(it is in pyproject.toml; `make setup` installs it)") from err
+    return highspy
+
+
+def _new_model():
+    """A silent HiGHS model. The core class skips the Python wrapper's callback set-up and its
+    start-up banner on stdout; the wrapper is the fallback should a release rename the core."""
+    highspy = _require_highspy()
+    core = getattr(getattr(highspy, "_core", None), "_Highs", None)
+    h = core() if core is not None else highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    return h
+
+
+@dataclass
+class _GameLP:
+    """The restricted LP of one game, kept warm across rounds."""
+
+    v: np.ndarray
+    b: float
+    n: int
+    model: object = None
+    columns: list[tuple[int, int]] = field(default_factory=list)  # (kind, mask) per +/- pair
+    have: set[tuple[int, int]] = field(default_factory=set)
+    first_column: int = 0   # index of the first interaction column in the LP
+    rounds: int = 0
+
+    def __post_init__(self) -> None:
+        highspy = _require_highspy()
+        size = 1 << self.n
+        self.masks = np.arange(size)
+        h = _new_model()
+        h.setOptionValue("threads", 1)
+        h.setOptionValue("random_seed", 0)
+        # Columns join between rounds, so the last basis stays primal feasible: primal simplex
+        # re-solves from it (2x faster than dual simplex on n = 10 games, benchmarks/README.md).
+        h.setOptionValue("simplex_strategy", 4)
+        h.setOptionValue("presolve", "off")
+        empty = np.array([], dtype=np.int32)
+        h.addRows(size, self.v - self.b, self.v + self.b, 0, empty, empty, np.array([]))
+        h.addRows(1, np.zeros(1), np.zeros(1), 0, empty, empty, np.array([]))
+        inf = highspy.kHighsInf
+        # t (free, cost 0): +1 in every mask row, -1 in its own row
+        rows = np.concatenate([self.masks, [size]]).astype(np.int32)
+        vals = np.concatenate([np.ones(size), [-1.0]])
+        h.addCols(1, np.zeros(1), np.array([-inf]), np.array([inf]), len(rows),
+                  np.zeros(1, dtype=np.int32), rows, vals)
+        # slacks: +1 / -1 in each mask row, exact-penalty cost
+        big = float(size + 1)
+        rows = np.repeat(self.masks, 2).astype(np.int32)
+        vals = np.tile([1.0, -1.0], size)
+        h.addCols(2 * size, np.full(2 * size, big), np.zeros(2 * size), np.full(2 * size, inf),
+                  2 * size, np.arange(2 * size, dtype=np.int32), rows, vals)
+        self.first_column = 1 + 2 * size
+        self.model = h
+        self.add([(AND_COL, 0)])  # the constant: AND and OR of the empty set are one column
+
+    def rows_of(self, kind: int, mask: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and coefficients of the ``+`` column of one interaction."""
+        size = 1 << self.n
+        if kind == AND_COL:
+            rows = self.masks[(self.masks & mask) == mask]
+            return rows, np.ones(len(rows))
+        rows = self.masks[(self.masks & mask) == 0]
+        return np.concatenate([rows, [size]]), np.concatenate([-np.ones(len(rows)), [1.0]])
+
+    def add(self, new: list[tuple[int, int]]) -> None:
+        new = [c for c in new if c not in self.have]
+        if not new:
+            return
+        starts, rows, vals = [], [], []
+        count = 0
+        for kind, mask in new:
+            r, c = self.rows_of(kind, mask)
+            for sign in (1.0, -1.0):
+                starts.append(count)
+                rows.append(r)
+                vals.append(sign * c)
+                count += len(r)
+            self.columns.append((kind, mask))
+            self.have.add((kind, mask))
+        k = 2 * len(new)
+        self.model.addCols(k, np.ones(k), np.zeros(k), np.full(k, _require_highspy().kHighsInf),
+                           count, np.array(starts, dtype=np.int32),
+                           np.concatenate(rows).astype(np.int32), np.concatenate(vals))
+
+    def solve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Run the LP; return the row duals of the mask rows, and ``u``, ``w`` as dense arrays."""
+        h = self.model
+        h.run()
+        self.rounds += 1
+        status = h.getModelStatus()
+        if status != _require_highspy().HighsModelStatus.kOptimal:
+            raise RuntimeError(f"HiGHS ended a restricted LP with status {h.modelStatusToString(status)}")
+        sol = h.getSolution()
+        size = 1 << self.n
+        y = np.asarray(sol.row_dual[:size], dtype=np.float64)
+        x = np.asarray(sol.col_value[self.first_column:], dtype=np.float64)
+        signed = x[0::2] - x[1::2]
+        u, w = np.zeros(size), np.zeros(size)
+        for (kind, mask), value in zip(self.columns, signed):
+            (u if kind == AND_COL else w)[mask] += value
+        return y, u, w
+
+
+def _transform(x: Tensor, n: int, op: str) -> Tensor:
+    return _butterfly(x.contiguous(), n, op)
+
+
+def dual_prices(y: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """``R^T y`` split into its AND part ``zeta^T y`` and its OR part, for every mask at once:
+    the reduced price of interaction ``S`` is ``|.| - 1`` (positive = it should join)."""
+    total = y.sum(-1, keepdim=True)
+    and_part = _transform(y, n, "zeta_t")
+    or_part = total - _transform(y, n, "zeta").flip(-1)
+    or_part[..., 0] = total[..., 0]
+    return and_part, or_part
+
+
+def lower_bound(y: Tensor, v: Tensor, b: Tensor, n: int) -> Tensor:
+    """Certified lower bound of the optimum from any dual point ``y`` (weak duality): ``y`` scaled
+    into ``|R^T y| <= 1`` has the dual objective ``y.v - b ||y||_1``."""
+    return _bound(y, v, b, *dual_prices(y, n))
+
+
+def _bound(y: Tensor, v: Tensor, b: Tensor, and_part: Tensor, or_part: Tensor) -> Tensor:
+    # OR of the empty set and AND of the empty set are one column (the constant): and_part covers it
+    scale = torch.maximum(and_part.abs().amax(-1), or_part[..., 1:].abs().amax(-1)).clamp_min(1.0)
+    return ((y * v).sum(-1) - b * y.abs().sum(-1)).div(scale).clamp_min(0.0)
+
+
+def _starting_columns(v: Tensor, n: int, count: int) -> tuple[Tensor, Tensor]:
+    """The strongest terms of the two extreme splits (all AND: ``p = v/2``; all OR: ``p = -v/2``):
+    a cheap first guess of the support, so that most games need two or three rounds."""
+    zero = torch.zeros_like(v)
+    i_and, _ = and_or(v, v / 2, zero)
+    _, i_or = and_or(v, -v / 2, zero)
+    k = min(count, (1 << n) - 1)
+    top_and = i_and[..., 1:].abs().topk(k, dim=-1).indices + 1
+    top_or = i_or[..., 1:].abs().topk(k, dim=-1).indices + 1
+    return top_and, top_or
+
+
+def split_of(u: Tensor, w: Tensor, v: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """The split ``p, q`` whose AND-OR interactions are ``u, w``: ``v_and = zeta(u)``,
+    ``v_or = R(0, w)``, ``q = v_and + v_or - v`` (clamped into its box against rounding),
+    ``p = (v_and - v_or) / 2``."""
+    n = v.shape[-1].bit_length() - 1
+    v_and = _transform(u, n, "zeta")
+    v_or = reconstruct(torch.zeros_like(w), w)
+    bound = b[..., None]
+    q = torch.maximum(torch.minimum(v_and + v_or - v, bound), -bound)
+    return (v_and - v_or) / 2, q
+
+
+@dataclass
+class ExactSolution:
+    """``p, q``: the split; ``loss``: its objective as the engine measures it; ``loss_bound``: the
+    certified lower bound; ``rounds``, ``columns``: LP rounds and interactions priced in, per game."""
+
+    p: Tensor
+    q: Tensor
+    loss: Tensor
+    loss_bound: Tensor
+    rounds: Tensor
+    columns: Tensor
+
+    @property
+    def gap(self) -> Tensor:
+        return relative_gap(self.loss, self.loss_bound)
+
+
+def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
+          progress: bool = False, workers: int = 1) -> ExactSolution:
+    """Solve the sparsification LP of every game of ``v`` (``[G, 2**n]``) to relative gap ``tol``.
+
+    ``b``: the q bound of each game (``[G]``). Pricing and certificates run batched on ``v``'s
+    device; the restricted LPs on the CPU (``workers`` threads; the result does not depend on it).
+    Raises RuntimeError naming the games that could not be certified (never returns them silently).
+    """
+    n = v.shape[-1].bit_length() - 1
+    games, size = v.shape[0], v.shape[-1]
+    device, dtype = v.device, v.dtype
+    v_np = v.detach().cpu().double().numpy()
+    b_np = b.detach().cpu().double().numpy()
+    lps = [_GameLP(v_np[g], float(b_np[g]), n) for g in range(games)]
+    top_and, top_or = _starting_columns(v, n, 3 * n)
+    for g, lp in enumerate(lps):
+        lp.add([(AND_COL, int(m)) for m in top_and[g].tolist()]
+               + [(OR_COL, int(m)) for m in top_or[g].tolist()])
+    u = torch.zeros_like(v)
+    w = torch.zeros_like(v)
+    loss = torch.full((games,), float("inf"), dtype=dtype, device=device)
+    bound = torch.zeros(games, dtype=dtype, device=device)
+    active = list(range(games))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=games, desc=f"exact sparsification, {games} games, n={n}", leave=False)
+    pool = None
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        pool = ThreadPoolExecutor(workers)
+    try:
+        for _ in range(max_rounds):
+            if not active:
+                break
+            solved = list(pool.map(lambda g: lps[g].solve(), active)) if pool \
+                else [lps[g].solve() for g in active]
+            idx = torch.tensor(active, device=device)
+            y = torch.from_numpy(np.stack([s[0] for s in solved])).to(device, dtype)
+            u[idx] = torch.from_numpy(np.stack([s[1] for s in solved])).to(device, dtype)
+            w[idx] = torch.from_numpy(np.stack([s[2] for s in solved])).to(device, dtype)
+            vb, bb = v[idx], b[idx]
+            p, q = split_of(u[idx], w[idx], vb, bb)
+            i_and, i_or = and_or(vb, p, q)
+            loss[idx] = i_and.abs().sum(-1) + i_or.abs().sum(-1)
+            and_part, or_part = dual_prices(y, n)
+            bound[idx] = torch.maximum(bound[idx], _bound(y, vb, bb, and_part, or_part))
+            done = (relative_gap(loss[idx], bound[idx]) <= tol).tolist()
+            # violated dual constraints = interactions that would lower the objective
+            viol = torch.stack([and_part.abs() - 1, or_part.abs() - 1], dim=1)  # [A, 2, size]
+            viol[..., 0] = -1.0  # the constant is always in
+            viol_np = viol.cpu().numpy()
+            still = []
+            for row, g in enumerate(active):
+                if done[row]:
+                    if bar is not None:
+                        bar.update()
+                    continue
+                lp = lps[g]
+                kinds, masks = np.nonzero(viol_np[row] > 1e-9)
+                order = np.argsort(-viol_np[row][kinds, masks], kind="stable")
+                new = [(int(kinds[i]), int(masks[i])) for i in order
+                       if (int(kinds[i]), int(masks[i])) not in lp.have]
+                if not new:
+                    continue  # no column can help: reported below as not certified
+                lp.add(new[: max(2 * n, len(lp.have))])
+                still.append(g)
+            stuck = [g for row, g in enumerate(active) if not done[row] and g not in still]
+            if stuck:
+                gaps = relative_gap(loss, bound)[stuck].tolist()
+                raise RuntimeError(
+                    f"exact sparsification could not certify {len(stuck)} game(s) "
+                    f"(first: game {stuck[0]}, gap {gaps[0]:.2e} > tol {tol:g}) although no "
+                    f"interaction is left to price in; try a larger tol")
+            active = still
+        if active:
+            raise RuntimeError(f"exact sparsification: {len(active)} game(s) not certified after "
+                               f"{max_rounds} rounds (gap {relative_gap(loss, bound)[active].max():.2e})")
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        if bar is not None:
+            bar.close()
+    p, q = split_of(u, w, v, b)
+    rounds = torch.tensor([lp.rounds for lp in lps])
+    columns = torch.tensor([len(lp.have) for lp in lps])
+    return ExactSolution(p, q, loss, bound, rounds, columns)
