@@ -137,13 +137,13 @@ def child_memory(side: str, n: int, games: int) -> None:
         return 0
     v = torch.randn(games, 1 << n, dtype=torch.float64)
     if side == "ours":  # warm up imports and lazy initialisation outside the measured window
-        I.sparsify(v[:1, :4], iterations=2)
+        I.sparsify(v[:1, :4], optimizer="sgd", iterations=2)
     else:
         dense.sparsify(v[:1, :4], dense.and_matrix(2), dense.or_matrix(2), iterations=2)
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
     before = status("VmRSS")
     if side == "ours":
-        I.sparsify(v, iterations=5)
+        I.sparsify(v, optimizer="sgd", iterations=5)
     else:
         a = dense.and_matrix(n)
         dense.sparsify(v, a, dense.or_matrix(n, and_m=a), iterations=5)
@@ -163,7 +163,7 @@ def case(n, games, v, ref_steps, full_steps, threads, memory, cached):
     # ours, full run (reused across cases with the same games)
     key = (n, games, full_steps)
     if key not in cached:
-        t, res = clock(lambda: I.sparsify(v, iterations=full_steps), 1)
+        t, res = clock(lambda: I.sparsify(v, optimizer="sgd", iterations=full_steps), 1)
         cached[key] = (t, res)
     t, res = cached[key]
     row.update(ours_steps=full_steps, ours_ms_per_step=t / full_steps * 1e3,
@@ -181,7 +181,8 @@ def case(n, games, v, ref_steps, full_steps, threads, memory, cached):
         del a, o
         row.update(dense_steps=ref_steps, dense_ms_per_step=t / ref_steps * 1e3,
                    dense_10k_s=t / ref_steps * FULL_STEPS)
-        ours_same = res if ref_steps == full_steps else I.sparsify(v, iterations=ref_steps)
+        ours_same = res if ref_steps == full_steps else I.sparsify(v, optimizer="sgd",
+                                                                   iterations=ref_steps)
         rel = ((ours_same.loss - ref["loss"]).abs() / ref["loss"]).max()
         row.update(objective_rel_diff_max=float(rel),
                    dense_objective=float(ref["loss"].mean()),
@@ -206,6 +207,130 @@ def adam_vs_sgd(v, sgd, sgd_steps, steps_list, lr=3e-2):
                         ratio_median=float(ratio.median()), ratio_max=float(ratio.max()),
                         games_lower_or_equal=int((ratio <= 1 + 1e-9).sum()), load=load()))
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the exact optimiser against SGD and the dense reference
+# ------------------------------------------------------------------------------------------------
+STUDY_LR = 1e-7  # the study's SGD learning rate (presets.py)
+# (n, games): (SGD steps actually run, dense-reference steps or None); SGD times are per 10,000
+# steps (extrapolated where fewer ran), objectives are those reached at the steps run.
+EXACT_CASES = {(10, 64): (10000, 200), (12, 64): (10000, 20), (14, 16): (10000, None),
+               (16, 8): (10000, None)}
+EXACT_QUICK = {(10, 64): (2000, 50), (12, 16): (1000, 5)}
+
+
+def exact_case(n, v, sgd_steps, dense_steps):
+    count = v.shape[0]
+    row = dict(n=n, games=count, load_start=load())
+    t, ex = clock(lambda: I.sparsify(v, tol=1e-4), 1)
+    row.update(exact_s=t, exact_objective=float(ex.loss.mean()), gap_max=float(ex.gap.max()),
+               rounds_max=ex.params["iterations_used"], columns_mean=ex.params["columns_mean"])
+    t, sgd = clock(lambda: I.sparsify(v, optimizer="sgd", iterations=sgd_steps, lr=STUDY_LR), 1)
+    ratio = sgd.loss / ex.loss
+    row.update(sgd_steps=sgd_steps, sgd_10k_s=t / sgd_steps * FULL_STEPS,
+               sgd_objective=float(sgd.loss.mean()), sgd_over_exact_median=float(ratio.median()),
+               sgd_over_exact_min=float(ratio.min()),
+               exact_never_above=bool((ex.loss <= sgd.loss * (1 + 1e-12)).all()),
+               speedup_vs_sgd=(t / sgd_steps * FULL_STEPS) / row["exact_s"])
+    if dense_steps is not None:
+        a = dense.and_matrix(n)
+        o = dense.or_matrix(n, and_m=a)
+        t, _ = clock(lambda: dense.sparsify(v, a, o, iterations=dense_steps, lr=STUDY_LR), 1)
+        del a, o
+        row.update(dense_steps=dense_steps, dense_10k_s=t / dense_steps * FULL_STEPS)
+    row["load_end"] = load()
+    return row, ex, sgd
+
+
+def exact_settings(v):
+    """The exact optimiser's speed settings on the same games: simplex variant and the number of
+    starting columns (times n, of each extreme split). Objectives agree to the tolerance."""
+    from whypretrain import exact
+    b = 0.04 * (v[:, -1] - v[:, 0]).abs()
+    rows = []
+    for simplex in ("primal", "dual"):
+        for start in (1, 3, 8):
+            t, sol = clock(lambda: exact.solve(v, b, simplex=simplex, start_columns=start), 1)
+            rows.append(dict(n=v.shape[-1].bit_length() - 1, games=v.shape[0], simplex=simplex,
+                             start_columns=f"{start}n", seconds=t,
+                             rounds_mean=float(sol.rounds.double().mean()),
+                             objective=float(sol.loss.mean()), gap_max=float(sol.gap.max()),
+                             load=load()))
+    return rows
+
+
+def _salient_sets(result, tau=0.05):
+    """Per game, the set of (kind, mask, sign) items with |I| >= tau * max |I| over non-empty S
+    (the study's default rule: the order-0 term is not an item)."""
+    both = result.stacked().clone()
+    both[..., 0] = 0
+    top = both.abs().flatten(-2).amax(-1)[..., None, None]
+    keep = (both.abs() >= tau * top) & (top > 0)
+    out = []
+    for g in range(both.shape[0]):
+        idx = keep[g].nonzero().tolist()
+        out.append({(k, m, int(torch.sign(both[g, k, m]))) for k, m in idx})
+    return out
+
+
+def _jaccard(a, b):
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def face_spread(v, draws=5, seed=0):
+    """How far apart are different optimal solutions of one game? The full LP (scipy's HiGHS),
+    then ``draws`` times: minimise a random linear objective over the optimal face (objective at
+    most the optimum * (1 + 1e-9)). Returns per game the Jaccard of salient sets between those
+    optima (min and mean over pairs), and of our exact solution against them."""
+    import numpy as np
+    import scipy.sparse as sp
+    from scipy.optimize import linprog
+
+    n = v.shape[-1].bit_length() - 1
+    size = 1 << n
+    m1 = sp.csr_matrix(np.array([[1.0, 0.0], [-1.0, 1.0]]))
+    moebius = sp.csr_matrix(np.ones((1, 1)))
+    for _ in range(n):
+        moebius = sp.kron(m1, moebius, format="csr")
+    flip = sp.csr_matrix((np.ones(size), (np.arange(size), np.arange(size)[::-1])))
+    or_m = (-(flip @ moebius.T)).tolil()
+    or_m[0, :] = 0
+    or_m[0, 0] = 1
+    eye, zero = sp.identity(size, format="csr"), sp.csr_matrix((size, size))
+    a_eq = sp.vstack([sp.hstack([moebius, zero, -eye, eye, zero, zero]),
+                      sp.hstack([zero, or_m.tocsr(), zero, zero, -eye, eye])]).tocsr()
+    box = sp.vstack([sp.hstack([eye, eye, zero, zero, zero, zero]),
+                     sp.hstack([-eye, -eye, zero, zero, zero, zero])]).tocsr()
+    cost = np.concatenate([np.zeros(2 * size), np.ones(4 * size)])
+    bounds = [(None, None)] * (2 * size) + [(0, None)] * (4 * size)
+    rng = np.random.default_rng(seed)
+    ours = _salient_sets(I.sparsify(v))
+    rows = []
+    for g in range(v.shape[0]):
+        values = v[g].numpy()
+        b = 0.04 * abs(values[-1] - values[0])
+        b_ub = np.concatenate([values + b, b - values])
+        best = linprog(cost, A_ub=box, b_ub=b_ub, A_eq=a_eq, b_eq=np.zeros(2 * size),
+                       bounds=bounds, method="highs").fun
+        face_ub = sp.vstack([box, sp.csr_matrix(cost)]).tocsr()
+        sets = []
+        for _ in range(draws):
+            direction = np.concatenate([np.zeros(2 * size), rng.normal(size=4 * size)])
+            x = linprog(direction, A_ub=face_ub, b_ub=np.concatenate([b_ub, [best * (1 + 1e-9)]]),
+                        A_eq=a_eq, b_eq=np.zeros(2 * size), bounds=bounds, method="highs").x
+            u = torch.from_numpy(x[2 * size:3 * size] - x[3 * size:4 * size])
+            w = torch.from_numpy(x[4 * size:5 * size] - x[5 * size:])
+            low = I.popcount(n) <= 1
+            u, w = u + w * low, w * ~low  # the study's OR merge
+            fake = I.Interactions(u[None], w[None], v[g:g + 1], u[None], u[None],
+                                  torch.zeros(1), torch.zeros(1), "and-or")
+            sets.append(_salient_sets(fake)[0])
+        pairs = [_jaccard(sets[i], sets[j]) for i in range(draws) for j in range(i + 1, draws)]
+        rows.append(dict(game=g, optimum=float(best), items=float(np.mean([len(x) for x in sets])),
+                         jaccard_min=min(pairs), jaccard_mean=float(np.mean(pairs)),
+                         ours_vs_others_mean=float(np.mean([_jaccard(ours[g], x) for x in sets]))))
+    return rows
 
 
 # ------------------------------------------------------------------------------------------------
@@ -236,6 +361,19 @@ ADAM_COLS = [("n", "n"), ("games", "games"), ("adam steps", "adam_steps"), ("ada
              ("sgd steps", "sgd_steps"), ("sgd s", "sgd_s"), ("faster", "faster"), ("adam/sgd min", "ratio_min"),
              ("median", "ratio_median"), ("max", "ratio_max"),
              ("games <= sgd", "games_lower_or_equal")]
+EXACT_COLS = [("n", "n"), ("games", "games"), ("exact s", "exact_s"), ("gap max", "gap_max"),
+              ("LP rounds max", "rounds_max"), ("columns mean", "columns_mean"),
+              ("SGD 10k s", "sgd_10k_s"), ("SGD steps run", "sgd_steps"),
+              ("exact faster", "speedup_vs_sgd"), ("SGD/exact objective median", "sgd_over_exact_median"),
+              ("min", "sgd_over_exact_min"), ("exact <= SGD", "exact_never_above"),
+              ("dense SGD 10k s (extrap.)", "dense_10k_s"), ("dense steps", "dense_steps"),
+              ("load", "load_start")]
+SETTING_COLS = [("n", "n"), ("games", "games"), ("simplex", "simplex"),
+                ("start columns", "start_columns"), ("s", "seconds"), ("rounds mean", "rounds_mean"),
+                ("objective mean", "objective"), ("gap max", "gap_max"), ("load", "load")]
+FACE_COLS = [("game", "game"), ("optimum", "optimum"), ("items per optimum", "items"),
+             ("Jaccard min", "jaccard_min"), ("Jaccard mean", "jaccard_mean"),
+             ("ours vs them", "ours_vs_others_mean")]
 MASK_COLS = [("n", "n"), ("samples", "samples"), ("inputs", "inputs"), ("plain s", "plain_s"),
              ("evaluate s", "evaluate_s"), ("overhead", "overhead"),
              ("inputs/s", "inputs_per_s"), ("load", "load")]
@@ -248,6 +386,9 @@ def main() -> None:
                     help="torch threads for both sides (default 1: on a shared 2-core machine "
                          "2 OpenMP threads wait on each other; see README)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
+    ap.add_argument("--exact", action="store_true",
+                    help="only the exact optimiser's tables (exact vs SGD vs dense; the spread of "
+                         "optimal solutions)")
     ap.add_argument("--child-memory", nargs=3, metavar=("SIDE", "N", "GAMES"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -267,16 +408,41 @@ def main() -> None:
     t0 = time.perf_counter()
     model, xs, ys, patch = real_model(epochs=1 if args.quick else 2)
     print(f"model trained in {time.perf_counter() - t0:.0f}s, load {load()}", flush=True)
-    report["masking"] = [masking_overhead(model, xs, ys, patch, 12 if not args.quick else 10,
-                                          8, 2 if args.quick else 3)]
-    print(table(report["masking"], MASK_COLS), flush=True)
+    if not args.exact:
+        report["masking"] = [masking_overhead(model, xs, ys, patch, 12 if not args.quick else 10,
+                                              8, 2 if args.quick else 3)]
+        print(table(report["masking"], MASK_COLS), flush=True)
 
-    real_counts = {10: 64, 12: 64, 14: 8, 16: 2}  # real games per n; tiled up to the case's count
+    real_counts = {10: 64, 12: 64, 14: 16, 16: 8}  # real games per n; tiled up to the case's count
     games = {}
-    for n in sorted({n for n, _ in cases}):
+    for n in sorted({n for n, _ in cases}) if not args.exact else []:
         t0 = time.perf_counter()
         games[n] = games_of(model, xs, ys, patch, n, real_counts[n])
         print(f"games n={n}: {real_counts[n]} real in {time.perf_counter() - t0:.0f}s", flush=True)
+
+    exact_cases = EXACT_QUICK if args.quick else EXACT_CASES
+    for n in sorted(({n for n, _ in exact_cases} | {8}) - set(games)):
+        t0 = time.perf_counter()
+        games[n] = games_of(model, xs, ys, patch, n, min(real_counts.get(n, 10), len(xs)))
+        print(f"games n={n}: {games[n].shape[0]} real in {time.perf_counter() - t0:.0f}s", flush=True)
+    report["exact"] = []
+    for (n, count), (sgd_steps, dense_steps) in exact_cases.items():
+        v = games[n][torch.arange(count) % games[n].shape[0]].contiguous()
+        row, _, _ = exact_case(n, v, sgd_steps, dense_steps)
+        row["real_games"] = min(count, games[n].shape[0])
+        report["exact"].append(row)
+        print(table([row], EXACT_COLS), flush=True)
+    report["exact_settings"] = exact_settings(games[10][:16].double())
+    print(table(report["exact_settings"], SETTING_COLS), flush=True)
+    report["face"] = face_spread(games[8][:10].double())
+    print(table(report["face"], FACE_COLS), flush=True)
+    if args.exact:
+        print("\n## exact vs SGD (lr 1e-7) vs dense reference\n" + table(report["exact"], EXACT_COLS))
+        print("\n## exact settings, n = 10\n" + table(report["exact_settings"], SETTING_COLS))
+        print("\n## optimal solutions of one game: salient sets (tau 0.05), n = 8\n"
+              + table(report["face"], FACE_COLS))
+        (OUT / "engine-exact.json").write_text(json.dumps(report, indent=1))
+        return
 
     rows, cached = [], {}
     for (n, count), (ref_steps, our_steps) in cases.items():
@@ -299,6 +465,10 @@ def main() -> None:
     print("\n## scaled Adam (lr 3e-2) vs reference SGD, real games\n"
           + table(report["adam_vs_sgd"], ADAM_COLS))
     print("\n## masking overhead\n" + table(report["masking"], MASK_COLS))
+    print("\n## exact vs SGD (lr 1e-7) vs dense reference\n" + table(report["exact"], EXACT_COLS))
+    print("\n## exact settings, n = 10\n" + table(report["exact_settings"], SETTING_COLS))
+    print("\n## optimal solutions of one game: salient sets (tau 0.05), n = 8\n"
+          + table(report["face"], FACE_COLS))
     print(f"\nload at start {report['machine']['load_start']}, at end {load()}")
     (OUT / ("engine-quick.json" if args.quick else "engine.json")).write_text(
         json.dumps(report, indent=1))

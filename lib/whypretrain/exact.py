@@ -41,6 +41,7 @@ from torch import Tensor
 from .interactions import _butterfly, and_or, reconstruct, relative_gap
 
 AND_COL, OR_COL = 0, 1
+SIMPLEX = {"primal": 4, "dual": 1}  # HiGHS's simplex_strategy codes
 
 
 def _require_highspy():
@@ -69,6 +70,7 @@ class _GameLP:
     v: np.ndarray
     b: float
     n: int
+    simplex: str = "primal"
     model: object = None
     columns: list[tuple[int, int]] = field(default_factory=list)  # (kind, mask) per +/- pair
     have: set[tuple[int, int]] = field(default_factory=set)
@@ -84,7 +86,7 @@ class _GameLP:
         h.setOptionValue("random_seed", 0)
         # Columns join between rounds, so the last basis stays primal feasible: primal simplex
         # re-solves from it (2x faster than dual simplex on n = 10 games, benchmarks/README.md).
-        h.setOptionValue("simplex_strategy", 4)
+        h.setOptionValue("simplex_strategy", SIMPLEX[self.simplex])
         h.setOptionValue("presolve", "off")
         empty = np.array([], dtype=np.int32)
         h.addRows(size, self.v - self.b, self.v + self.b, 0, empty, empty, np.array([]))
@@ -221,11 +223,14 @@ class ExactSolution:
 
 
 def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
-          progress: bool = False, workers: int = 1) -> ExactSolution:
+          progress: bool = False, workers: int = 1, simplex: str = "primal",
+          start_columns: int = 3) -> ExactSolution:
     """Solve the sparsification LP of every game of ``v`` (``[G, 2**n]``) to relative gap ``tol``.
 
     ``b``: the q bound of each game (``[G]``). Pricing and certificates run batched on ``v``'s
     device; the restricted LPs on the CPU (``workers`` threads; the result does not depend on it).
+    ``simplex`` (``primal`` / ``dual``) and ``start_columns`` (times ``n`` strongest terms of each
+    extreme split in the first LP) are speed settings, compared in benchmarks/engine.py.
     Raises RuntimeError naming the games that could not be certified (never returns them silently).
     """
     n = v.shape[-1].bit_length() - 1
@@ -233,8 +238,10 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
     device, dtype = v.device, v.dtype
     v_np = v.detach().cpu().double().numpy()
     b_np = b.detach().cpu().double().numpy()
-    lps = [_GameLP(v_np[g], float(b_np[g]), n) for g in range(games)]
-    top_and, top_or = _starting_columns(v, n, 3 * n)
+    if simplex not in SIMPLEX:
+        raise ValueError(f"simplex must be one of {sorted(SIMPLEX)}, got {simplex!r}")
+    lps = [_GameLP(v_np[g], float(b_np[g]), n, simplex) for g in range(games)]
+    top_and, top_or = _starting_columns(v, n, max(1, start_columns * n))
     for g, lp in enumerate(lps):
         lp.add([(AND_COL, int(m)) for m in top_and[g].tolist()]
                + [(OR_COL, int(m)) for m in top_or[g].tolist()])
