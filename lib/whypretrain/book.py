@@ -121,7 +121,8 @@ def _groups(metas: dict[str, dict], key: str) -> list[tuple[list[str], Any]]:
     return out
 
 
-def _fact_tables(metas: dict[str, dict], key: str, rows) -> list[str]:
+def _fact_tables(metas: dict[str, dict], key: str, header: tuple[str, str],
+                 rows) -> list[str]:
     """One two-column table per group of notebooks that share ``meta[key]``."""
     lines: list[str] = []
     groups = _groups(metas, key)
@@ -131,7 +132,7 @@ def _fact_tables(metas: dict[str, dict], key: str, rows) -> list[str]:
             continue
         if len(groups) > 1:
             lines += [f"For {', '.join(names)}:", ""]
-        lines += ["| | |", "|---|---|"]
+        lines += [f"| {header[0]} | {header[1]} |", "|---|---|"]
         lines += [f"| {label} | {_cell(text)} |" for label, text in rows(value)]
         lines.append("")
     return lines
@@ -169,7 +170,7 @@ def status_markdown(root: str | os.PathLike) -> str:
         wall = meta.get("wall_s")
         total += wall if isinstance(wall, (int, float)) else 0.0
         lines.append(f"| {{doc}}`{name} <experiments/{name}>` | {meta.get('preset', '')} | "
-                     f"{_cell(overrides)} | {meta.get('executed', '').replace('T', ' ')} | "
+                     f"{_cell(overrides)} | {meta.get('executed', '').replace('T', ' ').rstrip('Z')} | "
                      f"{_wall(wall)} | {_commit(meta.get('code'))} |")
     lines += ["", f"Total wall time of the notebooks: {_wall(total)}.", ""]
     if not executed:
@@ -182,15 +183,15 @@ def status_markdown(root: str | os.PathLike) -> str:
               (root / "book/method.md").is_file() else
               "Every parameter the notebooks ran with (`whypretrain presets` describes each).",
               ""]
-    lines += _fact_tables(executed, "params", lambda params: [
+    lines += _fact_tables(executed, "params", ("parameter", "value"), lambda params: [
         (f"`{k}`", f"{v}" + ("" if k not in PARAMS or _same(PARAMS[k].default, v)
                              else f" (default {PARAMS[k].default})"))
         for k, v in params.items()])
     lines += ["## Libraries", ""]
-    lines += _fact_tables(executed, "versions", lambda versions: [
+    lines += _fact_tables(executed, "versions", ("library", "version"), lambda versions: [
         (name, version or "not installed") for name, version in versions.items()])
     lines += ["## Machine", ""]
-    lines += _fact_tables(executed, "machine", lambda machine: [
+    lines += _fact_tables(executed, "machine", ("", ""), lambda machine: [
         ("CPU", machine.get("cpu") or "unknown"), ("cores", f"{machine.get('cores')}"),
         ("GPU", ", ".join(machine.get("gpus") or []) or "none"),
         ("system", machine.get("system") or "unknown")])
