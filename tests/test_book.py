@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import unescape
 import shutil
 import subprocess
 import sys
@@ -151,7 +152,7 @@ def test_the_footer_year_is_not_typed():
 # --- the built `ci` book: its provenance (slow: the whole ci study, shared with test_study) --
 def _text(html: str) -> str:
     """What a reader reads: the page without its tags."""
-    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
 
 
 @pytest.mark.slow
