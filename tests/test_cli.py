@@ -67,12 +67,10 @@ def test_parameter_error_is_one_line(capsys):
 
 
 def test_missing_results_name_the_command_that_makes_them(monkeypatch, capsys):
-    import whypretrain.analysis as analysis
-
-    def read(params):
+    def read(params):  # a reading function that finds nothing on disk
         raise MissingResults("the runs of preset ci, seed 0", "whypretrain train --preset ci")
 
-    monkeypatch.setattr(analysis, "analyze_study", read)
+    monkeypatch.setattr(cli, "analyze", read)
     assert cli.main(["analyze", "--preset", "ci"]) == 2
     line = _one_line(capsys.readouterr().err)
     assert line == ("whypretrain analyze: the runs of preset ci, seed 0: not computed yet; run "
@@ -85,12 +83,10 @@ def test_missing_results_name_the_command_that_makes_them(monkeypatch, capsys):
 def test_a_bug_keeps_its_traceback(monkeypatch):
     """A ValueError from a module whose messages are not written for the user is a bug: it is
     not turned into a one-line message."""
-    import whypretrain.analysis as analysis
-
     def broken(params):
         return int("not a number")  # raised in this test module, not a user-facing one
 
-    monkeypatch.setattr(analysis, "analyze_study", broken)
+    monkeypatch.setattr(cli, "analyze", broken)
     with pytest.raises(ValueError, match="invalid literal"):
         cli.main(["analyze", "--preset", "ci"])
 

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import nbformat
@@ -214,17 +213,15 @@ def test_real_notebooks_are_stored_clean():
 
 
 def test_study_trains_then_analyzes_then_runs_the_book(monkeypatch):
-    """The order only: training and analysis are replaced by recorders in sys.modules for this
-    test (their real modules are tested by their own tests)."""
+    """The order only: the steps are replaced by recorders (each is tested on its own)."""
     calls = []
-    for mod, fn in (("training", "train_study"), ("analysis", "analyze_study")):
-        fake = types.ModuleType(f"whypretrain.{mod}")
-        setattr(fake, fn, lambda params, fn=fn: calls.append((fn, params["preset"])))
-        monkeypatch.setitem(sys.modules, f"whypretrain.{mod}", fake)
+    for step in ("train", "analyze"):
+        monkeypatch.setattr(cli, step, lambda params, step=step: calls.append(
+            (step, params["preset"], params["tau"])))
     monkeypatch.setattr(cli, "book",
                         lambda preset, overrides, root: calls.append(("book", preset)) or 0)
     assert cli.study("ci", {"tau": "0.1"}) == 0
-    assert calls == [("train_study", "ci"), ("analyze_study", "ci"), ("book", "ci")]
+    assert calls == [("train", "ci", 0.1), ("analyze", "ci", 0.1), ("book", "ci")]
     calls.clear()
     with pytest.raises(ParameterError, match="'tau'"):  # bad value: nothing runs
         cli.study("ci", {"tau": "2"})

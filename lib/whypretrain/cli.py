@@ -44,6 +44,20 @@ def _resolve(preset: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]
         raise ParameterError(str(err)) from None
 
 
+def train(params: dict[str, Any]) -> None:
+    """The training step: every run of every seed (reuses finished runs)."""
+    from .training import train_study
+
+    train_study(params)
+
+
+def analyze(params: dict[str, Any]) -> None:
+    """The analysis step: interactions and knowledge tables of every seed (reuses results)."""
+    from .analysis import analyze_study
+
+    analyze_study(params)
+
+
 def book(preset: str = "default", overrides: Mapping[str, Any] | None = None,
          root: str | Path | None = None, force: bool = False) -> int:
     """Execute the notebooks (those whose inputs changed, or all with ``force``) and build the
@@ -69,14 +83,11 @@ def study(preset: str = "default", overrides: Mapping[str, Any] | None = None,
           root: str | Path | None = None) -> int:
     """The whole study: train, analyze, execute every notebook, build the book. Each step
     reuses what is already on disk."""
-    from .analysis import analyze_study
-    from .training import train_study
-
     params = _resolve(preset, overrides)
     _say(f"== training ({preset}) ==")
-    train_study(params)
+    train(params)
     _say(f"== analysis ({preset}) ==")
-    analyze_study(params)
+    analyze(params)
     _say("== notebooks and book ==")
     return book(preset, overrides, root)
 
@@ -142,12 +153,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "book":
         return book(args.preset, overrides, args.root, force=args.force)
     params = _resolve(args.preset, overrides)
-    if args.command == "train":
-        from .training import train_study
-        train_study(params)
-    elif args.command == "analyze":
-        from .analysis import analyze_study
-        analyze_study(params)
+    {"train": train, "analyze": analyze}[args.command](params)
     return 0
 
 
