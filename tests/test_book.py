@@ -130,7 +130,7 @@ def test_method_page_is_early_in_the_book_and_numbered():
     files = list(book._toc_files(toc))
     assert files.index("book/method") < min(i for i, f in enumerate(files)
                                             if f.startswith(book.EXPERIMENTS))
-    text = (REPO / "book" / "method.md").read_text()
+    text = (REPO / "book/method.md").read_text()
     numbers = [int(m) for m in re.findall(r"^## (\d+)\. ", text, flags=re.M)]
     assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 4
     # every parameter the page names exists, and the open choices of the brief are there
