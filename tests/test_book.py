@@ -195,3 +195,34 @@ def test_ci_findings_and_status_pages_read_in_the_browser(ci_study, tmp_path):
     for page in pages[:2]:
         assert (tmp_path / page.replace("/", "__").replace(".html", ".png")).stat().st_size \
             > 10_000
+
+
+def test_status_page_lists_each_notebook_and_what_differs(tmp_path):
+    """Status page markdown from hand-made executed notebooks: one executed on this code, one
+    on another machine, one never executed."""
+    import nbformat
+
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/index\nchapters:\n  - file: book/experiments/a\n"
+        "  - file: book/experiments/b\n  - file: book/experiments/c\n")
+    (tmp_path / book.EXPERIMENTS).mkdir(parents=True)
+    env = execute.environment(REPO)
+    other = {**env, "machine": {"cpu": "Some GPU box CPU", "cores": 64, "gpus": ["NVIDIA H100"],
+                                "system": "Linux"}}
+    for name, extra, wall in (("a", env, 12.5), ("b", other, 125.0)):
+        nb = nbformat.v4.new_notebook()
+        nb.metadata[execute.META_KEY] = {"hash": "0" * 64, "preset": "ci",
+                                         "overrides": {"tau": 0.1}, "params": {"tau": 0.1},
+                                         "executed": "2026-01-02T03:04:05Z", "wall_s": wall,
+                                         **extra}
+        nbformat.write(nb, str(tmp_path / book.EXPERIMENTS / f"{name}.ipynb"))
+    text = book.status_markdown(tmp_path)
+    rows = [line for line in text.splitlines() if line.startswith("| {doc}")]
+    assert len(rows) == 2 and "| c | | | not executed |" in text
+    assert "12.5 s" in rows[0] and "2 min 5 s" in rows[1] and "tau=0.1" in rows[0]
+    assert env["code"]["commit"][:12] in rows[0]
+    assert "Total wall time of the notebooks: 2 min 18 s." in text
+    # the machines differ: one table each, named by notebook; the libraries agree: one table
+    assert "For a:" in text and "For b:" in text and "NVIDIA H100" in text
+    assert text.count("| library | version |") == 1
+    assert "| `tau` | 0.1 (default 0.05) |" in text

@@ -97,7 +97,9 @@ def _wall(seconds: Any) -> str:
 
 
 def _commit(code: dict | None) -> str:
-    if not code or not code.get("commit"):
+    if code is None:
+        return "not recorded"
+    if not code.get("commit"):
         return "not a git checkout"
     return f"`{code['commit'][:12]}`" + (" (modified)" if code.get("dirty") else "")
 
