@@ -171,9 +171,10 @@ def status_markdown(root: str | os.PathLike) -> str:
         overrides = ", ".join(f"{k}={v}" for k, v in meta.get("overrides", {}).items()) or "none"
         wall = meta.get("wall_s")
         total += wall if isinstance(wall, (int, float)) else 0.0
+        when = meta.get("executed", "").replace("T", " ").rstrip("Z")
         lines.append(f"| {{doc}}`{name} <experiments/{name}>` | {meta.get('preset', '')} | "
-                     f"{_cell(overrides)} | {meta.get('executed', '').replace('T', ' ').rstrip('Z')} | "
-                     f"{_wall(wall)} | {_commit(meta.get('code'))} |")
+                     f"{_cell(overrides)} | {when} | {_wall(wall)} | "
+                     f"{_commit(meta.get('code'))} |")
     lines += ["", f"Total wall time of the notebooks: {_wall(total)}.", ""]
     if not executed:
         return "\n".join(lines + ["No notebook has been executed yet: run "
