@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed assets
 
 assets: $(VENV)/.installed
-	@$(PY) -m whypretrain.runner assets
+	@$(VENV)/bin/whypretrain assets
 
 # The reader's check of the book: Debian's chromium and playwright-core (tests/ensure_browser.sh;
 # installs only what is missing).
@@ -32,9 +32,10 @@ study: setup
 test: setup browser
 	$(PY) -m pytest -q tests
 
-# Re-execute the notebooks (those whose inputs changed) and rebuild the book, without training.
+# Re-execute the notebooks (those whose inputs changed) and rebuild the book, without training
+# (a notebook whose results are missing says which command computes them).
 book: setup
-	$(PY) -m whypretrain.runner book --preset $(PRESET)
+	$(VENV)/bin/whypretrain book --preset $(PRESET)
 
 # Open every page of the built book in headless Chromium; screenshots into _build/screenshots.
 check-book: browser

@@ -1,9 +1,14 @@
 """The book's infrastructure: offline assets, the chart renderer, the real book's configuration
-(built with -W into a temporary folder, then opened in headless Chromium)."""
+and pages (built with -W into a temporary folder, then opened in headless Chromium), the method
+page, and what the built `ci` book shows of its provenance (the status page, the results hashes
+on the findings page)."""
 from __future__ import annotations
 
 import json
+import re
+from html import unescape
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from whypretrain import charts, runner
+from whypretrain import assets, book, charts, execute
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import browser  # noqa: E402
@@ -21,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_assets_are_local_and_pinned():
-    folder = runner.ensure_assets(REPO, quiet=True)
-    pins = json.loads((REPO / runner.ASSETS / "versions.json").read_text())
+    folder = assets.ensure_assets(REPO, quiet=True)
+    pins = json.loads((REPO / assets.ASSETS / "versions.json").read_text())
     assert pins["vega-lite"] == alt.SCHEMA_VERSION.lstrip("v").rsplit(".", 1)[0]
     for rel in ("vega-bundle.js", "require.js", "widgets/embed-amd.js",
                 "mathjax/tex-mml-chtml.js", "mathjax/output/chtml/fonts/woff-v2"):
@@ -32,7 +37,7 @@ def test_assets_are_local_and_pinned():
     assert bundle.split("\n", 2)[1] == "(function(){" and bundle.rstrip().endswith("})();")
     # the second call is a no-op (the stamp matches)
     mtime = (folder / "vega-bundle.js").stat().st_mtime_ns
-    runner.ensure_assets(REPO, quiet=True)
+    assets.ensure_assets(REPO, quiet=True)
     assert (folder / "vega-bundle.js").stat().st_mtime_ns == mtime
 
 
@@ -81,7 +86,7 @@ def _drop_unexecuted(node, root: Path):
         return [n for n in (_drop_unexecuted(item, root) for item in node) if n is not None]
     if isinstance(node, dict):
         entry = node.get("file", "")
-        if entry.startswith(runner.EXPERIMENTS + "/") and not (
+        if entry.startswith(book.EXPERIMENTS + "/") and not (
                 root / f"{entry.removesuffix('.ipynb')}.ipynb").is_file():
             return None
         kept = {k: _drop_unexecuted(v, root) if isinstance(v, (list, dict)) else v
@@ -97,14 +102,14 @@ def real_book(tmp_path_factory):
     notebooks not executed yet: the ci-preset test of the whole study covers those), built
     with -W into a temporary folder: the reader's _build/html is untouched."""
     root = tmp_path_factory.mktemp("real")
-    runner.ensure_assets(REPO, quiet=True)
+    assets.ensure_assets(REPO, quiet=True)
     shutil.copy(REPO / "_config.yml", root / "_config.yml")
     shutil.copytree(REPO / "book", root / "book",
                     ignore=shutil.ignore_patterns("_assets", ".*", "*.partial"))
     (root / "book" / "_assets").symlink_to(REPO / "book" / "_assets", target_is_directory=True)
     toc = _drop_unexecuted(yaml.safe_load((REPO / "_toc.yml").read_text()), REPO)
     (root / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
-    return runner.build_book(root)
+    return book.build_book(root)
 
 
 @pytest.mark.slow
@@ -114,5 +119,110 @@ def test_real_book_builds_and_reads_offline(real_book, tmp_path):
     assert browser.outside_requests(report) == 0, browser.table(report)
     assert not browser.problems(report), browser.problems(report)
     pages = {p["page"]: p for p in report["pages"]}
-    assert "book/classroom.html" in pages
+    assert "book/classroom.html" in pages and "book/status.html" in pages
     assert pages["book/index.html"]["math"]["rendered"] > 0
+    assert pages["book/method.html"]["math"]["rendered"] >= 10  # every formula typeset
+
+
+# --- the method page ------------------------------------------------------------------------
+def test_method_page_is_early_in_the_book_and_numbered():
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    files = list(book._toc_files(toc))
+    assert files.index("book/method") < min(i for i, f in enumerate(files)
+                                            if f.startswith(book.EXPERIMENTS))
+    text = (REPO / "book/method.md").read_text()
+    numbers = [int(m) for m in re.findall(r"^## (\d+)\. ", text, flags=re.M)]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 4
+    # every parameter the page names exists, and the open choices of the brief are there
+    from whypretrain.presets import PARAMS
+    section4 = text.split("## 4. ")[1].split("## 5. ")[0]
+    named = set(re.findall(r"`([a-z_]+)`", section4))
+    # or_merge, empty_set, tol, player_seed_offset land in presets with the library's half
+    expected = set(PARAMS) | {"or_merge", "empty_set", "tol", "player_seed_offset"}
+    assert named and named <= expected, named - expected
+    for word in ("loss_bound", "`tol`", "empty_set", "or_merge", "weighted Jaccard",
+                 "area", "first epoch"):
+        assert word in text, word
+
+
+def test_the_footer_year_is_not_typed():
+    config = yaml.safe_load((REPO / "_config.yml").read_text())
+    assert str(config["copyright"]).isdigit()  # the first year; the build adds this year
+
+
+
+# --- the built `ci` book: its provenance (slow: the whole ci study, shared with test_study) --
+def _text(html: str) -> str:
+    """What a reader reads: the page without its tags."""
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
+
+
+@pytest.mark.slow
+def test_ci_book_has_a_status_page_with_the_code_version(ci_study):
+    root, _, code = ci_study
+    assert code == 0
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    status = _text((root / "_build" / "html" / "book" / "status.html").read_text())
+    assert head[:12] in status
+    for name in book.notebook_list(root):
+        meta = execute.stored_meta(root / book.EXPERIMENTS / f"{name}.ipynb")
+        assert meta["code"]["commit"] == head and meta["wall_s"] > 0, name
+        assert name in status
+    assert "torch" in status and "jupyter-book" in status and "cores" in status
+
+
+@pytest.mark.slow
+def test_ci_findings_page_names_the_results_it_read(ci_study):
+    root, _, _ = ci_study
+    findings = _text((root / "_build" / "html" / "book" / "experiments" / "08-findings.html")
+                     .read_text())
+    # the setup cells are hidden: the story starts with the title, no stray output
+    assert "notebook_params" not in findings and "'whypretrain'" not in findings
+    assert re.search(r"\bresults [0-9a-f]{12}\b", findings), \
+        "the findings page names no results folder (`results <hash12>`)"
+
+
+@pytest.mark.slow
+def test_ci_findings_and_status_pages_read_in_the_browser(ci_study, tmp_path):
+    root, _, _ = ci_study
+    pages = ["book/experiments/08-findings.html", "book/status.html", "book/method.html"]
+    report = browser.check_book(root / "_build" / "html", pages=pages, screenshots=tmp_path,
+                                shot_pages=pages[:2])
+    assert browser.outside_requests(report) == 0, browser.table(report)
+    assert not browser.problems(report), browser.problems(report)
+    assert sorted(p["page"] for p in report["pages"]) == sorted(pages)
+    for page in pages[:2]:
+        assert (tmp_path / page.replace("/", "__").replace(".html", ".png")).stat().st_size \
+            > 10_000
+
+
+def test_status_page_lists_each_notebook_and_what_differs(tmp_path):
+    """Status page markdown from hand-made executed notebooks: one executed on this code, one
+    on another machine, one never executed."""
+    import nbformat
+
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/index\nchapters:\n  - file: book/experiments/a\n"
+        "  - file: book/experiments/b\n  - file: book/experiments/c\n")
+    (tmp_path / book.EXPERIMENTS).mkdir(parents=True)
+    env = execute.environment(REPO)
+    other = {**env, "machine": {"cpu": "Some GPU box CPU", "cores": 64, "gpus": ["NVIDIA H100"],
+                                "system": "Linux"}}
+    for name, extra, wall in (("a", env, 12.5), ("b", other, 125.0)):
+        nb = nbformat.v4.new_notebook()
+        nb.metadata[execute.META_KEY] = {"hash": "0" * 64, "preset": "ci",
+                                         "overrides": {"tau": 0.1}, "params": {"tau": 0.1},
+                                         "executed": "2026-01-02T03:04:05Z", "wall_s": wall,
+                                         **extra}
+        nbformat.write(nb, str(tmp_path / book.EXPERIMENTS / f"{name}.ipynb"))
+    text = book.status_markdown(tmp_path)
+    rows = [line for line in text.splitlines() if line.startswith("| {doc}")]
+    assert len(rows) == 2 and "| c | | | not executed |" in text
+    assert "12.5 s" in rows[0] and "2 min 5 s" in rows[1] and "tau=0.1" in rows[0]
+    assert env["code"]["commit"][:12] in rows[0]
+    assert "Total wall time of the notebooks: 2 min 18 s." in text
+    # the machines differ: one table each, named by notebook; the libraries agree: one table
+    assert "For a:" in text and "For b:" in text and "NVIDIA H100" in text
+    assert text.count("| library | version |") == 1
+    assert "| `tau` | 0.1 (default 0.05) |" in text

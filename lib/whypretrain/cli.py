@@ -1,16 +1,100 @@
-"""The ``whypretrain`` command: ``train``, ``analyze``, ``study`` and ``presets``.
+"""The ``whypretrain`` command, the study's one command line.
 
-Each sub-command resolves its parameters through ``presets.resolve`` first, so a bad preset,
-key, type or value stops with a message before anything is computed or written.
+    whypretrain train    --preset P [--set k=v ...]  pre-train, probe, fine-tune, scratch
+    whypretrain analyze  --preset P [--set k=v ...]  interactions and knowledge tables
+    whypretrain study    --preset P [--set k=v ...]  train, analyze, notebooks, book
+    whypretrain book     --preset P [--set k=v ...]  notebooks and book only (no training)
+    whypretrain assets                               the book's offline JavaScript (npm, once)
+    whypretrain presets                              every preset and parameter
+
+Each command resolves its parameters through ``presets.resolve`` first, so a bad preset, key,
+type or value stops before anything is computed or written. Errors a user can fix (a bad
+parameter, a missing data folder, a missing or corrupt weights file, results not computed yet)
+print one line that says what to do and exit with status 2; ``--debug`` shows the traceback.
+A failing notebook or book build exits with status 1 and names the notebook and cell.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any, Mapping
 
 from . import presets
+from .errors import ParameterError, UserError
+
+# Modules whose FileNotFoundError / ValueError messages are written for the user (a path to
+# fill, a parameter to set); the same exceptions from anywhere else are bugs and keep their
+# traceback.
+USER_FACING = {"whypretrain.presets", "whypretrain.data", "whypretrain.models",
+               "whypretrain.runs", "whypretrain.book"}
 
 
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The steps that are more than one library call
+# ---------------------------------------------------------------------------------------------
+def _resolve(preset: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    try:
+        return presets.resolve(preset, overrides)
+    except ValueError as err:
+        raise ParameterError(str(err)) from None
+
+
+def train(params: dict[str, Any]) -> None:
+    """The training step: every run of every seed (reuses finished runs)."""
+    from .training import train_study
+
+    train_study(params)
+
+
+def analyze(params: dict[str, Any]) -> None:
+    """The analysis step: interactions and knowledge tables of every seed (reuses results)."""
+    from .analysis import analyze_study
+
+    analyze_study(params)
+
+
+def book(preset: str = "default", overrides: Mapping[str, Any] | None = None,
+         root: str | Path | None = None, force: bool = False) -> int:
+    """Execute the notebooks (those whose inputs changed, or all with ``force``) and build the
+    book; returns 0 when the book is new, 1 when a notebook or the build failed (the previous
+    book stays)."""
+    from .book import BuildError, build_book, find_root
+    from .execute import NotebookError, execute_notebooks
+
+    _resolve(preset, overrides)
+    root = find_root(root, fallback=root is None)  # an explicit --root is taken as given
+    try:
+        execute_notebooks(root, preset, overrides, force=force)
+        out = build_book(root)
+    except (NotebookError, BuildError) as err:
+        print(f"whypretrain: {err}", file=sys.stderr, flush=True)
+        return 1
+    _say(f"\nthe book is ready: open {out / 'index.html'}\n"
+         f"  (or serve it: python -m http.server -d {out} and open http://127.0.0.1:8000)")
+    return 0
+
+
+def study(preset: str = "default", overrides: Mapping[str, Any] | None = None,
+          root: str | Path | None = None) -> int:
+    """The whole study: train, analyze, execute every notebook, build the book. Each step
+    reuses what is already on disk."""
+    params = _resolve(preset, overrides)
+    _say(f"== training ({preset}) ==")
+    train(params)
+    _say(f"== analysis ({preset}) ==")
+    analyze(params)
+    _say("== notebooks and book ==")
+    return book(preset, overrides, root)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="whypretrain",
@@ -18,45 +102,86 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="parameters (set with --set key=value):\n" + presets.describe(),
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of one line")
+    # --debug after the command too; SUPPRESS so an absent one keeps the top-level value
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the traceback of an error instead of one line")
+    root = argparse.ArgumentParser(add_help=False)
+    root.add_argument("--root", default=None,
+                      help="the repository (the folder with _toc.yml; default: the one above "
+                           "the working directory)")
     sub = parser.add_subparsers(dest="command", required=True)
     helps = {
         "train": "pre-train, linear probe, fine-tune and train from scratch (reuses finished runs)",
         "analyze": "interactions and knowledge of the trained models (reuses finished results)",
         "study": "train, analyze, execute every notebook and build the book",
+        "book": "execute the notebooks whose inputs changed and build the book (no training)",
     }
     for name, text in helps.items():
-        cmd = sub.add_parser(name, help=text, description=text)
+        parents = [debug, root] if name in ("study", "book") else [debug]
+        cmd = sub.add_parser(name, help=text, description=text, parents=parents)
         cmd.add_argument("--preset", default="default",
                          help=f"one of {sorted(presets.PRESETS)} (default: default)")
         cmd.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                          help="override one parameter; repeatable")
-    sub.add_parser("presets", help="list presets and parameters")
+        if name == "book":
+            cmd.add_argument("--force", action="store_true",
+                             help="execute every notebook, even those up to date")
+    sub.add_parser("assets", parents=[debug, root],
+                   help="fetch the book's offline JavaScript from npm (once; make setup runs it)")
+    sub.add_parser("presets", parents=[debug], help="list presets and parameters")
     return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "presets":
+        for name, values in presets.PRESETS.items():
+            _say(f"{name}: {values or '(the defaults)'}")
+        _say("\nparameters:\n" + presets.describe())
+        return 0
+    if args.command == "assets":
+        from .assets import ensure_assets
+        from .book import find_root
+
+        ensure_assets(find_root(args.root, fallback=args.root is None))
+        return 0
+    overrides = presets.parse_sets(args.sets)
+    if args.command == "study":
+        return study(args.preset, overrides, args.root)
+    if args.command == "book":
+        return book(args.preset, overrides, args.root, force=args.force)
+    params = _resolve(args.preset, overrides)
+    {"train": train, "analyze": analyze}[args.command](params)
+    return 0
+
+
+def _raised_in(err: BaseException) -> str:
+    """The module of the innermost frame that raised ``err``."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+
+
+def user_fixable(err: BaseException) -> bool:
+    """A ``UserError``, or a ``FileNotFoundError`` / ``ValueError`` whose message the library
+    wrote for the user (raised in one of ``USER_FACING``)."""
+    return isinstance(err, UserError) or (
+        isinstance(err, (FileNotFoundError, ValueError)) and _raised_in(err) in USER_FACING)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "presets":
-        for name, values in presets.PRESETS.items():
-            print(f"{name}: {values or '(the defaults)'}")
-        print("\nparameters:\n" + presets.describe())
-        return 0
     try:
-        overrides = presets.parse_sets(args.sets)
-        params = presets.resolve(args.preset, overrides)
-    except ValueError as err:
-        print(f"whypretrain {args.command}: {err}", file=sys.stderr)
+        return _run(args)
+    except Exception as err:
+        if args.debug or not user_fixable(err):
+            raise
+        message = " ".join(str(err).split())  # one line, whatever the message's layout
+        print(f"whypretrain {args.command}: {message}", file=sys.stderr, flush=True)
         return 2
-    if args.command == "train":
-        from .training import train_study
-        train_study(params)
-    elif args.command == "analyze":
-        from .analysis import analyze_study
-        analyze_study(params)
-    elif args.command == "study":
-        from .runner import study
-        return study(args.preset, overrides)
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

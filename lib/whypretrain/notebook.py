@@ -1,0 +1,67 @@
+"""What a notebook calls after its parameters cell: ``notebook_params``.
+
+Every notebook in ``notebooks/`` has a cell tagged ``parameters`` whose first line is ``preset =
+...``; papermill (``-p name value``) or the runner injects other parameters after it. The next
+cell, tagged ``setup``, reads them all::
+
+    from whypretrain import charts, notebook
+    params = notebook.notebook_params(preset, globals())
+    charts.setup()
+
+The kernel's working directory is left alone: the runner starts it at the repository root
+(papermill's ``cwd``), and relative ``workdir`` / ``data_root`` values are taken from the
+repository root wherever the kernel started (Jupyter starts it in ``notebooks/``), so ``runs/``,
+``results/`` and ``data/`` are the same folders as on the command line.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import presets
+from .errors import ParameterError
+
+# Names IPython puts in a notebook's globals that are not parameters.
+_NOT_PARAMS = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+# Parameters that name folders; a relative one is read from the repository root.
+_PATH_PARAMS = ("workdir", "data_root")
+
+
+def notebook_params(preset: str = "default", namespace: Mapping[str, Any] | None = None,
+                    **overrides: Any) -> dict[str, Any]:
+    """The validated parameters of a notebook: ``preset`` plus every parameter set in it.
+
+    ``namespace`` is the notebook's ``globals()``: every public, plain value in it (the names
+    papermill injected) is read as an override of ``preset``, so a misspelt name stops here too.
+    Raises ``ParameterError`` (shown in a notebook as one line) naming the parameter and its
+    valid values.
+    """
+    values: dict[str, Any] = {}
+    for name, value in (namespace or {}).items():
+        if (name.startswith("_") or name in _NOT_PARAMS or name == "preset" or callable(value)
+                or type(value).__name__ == "module"):
+            continue
+        values[name] = value
+    values.update(overrides)
+    try:
+        params = presets.resolve(preset, values)
+    except ValueError as err:
+        raise ParameterError(str(err)) from None
+    return anchor_paths(params)
+
+
+def anchor_paths(params: dict[str, Any], start: str | Path | None = None) -> dict[str, Any]:
+    """``params`` with relative ``workdir`` and ``data_root`` made absolute from the repository
+    root above ``start`` (default: the working directory); unchanged outside a repository.
+    Neither is part of any run's or result's hash, so this changes no name on disk."""
+    from .book import find_root
+
+    try:
+        root = find_root(start, fallback=False)  # not the library's checkout: only a real parent
+    except FileNotFoundError:
+        return params
+    out = dict(params)
+    for name in _PATH_PARAMS:
+        if not Path(out[name]).is_absolute():
+            out[name] = str(root / out[name])
+    return out

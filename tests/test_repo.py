@@ -1,0 +1,80 @@
+"""The repository stands on its own: no tracked text file cites a file outside it.
+
+A document named in text (``something.md`` / ``something.txt``) must be a tracked file (by its
+path from the repository root or from the citing file's folder, or as the last part of a
+tracked path, as code that builds paths names it) or a page the build writes; the method page
+is always cited by its path, ``book/method.md``. Paths into the development machine's shared
+folders are never allowed.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from whypretrain.book import STATUS_PAGE
+
+REPO = Path(__file__).resolve().parents[1]
+
+SELF = "tests/test_repo.py"  # it spells out what it looks for
+OUTSIDE = [re.compile(p) for p in (r"\.\./" + "shared", "/" + "work/", "shared" + r"/docs")]
+# A document named in text: a path of word characters, dots, dashes and slashes ending .md/.txt.
+CITED = re.compile(r"(?<![\w./-])((?:\.{1,2}/)*[\w-]+(?:[./][\w-]+)*\.(?:md|txt))(?![\w/])")
+METHOD = "book/method.md"
+
+
+def tracked() -> list[str]:
+    out = subprocess.run(["git", "-C", str(REPO), "ls-files"], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip("not a git checkout")
+    return out.stdout.splitlines()
+
+
+def _text(rel: str) -> str | None:
+    try:
+        return (REPO / rel).read_text(encoding="utf-8")
+    except (UnicodeDecodeError, IsADirectoryError, FileNotFoundError):
+        return None  # binary (images) or a submodule
+
+
+def test_no_file_cites_a_path_outside_the_repository():
+    files = tracked()
+    names = set(files) | {STATUS_PAGE}
+    assert METHOD in names
+    bad = []
+    for rel in files:
+        text = _text(rel)
+        if text is None or rel == SELF:
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            for pattern in OUTSIDE:
+                if pattern.search(line):
+                    bad.append(f"{rel}:{number}: {line.strip()[:100]}")
+            for cited in CITED.findall(line):
+                if "://" in line and f"/{cited}" in line:
+                    continue  # part of a URL
+                if Path(cited).name == Path(METHOD).name and cited != METHOD:
+                    bad.append(f"{rel}:{number}: cites {cited}; the method page is {METHOD}")
+                    continue
+                here = Path(rel).parent / cited
+                if not ({Path(cited).as_posix(), here.as_posix()} & names
+                        or (REPO / here).resolve().is_file()
+                        or any(n.endswith("/" + cited) for n in names)):
+                    bad.append(f"{rel}:{number}: cites {cited}, which is not in the repository")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_check_finds_what_it_must():
+    """The patterns above on made-up lines: the bad ones are caught, the good ones are not."""
+    def cites(line):
+        return CITED.findall(line)
+
+    assert cites("Definitions: method.md, section 2") == ["method.md"]
+    assert cites("(book/method.md, section 3)") == ["book/method.md"]
+    assert cites("see ../docs/method.md") == ["../docs/method.md"]
+    assert cites("parameters in README.md.") == ["README.md"]
+    assert cites("no file here: methods, mdash, a.mdx") == []
+    assert any(p.search("see " + "../" + "shared/docs/x") for p in OUTSIDE)
+    assert any(p.search("open " + "/" + "work/main/README") for p in OUTSIDE)
