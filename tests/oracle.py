@@ -1,4 +1,4 @@
-"""Brute-force oracles, written straight from the definitions in method.md (O(3**n) loops).
+"""Brute-force oracles, written straight from the definitions in book/method.md (O(3**n) loops).
 
 Slow on purpose: they are the ground truth the fast engine is tested against.
 """

@@ -4,7 +4,7 @@ A *game* is the tensor of the ``2**n`` outputs ``v(x_T)`` of one model on one sa
 the integer mask ``T`` (bit ``i`` set = player ``i`` present); many games stack along leading
 dimensions. Every transform here is the fast subset (Moebius) transform: ``n`` butterfly passes
 over the last dimension, ``O(n 2**n)`` time and no ``2**n x 2**n`` matrix anywhere, gradients
-included (the transpose of a butterfly is a butterfly). Definitions: ``docs`` in method.md,
+included (the transpose of a butterfly is a butterfly). Definitions: book/method.md,
 section 2.
 
 Public API: ``harsanyi``, ``and_or``, ``reconstruct``, ``sparsify``, ``and_only``, ``salient``,
@@ -159,7 +159,7 @@ def _transform(x: Tensor, op: str, n: int | None = None) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# the transforms of method.md section 2
+# the transforms of book/method.md, section 2
 # --------------------------------------------------------------------------------------------
 def harsanyi(values: Tensor) -> Tensor:
     """Harsanyi (AND) interactions ``I(S) = sum_{T subset S} (-1)^{|S|-|T|} v(T)``; same shape."""

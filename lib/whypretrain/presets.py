@@ -54,7 +54,7 @@ PARAMS: dict[str, Param] = {
     "threads": Param(1, "torch CPU threads while training (CPU results are bit-identical for "
                         "the same count; small batches run no faster on more); 0 = torch's choice",
                      low=0, high=1024),
-    # --- masking (method.md section 1) --------------------------------------------------------
+    # --- masking (book/method.md, section 1) --------------------------------------------------------
     "n": Param(10, "players (patches) per sample", low=1, high=16),
     "patch": Param(4, "side of a square player patch, in pixels", low=1, high=256),
     "player_choice": Param("foreground", "how players are chosen",
@@ -66,7 +66,7 @@ PARAMS: dict[str, Param] = {
                          "convergence, spaced geometrically (epoch 0 and the last always); "
                          "0 = every epoch", low=0, high=10000),
     "mask_batch": Param(1024, "masked inputs per forward pass", low=1, high=1 << 20),
-    # --- interactions (method.md section 2) ---------------------------------------------------
+    # --- interactions (book/method.md, section 2) ---------------------------------------------------
     "mode": Param("and-or", "interaction type", choices=("and-or", "and")),
     "optimizer": Param("exact", "sparsification optimiser: exact = the certified optimum of the "
                        "LP; sgd = the literature's reference; adam = scaled Adam",
@@ -79,7 +79,7 @@ PARAMS: dict[str, Param] = {
     "sparsify_lr": Param(1e-7, "sgd / adam learning rate (the reference's is 1e-5)",
                          low=0.0, high=10.0, open_interval=True),
     "q_bound": Param(0.04, "bound on |q| relative to |v(N) - v(empty)|", low=0.0, high=1.0),
-    # --- knowledge (method.md section 3) ------------------------------------------------------
+    # --- knowledge (book/method.md, section 3) ------------------------------------------------------
     "tau": Param(0.05, "salience threshold relative to the largest |I| of a sample",
                  low=0.0, high=1.0, open_interval=True),
     "samples_per_class": Param(2, "target test samples per class that are explained",
