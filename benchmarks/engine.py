@@ -386,6 +386,9 @@ def main() -> None:
                     help="torch threads for both sides (default 1: on a shared 2-core machine "
                          "2 OpenMP threads wait on each other; see README)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
+    ap.add_argument("--games", type=Path, default=None,
+                    help="read games<n>.pt from this folder (gpu_check.py --save-games writes "
+                         "them) instead of masking the model again")
     ap.add_argument("--exact", action="store_true",
                     help="only the exact optimiser's tables (exact vs SGD vs dense; the spread of "
                          "optimal solutions)")
@@ -421,6 +424,8 @@ def main() -> None:
         print(f"games n={n}: {real_counts[n]} real in {time.perf_counter() - t0:.0f}s", flush=True)
 
     exact_cases = EXACT_QUICK if args.quick else EXACT_CASES
+    for path in sorted(args.games.glob("games*.pt")) if args.games else []:
+        games.setdefault(int(path.stem[5:]), torch.load(path).double())
     for n in sorted(({n for n, _ in exact_cases} | {8}) - set(games)):
         t0 = time.perf_counter()
         games[n] = games_of(model, xs, ys, patch, n, min(real_counts.get(n, 10), len(xs)))
