@@ -2,7 +2,7 @@
 
 ``study(preset, overrides)`` (the ``whypretrain study`` command) does, in order:
 
-1. ``training.train_study(params)`` and ``analysis.analyze_study(params)`` (both reuse what is
+1. ``training.train_study(params)`` and ``study.compute_all(params)`` (both reuse what is
    already on disk);
 2. every notebook the book lists, in ``_toc.yml`` order: an entry ``book/experiments/NAME`` is
    the executed copy of ``notebooks/NAME.ipynb``. papermill runs it with the kernel's working
@@ -465,12 +465,12 @@ def study(preset: str = "default", overrides: Mapping[str, Any] | None = None,
         print(f"whypretrain study: {err}", file=sys.stderr)
         return 2
     from .training import train_study  # imported here: the runner must stay light for notebooks
-    from .analysis import analyze_study
+    from .study import compute_all
 
     _say(f"== training ({preset}) ==")
     train_study(params)
     _say(f"== analysis ({preset}) ==")
-    analyze_study(params)
+    compute_all(params)
     _say("== notebooks and book ==")
     return run_book(preset, overrides, root)
 
