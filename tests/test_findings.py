@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from whypretrain import errors, findings, presets, provenance, study
+from whypretrain.provenance import sources_of
 
 
 def est(values):
@@ -158,7 +159,7 @@ def test_findings_table_has_all_three_settings(ci_transfer):
         assert (far["verdict"] == findings.NOT_RUN).all()
         assert far["ours"].str.contains("whypretrain study --preset").all()
     # both settings' results and runs are named
-    sources = table.attrs["sources"]
+    sources = sources_of(table)
     assert len(sources.results) >= 2 and len(sources.runs) >= 8
     text = findings.as_markdown(table)
     assert "| claim (paper) | near | disjoint | far |" in text

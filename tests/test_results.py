@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from whypretrain import errors, interactions, knowledge, presets, results, study
+from whypretrain.provenance import sources_of
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +144,7 @@ def test_reading_finds_what_compute_stored_and_names_its_sources(ci):
     assert read.sources().results == (a.hash,)
     assert set(read.sources().runs) == set(a.runs.values()) and len(a.runs) == 4
     table = study.table(params)
-    assert table.attrs["sources"].results == (a.hash,)
+    assert sources_of(table).results == (a.hash,)
     pd.testing.assert_frame_equal(table, a.table())
 
 

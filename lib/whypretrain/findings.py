@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import data, knowledge, study
 from .errors import MissingResults
-from .provenance import attach, combine
+from .provenance import attach, combine, command, sources_of
 
 LEARNABLE_RANGE = (0.13, 0.45)  # the paper's range of the learnable share (Figure 3)
 ACCURACY_FRACTION = study.ACCURACY_FRACTION
@@ -188,15 +188,7 @@ CLAIM_KEYS = tuple(c.key for c in CLAIMS)
 
 def fmt(e: Estimate, pct: bool = False) -> str:
     """``mean ± sd [low, high]`` (sd and interval left out when undefined)."""
-    f = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.2f}")
-    if not np.isfinite(e.mean):
-        return "n/a"
-    text = f(e.mean)
-    if np.isfinite(e.sd):
-        text += f" ± {f(e.sd)}"
-    if e.has_interval:
-        text += f" [{f(e.low)}, {f(e.high)}]"
-    return text
+    return study.describe(dict(mean=e.mean, std=e.sd, ci_low=e.low, ci_high=e.high), pct)
 
 
 def judge_inputs(x: Inputs, setting: str = "near") -> pd.DataFrame:
@@ -217,7 +209,7 @@ def judge(params: dict, setting: str = "near", datasets: data.Datasets | None = 
     ds = datasets or data.load_datasets(params)
     x = Inputs(study.training_table(params, ds), study.table(params, datasets=ds))
     out = judge_inputs(x, setting)
-    return attach(out, x.metrics.attrs["sources"] + x.table.attrs["sources"])
+    return attach(out, sources_of(x.metrics) + sources_of(x.table))
 
 
 def not_run(setting: str, command: str) -> pd.DataFrame:
@@ -244,8 +236,10 @@ def transfer_table(params: dict) -> pd.DataFrame:
             frames.append(not_run(name, study.far_command(params)))
             continue
         frames.append(frame)
-        sources.append(frame.attrs["sources"])
-    return attach(pd.concat(frames, ignore_index=True), combine(sources))
+        sources.append(sources_of(frame))
+    # `whypretrain analyze` of the near setting (compute_all) computes near and disjoint
+    return attach(pd.concat(frames, ignore_index=True),
+                  combine(sources).rebuilt_by(command("analyze", params)))
 
 
 def as_markdown(table: pd.DataFrame) -> str:
@@ -273,4 +267,42 @@ def verdict_counts(table: pd.DataFrame) -> dict[str, str]:
     for s, g in table.groupby("setting", sort=False):
         out[s] = NOT_RUN if (g["verdict"] == NOT_RUN).all() else \
             f"{(g['verdict'] == 'yes').sum()} of {len(g)}"
+    return out
+
+
+def movement(table: pd.DataFrame) -> dict[str, str]:
+    """Per claim, one sentence on how our value moves from the near setting to the others:
+    higher / lower when the other setting's mean lies outside the near setting's 95% interval
+    (outside its value, with one seed), about the same otherwise."""
+    out = {}
+    by = table.set_index(["setting", "claim"])
+    for c in CLAIMS:
+        near = by.loc[("near", c.key)]
+        parts = []
+        for other in [s for s in dict.fromkeys(table["setting"]) if s != "near"]:
+            r = by.loc[(other, c.key)]
+            if r["verdict"] == NOT_RUN:
+                parts.append(f"{other}: not run")
+                continue
+            low, high = (near["ci_low"], near["ci_high"]) if np.isfinite(near["ci_low"]) \
+                else (near["mean"], near["mean"])
+            word = ("higher" if r["mean"] > high else "lower" if r["mean"] < low
+                    else "about the same")
+            parts.append(f"{other}: {word} ({r['ours']}, verdict {r['verdict']})")
+        out[c.key] = f"near {near['ours']} (verdict {near['verdict']}); " + "; ".join(parts)
+    return out
+
+
+def narrative(table: pd.DataFrame) -> dict[str, str]:
+    """The texts the findings page glues into its prose, by key: ``<setting>-<claim>`` (our
+    value), ``<setting>-<claim>-verdict``, ``count-<setting>`` (claims that reproduce),
+    ``move-<claim>`` (``movement``)."""
+    out = {}
+    for r in table.itertuples():
+        out[f"{r.setting}-{r.claim}"] = r.ours
+        out[f"{r.setting}-{r.claim}-verdict"] = r.verdict
+    for setting, text in verdict_counts(table).items():
+        out[f"count-{setting}"] = text
+    for claim, text in movement(table).items():
+        out[f"move-{claim}"] = text
     return out

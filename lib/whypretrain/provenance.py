@@ -28,6 +28,10 @@ class Sources:
         return Sources(merged(self.results, other.results), merged(self.runs, other.runs),
                        merged(self.commands, other.commands))
 
+    def rebuilt_by(self, command: str) -> "Sources":
+        """The same sources with one command that rebuilds all of them."""
+        return Sources(self.results, self.runs, (command,))
+
     def markdown(self) -> str:
         """A Markdown caption: one line per results folder and run, then the command(s)."""
         lines = [f"results `{h[:SHORT]}`" for h in self.results]
@@ -44,8 +48,10 @@ def combine(items: Iterable[Sources]) -> Sources:
 
 
 def attach(table: Any, sources: Sources) -> Any:
-    """``table`` with ``sources`` in its ``attrs`` (returned for chaining)."""
-    table.attrs["sources"] = sources
+    """``table`` with ``sources`` in its ``attrs`` (returned for chaining). Stored as plain
+    lists, so that whatever serialises a table's attrs (vegafusion does) can."""
+    table.attrs["sources"] = {"results": list(sources.results), "runs": list(sources.runs),
+                              "commands": list(sources.commands)}
     return table
 
 
@@ -56,8 +62,9 @@ def sources_of(obj: Any) -> Sources:
     if hasattr(obj, "sources") and callable(obj.sources):
         return obj.sources()
     attrs = getattr(obj, "attrs", None)
-    if isinstance(attrs, dict) and isinstance(attrs.get("sources"), Sources):
-        return attrs["sources"]
+    if isinstance(attrs, dict) and isinstance(attrs.get("sources"), dict):
+        s = attrs["sources"]
+        return Sources(tuple(s["results"]), tuple(s["runs"]), tuple(s["commands"]))
     raise ValueError("no provenance on this object: read it with a function of whypretrain.study "
                      "or whypretrain.findings")
 
@@ -98,3 +105,9 @@ def glue_text(name: str, text: str) -> None:
     from IPython.display import Markdown
     from myst_nb import glue
     glue(name, Markdown(text), display=False)
+
+
+def glue_all(texts: dict[str, str]) -> None:
+    """``glue_text`` for every ``key: text``."""
+    for key, text in texts.items():
+        glue_text(key, text)

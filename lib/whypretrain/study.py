@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import data, knowledge, masking, presets, results
 from .errors import MissingResults, UserError
-from .provenance import Sources, attach, combine, command
+from .provenance import Sources, attach, combine, command, sources_of
 
 TRANSFER_SETTINGS = ("near", "disjoint", "far")
 DISJOINT = dict(source="mnist-0-4", target="uci-5-9")  # no class of the target pre-trained
@@ -34,17 +34,29 @@ FAR_CARRY = ("seeds", "epochs", "pretrain_epochs", "n", "iterations", "samples_p
 # --------------------------------------------------------------------------------------------
 # computing
 # --------------------------------------------------------------------------------------------
-def compute(params: dict, progress: bool = True) -> list[results.SeedResults]:
+def _progress(progress: bool | None) -> bool:
+    """Progress bars unless asked otherwise; not in the book's kernels (the runner computed
+    everything before executing the notebooks, and a bar is no content for a reader)."""
+    if progress is None:
+        from .charts import in_book
+        return not in_book()
+    return progress
+
+
+def compute(params: dict, progress: bool | None = None) -> None:
     """Runs and results of every seed of ``params`` (train what is missing, reuse the rest)."""
     from tqdm.auto import tqdm
+    progress = _progress(progress)
     ds = data.load_datasets(params)
-    return [results.compute(params, seed, progress, datasets=ds)
-            for seed in tqdm(params["seeds"], desc="seeds", unit="seed", disable=not progress)]
+    for seed in tqdm(params["seeds"], desc="seeds", unit="seed", disable=not progress):
+        results.compute(params, seed, progress, datasets=ds)
 
 
 def compute_sensitivity(params: dict, grid: dict[str, list] | None = None,
-                        progress: bool = True) -> None:
-    """Everything ``sensitivity(params, grid)`` reads."""
+                        progress: bool | None = None) -> None:
+    """Everything ``sensitivity(params, grid)`` reads (and the main results)."""
+    progress = _progress(progress)
+    compute(params, progress)
     ds = data.load_datasets(params)
     for _key, _value, setting, finals_only in sensitivity_settings(params, grid):
         for seed in setting["seeds"]:
@@ -52,10 +64,11 @@ def compute_sensitivity(params: dict, grid: dict[str, list] | None = None,
             r.write_table(setting["tau"], setting["empty_set"])
 
 
-def compute_transfer(params: dict, progress: bool = True) -> dict[str, str]:
+def compute_transfer(params: dict, progress: bool | None = None) -> dict[str, str]:
     """The near, disjoint and far settings of ``params`` (``transfer_settings``). A far setting
     that cannot run here (no such preset, or its data or weights are missing) is skipped with
     a message; returns setting -> "computed" or why it was skipped."""
+    progress = _progress(progress)
     out = {}
     for name, setting in transfer_settings(params).items():
         if setting is None:
@@ -73,10 +86,9 @@ def compute_transfer(params: dict, progress: bool = True) -> dict[str, str]:
     return out
 
 
-def compute_all(params: dict, progress: bool = True) -> None:
+def compute_all(params: dict, progress: bool | None = None) -> None:
     """Everything the book reads for ``params``: what ``whypretrain analyze`` runs."""
-    compute(params, progress)
-    compute_sensitivity(params, progress=progress)
+    compute_sensitivity(params, progress=progress)  # includes the main results
     compute_transfer(params, progress)
 
 
@@ -130,8 +142,32 @@ def summarize(table: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
     over = over.rename(columns={"n": "n_seeds", "n_undefined": "n_seeds_undefined"})
     out = over.merge(counts, on=by, how="left")
     if "sources" in table.attrs:
-        attach(out, table.attrs["sources"])
+        attach(out, sources_of(table))
     return out
+
+
+def describe(row: Any, pct: bool = False) -> str:
+    """``mean ± sd [low, high]`` of a row with ``mean, std, ci_low, ci_high`` (a summary row);
+    sd and interval left out where undefined (one seed)."""
+    f = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.2f}")
+    mean, sd = float(row["mean"]), float(row["std"])
+    if not np.isfinite(mean):
+        return "n/a"
+    text = f(mean)
+    if np.isfinite(sd):
+        text += f" ± {f(sd)}"
+    if np.isfinite(float(row["ci_low"])):
+        text += f" [{f(float(row['ci_low']))}, {f(float(row['ci_high']))}]"
+    return text
+
+
+def headline(summary: pd.DataFrame, measure: str, pct: bool = False) -> str:
+    """``describe`` of one measure over all orders of the final models in a ``summarize``
+    table."""
+    row = summary[(summary["measure"] == measure) & (summary["order"] == knowledge.ALL_ORDERS)]
+    if len(row) != 1:
+        raise ValueError(f"{measure!r} is not a measure of this summary")
+    return describe(row.iloc[0], pct)
 
 
 def over_seeds(per_seed: pd.DataFrame, by: list[str], value: str = "value") -> pd.DataFrame:
@@ -139,7 +175,7 @@ def over_seeds(per_seed: pd.DataFrame, by: list[str], value: str = "value") -> p
     out = knowledge.aggregate(per_seed.rename(columns={"seed": "sample"}), by=by, value=value)
     out = out.rename(columns={"n": "n_seeds"}).drop(columns="n_undefined")
     if "sources" in per_seed.attrs:
-        attach(out, per_seed.attrs["sources"])
+        attach(out, sources_of(per_seed))
     return out
 
 
@@ -181,7 +217,7 @@ def accuracy_summary(metrics: pd.DataFrame, fraction: float = ACCURACY_FRACTION
     epochs = accuracy_epochs(metrics, fraction).stack().rename("value").reset_index()
     epochs.insert(2, "measure", f"epoch reaching {fraction:.0%} of final accuracy")
     per_seed = attach(pd.concat([final, epochs], ignore_index=True),
-                      metrics.attrs.get("sources", Sources()))
+                      sources_of(metrics) if "sources" in metrics.attrs else Sources())
     return over_seeds(per_seed, by=["model", "measure"])
 
 
@@ -206,7 +242,8 @@ def convergence_measures(t: pd.DataFrame, level: float = REACH_LEVEL) -> pd.Data
                       value=float(own[own.index < last].mean())),
                  dict(seed=seed, model=model, measure="reach",
                       value=first_epoch_reaching(ref, level, last + 1))]
-    return pd.DataFrame(rows, columns=["seed", "model", "measure", "value"])
+    out = pd.DataFrame(rows, columns=["seed", "model", "measure", "value"])
+    return attach(out, sources_of(t)) if "sources" in t.attrs else out
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,14 +298,15 @@ def sensitivity(params: dict, grid: dict[str, list] | None = None) -> pd.DataFra
     rows, sources = [], []
     for key, value, setting, finals_only in sensitivity_settings(params, grid):
         t = table(setting, setting["tau"], setting["empty_set"], finals_only, ds)
-        sources.append(t.attrs["sources"])
+        sources.append(sources_of(t))
         t = t[(t["order"] == knowledge.ALL_ORDERS) & t["measure"].isin(
             list(knowledge.KNOWLEDGE_MEASURES))]
         means = t.groupby(["seed", "model", "measure"])["value"].mean()
         for (seed, model, measure), mean in means.items():
             rows.append(dict(parameter=key, value=str(value), seed=seed, model=model,
                              measure=measure, mean=mean))
-    return attach(pd.DataFrame(rows), combine(sources))
+    # `whypretrain analyze` (compute_all) makes every point of the grid: one command
+    return attach(pd.DataFrame(rows), combine(sources).rebuilt_by(command("analyze", params)))
 
 
 # --------------------------------------------------------------------------------------------
