@@ -1,4 +1,4 @@
-"""Knowledge measures on hand-made and random interaction tensors (method.md, section 3)."""
+"""Knowledge measures on hand-made and random interaction tensors (book/method.md, section 3)."""
 import math
 import warnings
 

@@ -58,7 +58,24 @@ def test_ci_book_reads_offline_with_charts_widget_and_math(ci_study, tmp_path):
     assert pages["book/experiments/07-explorer.html"]["widgets"]["rendered"] >= 1
     assert pages["book/experiments/01-primer.html"]["math"]["rendered"] > 0
     findings = (root / "_build" / "html" / "book" / "experiments" / "08-findings.html").read_text()
-    assert "claims reproduce" in findings
+    assert "Claims that reproduce" in findings and "disjoint" in findings
+
+
+@pytest.mark.slow
+def test_ci_book_names_the_results_and_runs_under_its_tables(ci_study):
+    root, overrides, _ = ci_study
+    pages = root / "_build" / "html" / "book" / "experiments"
+    results = [p.name[:12] for p in (Path(overrides["workdir"]) / "results").iterdir()]
+    runs = [p.name[:12] for p in (Path(overrides["workdir"]) / "runs").iterdir()]
+    for name in ("03-knowledge", "05-convergence", "08-findings"):
+        html = (pages / f"{name}.html").read_text()
+        assert any(h in html for h in results) and any(h in html for h in runs), name
+        assert "whypretrain analyze --preset ci" in html, name
+    # the narrative's numbers are glued: the share discarded of the knowledge page is there
+    from whypretrain import presets, study
+    params = presets.resolve("ci", overrides)
+    text = study.headline(study.summarize(study.table(params)), "share_discarded", pct=True)
+    assert text in (pages / "03-knowledge.html").read_text()
 
 
 @pytest.mark.slow

@@ -185,7 +185,8 @@ def training_curves(metrics: pd.DataFrame, value: str = "test_acc") -> alt.Chart
 
 
 def knowledge_bars(summary: pd.DataFrame, kind: str = "count") -> alt.Chart:
-    """Figure 2: K_probe (the paper's K_pretrain) = discarded + preserved, K_finetune = preserved + new.
+    """Figure 2: K_probe (the paper's K_pretrain) = discarded + preserved,
+    K_finetune = preserved + new.
 
     ``summary``: ``study.summarize`` output (all-orders rows are used); ``kind``: ``count``
     or ``strength``.

@@ -45,6 +45,7 @@ GAME_KEYS = ("n", "patch", "player_choice", "player_seed_offset", "baseline", "s
 ENGINE_KEYS = ("mode", "optimizer", "iterations", "sparsify_lr", "q_bound", "tol", "or_merge")
 RESULTS_FORMAT = 3  # 3: model labels probe/finetune/scratch with real epochs; or_merge; offset
 MODELS = ("probe", "finetune", "scratch")  # rows of the games, in this order
+EVERY_EPOCH = 0  # the value of ``checkpoints`` that analyses every epoch (the default)
 
 
 @dataclass
@@ -179,9 +180,9 @@ def engine_params(params: dict) -> dict[str, Any]:
 
 
 def analysed_epochs(epochs: list[int], count: int) -> list[int]:
-    """The checkpoints a run contributes: all of them (``count = 0``, the default), or about
+    """The checkpoints a run contributes: all of them (``count = EVERY_EPOCH``), or about
     ``count`` spaced geometrically; epoch 0 and the last are always in."""
-    if count == 0 or count >= len(epochs):
+    if count == EVERY_EPOCH or count >= len(epochs):
         return list(epochs)
     last = epochs[-1]
     if count <= 2:
