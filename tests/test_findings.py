@@ -157,7 +157,7 @@ def test_findings_table_has_all_three_settings(ci_transfer):
     far = table[table["setting"] == "far"]
     if status["far"] != "computed":
         assert (far["verdict"] == findings.NOT_RUN).all()
-        assert far["ours"].str.contains("whypretrain study --preset").all()
+        assert far["ours"].str.contains("whypretrain analyze --preset").all()
     # both settings' results and runs are named
     sources = sources_of(table)
     assert len(sources.results) >= 2 and len(sources.runs) >= 8
@@ -171,5 +171,13 @@ def test_reading_before_analysing_names_the_analyze_command(ci_transfer):
     other = {**params, "n": 5}   # the runs exist, these games do not
     with pytest.raises(errors.MissingResults, match="whypretrain analyze --preset ci .*n=5"):
         study.table(other)
-    with pytest.raises(errors.MissingResults):
+    with pytest.raises(errors.MissingResults, match="whypretrain study --preset ci"):
         study.sensitivity(params)   # sensitivity's own results are not computed yet
+
+
+def test_game_counts_of_the_ci_preset():
+    counts = study.game_counts(presets.resolve("ci")).set_index("part")
+    # 1 seed x (probe + 4 fine-tuning + 4 scratch checkpoints) x 10 classes x 1 sample
+    assert counts.loc["main", "games"] == 1 * 9 * 10
+    assert counts.loc["transfer disjoint", "samples"] == 5   # target digits 5..9
+    assert (counts.drop(index=["main", "transfer disjoint"])["models"] == 3).all()

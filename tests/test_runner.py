@@ -142,14 +142,14 @@ def test_study_trains_then_analyzes_then_runs_the_book(monkeypatch):
     """The order only: training and analysis are replaced by recorders in sys.modules for this
     test (their real modules are tested by their own tests)."""
     calls = []
-    for mod, fn in (("training", "train_study"), ("analysis", "analyze_study")):
+    for mod, fn in (("training", "train_study"), ("study", "compute_all")):
         fake = types.ModuleType(f"whypretrain.{mod}")
         setattr(fake, fn, lambda params, fn=fn: calls.append((fn, params["preset"])))
         monkeypatch.setitem(sys.modules, f"whypretrain.{mod}", fake)
     monkeypatch.setattr(runner, "run_book",
                         lambda preset, overrides, root: calls.append(("run_book", preset)) or 0)
     assert runner.study("ci", {"tau": "0.1"}) == 0
-    assert calls == [("train_study", "ci"), ("analyze_study", "ci"), ("run_book", "ci")]
+    assert calls == [("train_study", "ci"), ("compute_all", "ci"), ("run_book", "ci")]
     calls.clear()
     assert runner.study("ci", {"tau": "2"}) == 2 and calls == []  # bad value: nothing runs
 

@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         from .training import train_study
         train_study(params)
     elif args.command == "analyze":
-        from .study import compute_all
-        compute_all(params)
+        from .study import compute
+        compute(params)
     elif args.command == "study":
         from .runner import study
         return study(args.preset, overrides)

@@ -237,9 +237,9 @@ def transfer_table(params: dict) -> pd.DataFrame:
             continue
         frames.append(frame)
         sources.append(sources_of(frame))
-    # `whypretrain analyze` of the near setting (compute_all) computes near and disjoint
+    # `whypretrain study` (compute_all) computes near and disjoint; far: its own command
     return attach(pd.concat(frames, ignore_index=True),
-                  combine(sources).rebuilt_by(command("analyze", params)))
+                  combine(sources).rebuilt_by(command("study", params)))
 
 
 def as_markdown(table: pd.DataFrame) -> str:

@@ -3,8 +3,9 @@ training curves, the sensitivity experiment, the transfer settings).
 
 Two kinds of functions, kept apart:
 - ``compute*`` train and analyse what is missing (with progress bars) and reuse what is on
-  disk: the CLI (``whypretrain analyze`` = ``compute_all``), the runner and the one visible
-  call at the top of each notebook;
+  disk: the CLI (``whypretrain analyze`` = ``compute``: the preset's own results), the runner
+  (``whypretrain study`` = ``compute_all`` before the notebooks) and the one visible call at
+  the top of each notebook;
 - every other function only reads runs and results by their hashes, writes nothing, and
   raises ``errors.MissingResults`` naming the ``whypretrain`` command that makes what is
   missing. Each returns its table with the results and runs it read
@@ -64,15 +65,21 @@ def compute_sensitivity(params: dict, grid: dict[str, list] | None = None,
             r.write_table(setting["tau"], setting["empty_set"])
 
 
-def compute_transfer(params: dict, progress: bool | None = None) -> dict[str, str]:
-    """The near, disjoint and far settings of ``params`` (``transfer_settings``). A far setting
+def compute_transfer(params: dict, progress: bool | None = None, far: bool = False
+                     ) -> dict[str, str]:
+    """The near and disjoint settings of ``params`` (``transfer_settings``), and the far one
+    when ``far`` (an ImageNet network's games are slow on a CPU, so the far setting is computed
+    only when asked: ``whypretrain analyze`` on its preset, or ``far=True``). A far setting
     that cannot run here (no such preset, or its data or weights are missing) is skipped with
-    a message; returns setting -> "computed" or why it was skipped."""
+    a message; returns setting -> "computed" or why not."""
     progress = _progress(progress)
     out = {}
     for name, setting in transfer_settings(params).items():
         if setting is None:
             out[name] = f"no preset {FAR_PRESET!r} in this version"
+            continue
+        if name == "far" and not far:
+            out[name] = f"computed only when asked: `{far_command(params)}`"
             continue
         try:
             compute(setting, progress)
@@ -87,7 +94,8 @@ def compute_transfer(params: dict, progress: bool | None = None) -> dict[str, st
 
 
 def compute_all(params: dict, progress: bool | None = None) -> None:
-    """Everything the book reads for ``params``: what ``whypretrain analyze`` runs."""
+    """Everything the book reads for ``params`` (but the far transfer setting): what
+    ``whypretrain study`` computes before it executes the notebooks."""
     compute_sensitivity(params, progress=progress)  # includes the main results
     compute_transfer(params, progress)
 
@@ -297,7 +305,11 @@ def sensitivity(params: dict, grid: dict[str, list] | None = None) -> pd.DataFra
     ds = data.load_datasets(params)
     rows, sources = [], []
     for key, value, setting, finals_only in sensitivity_settings(params, grid):
-        t = table(setting, setting["tau"], setting["empty_set"], finals_only, ds)
+        try:
+            t = table(setting, setting["tau"], setting["empty_set"], finals_only, ds)
+        except MissingResults as err:  # its finals-only results are made by compute_sensitivity
+            raise MissingResults(f"the sensitivity point {key}={value} ({err.what})",
+                                 command("study", params)) from None
         sources.append(sources_of(t))
         t = t[(t["order"] == knowledge.ALL_ORDERS) & t["measure"].isin(
             list(knowledge.KNOWLEDGE_MEASURES))]
@@ -305,8 +317,8 @@ def sensitivity(params: dict, grid: dict[str, list] | None = None) -> pd.DataFra
         for (seed, model, measure), mean in means.items():
             rows.append(dict(parameter=key, value=str(value), seed=seed, model=model,
                              measure=measure, mean=mean))
-    # `whypretrain analyze` (compute_all) makes every point of the grid: one command
-    return attach(pd.DataFrame(rows), combine(sources).rebuilt_by(command("analyze", params)))
+    # `whypretrain study` (compute_all) makes every point of the grid: one command
+    return attach(pd.DataFrame(rows), combine(sources).rebuilt_by(command("study", params)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,12 +343,45 @@ def transfer_settings(params: dict) -> dict[str, dict | None]:
 
 
 def far_command(params: dict) -> str:
+    """The command that makes the far setting's results (what the findings read)."""
     setting = transfer_settings(params)["far"]
     if setting is None:
-        return f"whypretrain study --preset {FAR_PRESET} (needs a version with that preset)"
-    return command("study", setting)
+        return f"whypretrain analyze --preset {FAR_PRESET} (needs a version with that preset)"
+    return command("analyze", setting)
+
+
+def game_counts(params: dict) -> pd.DataFrame:
+    """How many games (``2**n`` outputs each) ``compute_all`` evaluates and sparsifies, by
+    part, at most (``only_correct`` can keep fewer samples): one row per results folder kind.
+    Counts only; reads nothing but the dataset sizes."""
+    def models(p, finals_only):
+        per_run = 1 if finals_only else (p["epochs"] + 1 if p["checkpoints"] == results.EVERY_EPOCH
+                                         else min(p["checkpoints"], p["epochs"] + 1))
+        return 1 + 2 * per_run
+
+    def row(part, p, finals_only):
+        classes = len(data._digits(p["target"])) if p["target"].startswith(("uci", "mnist")) \
+            else data.load_datasets(p).num_target_classes
+        samples = classes * p["samples_per_class"]
+        m = models(p, finals_only)
+        return dict(part=part, seeds=len(p["seeds"]), models=m, samples=samples, n=p["n"],
+                    games=len(p["seeds"]) * m * samples,
+                    outputs=len(p["seeds"]) * m * samples * (1 << p["n"]))
+    rows = [row("main", params, False)]
+    seen = set()
+    for key, value, setting, finals_only in sensitivity_settings(params):
+        spec = tuple(sorted((k, str(setting[k])) for k in results.GAME_KEYS + results.ENGINE_KEYS
+                            if k in setting))
+        if finals_only and spec not in seen:
+            seen.add(spec)
+            rows.append(row(f"sensitivity {key}={value}", setting, True))
+    for name, setting in transfer_settings(params).items():
+        if name != "near" and setting is not None:
+            rows.append(row(f"transfer {name}", setting, False))
+    return pd.DataFrame(rows)
 
 
 __all__ = ["MissingResults", "compute", "compute_all", "compute_sensitivity", "compute_transfer",
            "load", "table", "training_table", "summarize", "over_seeds", "sensitivity_grid",
-           "sensitivity_settings", "sensitivity", "transfer_settings", "far_command"]
+           "sensitivity_settings", "sensitivity", "transfer_settings", "far_command",
+           "game_counts"]
