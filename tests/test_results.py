@@ -168,3 +168,19 @@ def test_reading_an_empty_workdir_raises_and_writes_nothing(tmp_path):
         with pytest.raises(errors.MissingResults, match="whypretrain train --preset ci"):
             read()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_explorer_shows_the_empty_set_only_under_include(ci):
+    from whypretrain import charts
+    params, a = ci
+    _, _, items, members = charts.explorer_data(a, max_items=10 ** 6)
+    assert len(items) and not items["label"].str.endswith(" {}").any()
+    assert (items["order"] >= 1).all()
+    # the strongest real interaction of each sample is 1 in one of the two models
+    assert np.allclose(items.groupby("sample")["strength"].max(), 1.0)
+    include = results.SeedResults(**{**a.__dict__, "params": {**params, "empty_set": "include"}})
+    _, _, items_in, _ = charts.explorer_data(include, max_items=10 ** 6)
+    empty = items_in[items_in["order"] == 0]
+    assert len(empty) and empty["label"].isin(["AND {}", "OR {}"]).all()
+    assert set(members["item_id"]) <= set(items["item_id"])
+    charts.explorer(a, tau=params["tau"]).to_dict()   # the chart builds from these tables

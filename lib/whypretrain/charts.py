@@ -385,15 +385,12 @@ def game_chart(values, n: int) -> alt.Chart:
                                  subtitle="each dot is one masked input x_T"))
 
 
-def explorer(a, tau: float = 0.05, max_items: int = 25) -> alt.Chart:
-    """The static explorer of one seed's results ``a`` (``results.SeedResults``).
-
-    Pick a sample (dropdown) and a threshold (slider): the image with its players, the strongest
-    interactions of the pre-trained and fine-tuned models, coloured preserved / discarded / new
-    at that threshold, and counts by order. Click an interaction to see its patches on the
-    image. Everything runs in the page (Vega signals): no kernel needed. The order-0 term is
-    shown (and counts in the max) only under ``empty_set="include"`` (``knowledge``).
-    """
+def explorer_data(a, max_items: int = 25) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
+                                                   pd.DataFrame]:
+    """The explorer's tables: pixels, players' patches, the ``max_items`` strongest
+    interactions of each sample (``rel_pre`` / ``rel_ft``: ``|I| / max |I|`` in the probe and
+    the fine-tuned model) and the patches of each interaction. Under ``empty_set="exclude"``
+    the order-0 term is no row and is left out of the max (``knowledge``)."""
     from .interactions import popcount
     from .knowledge import KIND_NAMES, without_empty_set
     empty_set = a.params["empty_set"]
@@ -403,7 +400,6 @@ def explorer(a, tau: float = 0.05, max_items: int = 25) -> alt.Chart:
     orders = popcount(n).numpy()
     patch = a.params["patch"]
     width = a.x.shape[-1]
-    size = max(a.x.shape[-2:])
     pixels, patches, items, members = [], [], [], []
     for j, sid in enumerate(a.sample_ids):
         pixels.append(_pixels(a.x[j], sid))
@@ -423,12 +419,27 @@ def explorer(a, tau: float = 0.05, max_items: int = 25) -> alt.Chart:
                               strength=float(strength.ravel()[f]),
                               order=int(orders[mask]), rel_pre=float(rel_pre[kind, mask]),
                               rel_ft=float(rel_ft[kind, mask]),
-                              sign_pre=int(np.sign(pre[j][kind, mask])),
-                              sign_ft=int(np.sign(ft[j][kind, mask]))))
+                              sign_pre=int(np.sign(float(pre[j][kind, mask]))),
+                              sign_ft=int(np.sign(float(ft[j][kind, mask])))))
             for i in members_:
                 row = pp.iloc[i]
                 members.append(dict(sample=sid, item_id=item_id, r0=row.r0, r1=row.r1,
                                     c0=row.c0, c1=row.c1))
+    return (pd.concat(pixels), pd.concat(patches), pd.DataFrame(items),
+            pd.DataFrame(members, columns=["sample", "item_id", "r0", "r1", "c0", "c1"]))
+
+
+def explorer(a, tau: float = 0.05, max_items: int = 25) -> alt.Chart:
+    """The static explorer of one seed's results ``a`` (``results.SeedResults``).
+
+    Pick a sample (dropdown) and a threshold (slider): the image with its players, the strongest
+    interactions of the pre-trained and fine-tuned models, coloured preserved / discarded / new
+    at that threshold, and counts by order. Click an interaction to see its patches on the
+    image. Everything runs in the page (Vega signals): no kernel needed. The order-0 term is
+    shown (and counts in the max) only under ``empty_set="include"`` (``knowledge``).
+    """
+    pixels, patches, items, members = explorer_data(a, max_items)
+    size = max(a.x.shape[-2:])
     sample = alt.param(name="sample", value=a.sample_ids[0],
                        bind=alt.binding_select(options=list(a.sample_ids), name="sample "))
     tau_p = alt.param(name="tau", value=tau,
@@ -441,14 +452,14 @@ def explorer(a, tau: float = 0.05, max_items: int = 25) -> alt.Chart:
     order = list(SET_COLORS)
     color = alt.Color("status:N", title="at this tau", sort=order,
                       scale=alt.Scale(domain=order, range=[SET_COLORS[o] for o in order]))
-    image = _image_layers(alt.Chart(pd.concat(pixels)).transform_filter(only),
-                          alt.Chart(pd.concat(patches)).transform_filter(only), size)
-    chosen = alt.Chart(pd.DataFrame(members)).mark_rect(
+    image = _image_layers(alt.Chart(pixels).transform_filter(only),
+                          alt.Chart(patches).transform_filter(only), size)
+    chosen = alt.Chart(members).mark_rect(
         fill="#f58518", opacity=0.45, stroke="#f58518").encode(
         x="c0:Q", x2="c1:Q", y="r0:Q", y2="r1:Q").transform_filter(only).transform_filter(pick)
     image = (image + chosen).properties(width=200, height=200, title="sample and players")
     by_strength = alt.EncodingSortField(field="strength", op="max", order="descending")
-    item_data = alt.Chart(pd.DataFrame(items)).transform_filter(only).transform_calculate(
+    item_data = alt.Chart(items).transform_filter(only).transform_calculate(
         status=status)
     bars = item_data.mark_bar().encode(
         y=alt.Y("label:N", sort=by_strength, title=None),
