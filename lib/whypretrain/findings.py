@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import data, knowledge, study
-from .errors import MissingResults
+from .errors import MissingResults, UserError
 from .provenance import attach, combine, command, sources_of
 
 LEARNABLE_RANGE = (0.13, 0.45)  # the paper's range of the learnable share (Figure 3)
@@ -230,7 +230,8 @@ def transfer_table(params: dict) -> pd.DataFrame:
             continue
         try:
             frame = judge(setting, name)
-        except (MissingResults, FileNotFoundError, ValueError):
+        except (UserError, OSError, ValueError, RuntimeError):
+            # far: a missing model, weights file or result is "not run", never a failure
             if name != "far":
                 raise
             frames.append(not_run(name, study.far_command(params)))

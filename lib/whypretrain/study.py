@@ -84,7 +84,7 @@ def compute_transfer(params: dict, progress: bool | None = None, far: bool = Fal
         try:
             compute(setting, progress)
             out[name] = "computed"
-        except (UserError, FileNotFoundError, ValueError) as err:
+        except (UserError, OSError, ValueError, RuntimeError) as err:
             if name != "far":
                 raise
             out[name] = f"not run: {err}"
