@@ -163,9 +163,12 @@ def test_or_merge_keep_leaves_low_order_or_terms_and_explains_the_same_games(ci)
 
 def test_reading_an_empty_workdir_raises_and_writes_nothing(tmp_path):
     params = presets.resolve("ci", {"workdir": str(tmp_path)})
+    from whypretrain import findings
     for read in (lambda: results.load(params, 0), lambda: study.table(params),
-                 lambda: study.training_table(params), lambda: study.load(params)):
-        with pytest.raises(errors.MissingResults, match="whypretrain train --preset ci"):
+                 lambda: study.training_table(params), lambda: study.load(params),
+                 lambda: findings.judge(params), lambda: findings.transfer_table(params),
+                 lambda: study.sensitivity(params)):
+        with pytest.raises(errors.MissingResults, match="whypretrain (train|study) --preset ci"):
             read()
     assert list(tmp_path.iterdir()) == []
 
