@@ -297,7 +297,7 @@ def movement(table: pd.DataFrame) -> dict[str, str]:
 def narrative(table: pd.DataFrame) -> dict[str, str]:
     """The texts the findings page glues into its prose, by key: ``<setting>-<claim>`` (our
     value), ``<setting>-<claim>-verdict``, ``count-<setting>`` (claims that reproduce),
-    ``move-<claim>`` (``movement``)."""
+    ``move-<claim>`` (``movement``), ``disjoint-setting`` and ``far-setting`` (what they are)."""
     out = {}
     for r in table.itertuples():
         out[f"{r.setting}-{r.claim}"] = r.ours
@@ -306,4 +306,6 @@ def narrative(table: pd.DataFrame) -> dict[str, str]:
         out[f"count-{setting}"] = text
     for claim, text in movement(table).items():
         out[f"move-{claim}"] = text
+    out["disjoint-setting"] = " → ".join(f"`{study.DISJOINT[k]}`" for k in ("source", "target"))
+    out["far-setting"] = f"`{study.FAR_PRESET}`"
     return out
