@@ -1,4 +1,4 @@
-"""Knowledge measures on hand-made and random interaction tensors (method.md, section 3)."""
+"""Knowledge measures on hand-made and random interaction tensors (book/method.md, section 3)."""
 import math
 import warnings
 
@@ -38,14 +38,14 @@ FIN = inter([0, 8, 4, -4], [0, 0, 0, -4])
 SCR = inter([0.25, 1, 0, 0], [0, 0, 0, 1])
 
 EXPECTED = {
-    "count_pretrain": [0, 1, 2, 3],
+    "count_probe": [0, 1, 2, 3],
     "count_finetune": [0, 2, 2, 4],
     "count_scratch": [0, 1, 1, 2],
     "count_preserve": [0, 1, 1, 2],   # AND{0}+, OR{0,1}-
     "count_discard": [0, 0, 1, 1],    # AND{0,1}+ (fine-tuned has it with the other sign)
     "count_new": [0, 1, 1, 2],        # AND{1}+, AND{0,1}-
     "count_learnable": [0, 1, 0, 1],  # AND{0}+ only: scratch's OR{0,1} has the other sign
-    "strength_pretrain": [0, 4, 4, 8],
+    "strength_probe": [0, 4, 4, 8],
     "strength_finetune": [0, 12, 8, 20],
     "strength_scratch": [0, 1, 1, 2],
     "strength_preserve": [0, 8, 4, 12],   # in the fine-tuned model's |I|
@@ -83,8 +83,26 @@ def test_salient_ties_signs_and_empty():
     assert kn.salient_items(inter([0, 1e-9, 0, -1], [0, 0, 0, 0]), 0.0).tolist() == \
         [[0, 1, 0, -1], [0, 0, 0, 0]]
     # tau = 1: only the ties at the max
-    assert kn.salient_items(inter([3, -3, 1, 0], [0, 2.9, 0, 3]), 1.0).tolist() == \
+    assert kn.salient_items(inter([3, -3, 1, 0], [0, 2.9, 0, 3]), 1.0, "include").tolist() == \
         [[1, -1, 0, 0], [0, 0, 0, 1]]
+
+
+def test_the_empty_set_is_no_item_and_leaves_the_threshold_to_the_rest():
+    # the order-0 term (v of the fully masked input) is 10x the largest real interaction
+    I = inter([10, 1, -0.6, 0.4], [0.3, 0, 0, -0.5])
+    # exclude (default): not an item; tau scales the max of the rest (1): 0.5 and up are salient
+    K = kn.salient_items(I, 0.5)
+    assert K.tolist() == [[0, 1, -1, 0], [0, 0, 0, -1]]
+    assert torch.equal(K, kn.salient_items(I, 0.5, "exclude"))
+    # include (the earlier rule): the empty set is the only item, its 10 sets the threshold at 5
+    assert kn.salient_items(I, 0.5, "include").tolist() == [[1, 0, 0, 0], [0, 0, 0, 0]]
+    # measures follow: with include every model shares AND{} and nothing else
+    m_ex = kn.knowledge_measures(I, I, I, 0.5)
+    m_in = kn.knowledge_measures(I, I, I, 0.5, "include")
+    assert m_ex["count_probe"].tolist() == [0, 2, 1, 3]
+    assert m_in["count_probe"].tolist() == [1, 0, 0, 1]
+    with pytest.raises(ValueError, match="empty_set"):
+        kn.salient_items(I, 0.5, "drop")
 
 
 def test_salient_is_per_sample_over_leading_dims():
@@ -172,24 +190,27 @@ def random_interactions(shape, n, generator, integer=True):
     return x
 
 
-def items_oracle(I, tau):
-    """Items of one sample as a Python set of (kind, mask, sign), by brute force."""
-    vals = I.tolist()
-    peak = max(abs(v) for row in vals for v in row)
-    return {(k, s, 1 if v > 0 else -1) for k, row in enumerate(vals) for s, v in enumerate(row)
+def items_oracle(I, tau, empty_set="exclude"):
+    """Items of one sample as a Python set of (kind, mask, sign), by brute force: with
+    ``exclude`` the empty set (mask 0) is skipped, for the items and for the peak alike."""
+    terms = [(k, s, v) for k, row in enumerate(I.tolist()) for s, v in enumerate(row)
+             if empty_set == "include" or s != 0]
+    peak = max(abs(v) for _, _, v in terms)
+    return {(k, s, 1 if v > 0 else -1) for k, s, v in terms
             if peak > 0 and v != 0 and abs(v) >= tau * peak}
 
 
-def test_measures_match_a_brute_force_oracle():
+@pytest.mark.parametrize("empty_set", kn.EMPTY_SET_CHOICES)
+def test_measures_match_a_brute_force_oracle(empty_set):
     g = torch.Generator().manual_seed(0)
     n, tau = 3, 0.5
     pre, fin, scr = (random_interactions((40,), n, g) for _ in range(3))
-    m = kn.knowledge_measures(pre, fin, scr, tau)
+    m = kn.knowledge_measures(pre, fin, scr, tau, empty_set)
     for i in range(40):
-        P, F, S = (items_oracle(x[i], tau) for x in (pre, fin, scr))
-        sets = {"pretrain": P, "finetune": F, "scratch": S, "preserve": P & F,
+        P, F, S = (items_oracle(x[i], tau, empty_set) for x in (pre, fin, scr))
+        sets = {"probe": P, "finetune": F, "scratch": S, "preserve": P & F,
                 "discard": P - F, "new": F - P, "learnable": P & F & S}
-        source = {"pretrain": pre, "finetune": fin, "scratch": scr, "preserve": fin,
+        source = {"probe": pre, "finetune": fin, "scratch": scr, "preserve": fin,
                   "discard": pre, "new": fin, "learnable": fin}
         for name, items in sets.items():
             counts = [sum(1 for _, s, _ in items if bin(s).count("1") == o) for o in range(n + 1)]
@@ -207,7 +228,7 @@ def test_sets_partition_and_orders_sum_to_totals():
     for n, tau, integer in [(2, 0.5, True), (4, 0.05, False), (5, 0.25, True), (6, 0.1, False)]:
         pre, fin, scr = (random_interactions((3, 7), n, g, integer) for _ in range(3))
         m = kn.knowledge_measures(pre, fin, scr, tau)
-        assert torch.equal(m["count_preserve"] + m["count_discard"], m["count_pretrain"])
+        assert torch.equal(m["count_preserve"] + m["count_discard"], m["count_probe"])
         assert torch.equal(m["count_preserve"] + m["count_new"], m["count_finetune"])
         assert (m["count_learnable"] <= m["count_preserve"]).all()
         for name, v in m.items():
@@ -222,7 +243,7 @@ def test_sets_partition_and_orders_sum_to_totals():
         # strengths of the fine-tuned model split the same way
         assert torch.allclose(m["strength_preserve"] + m["strength_new"], m["strength_finetune"])
         total = m["share_preserved"] + m["share_discarded"]
-        undefined = m["count_pretrain"] == 0
+        undefined = m["count_probe"] == 0
         assert torch.equal(torch.isnan(total), undefined)
         assert torch.allclose(total[~undefined], torch.ones(()).double())
 
@@ -243,10 +264,12 @@ def test_leading_dims_are_independent_samples():
 def test_weighted_jaccard_hand_made():
     a = inter([1, -2, 0, 0], [0, 0, 0, 0])
     b = inter([3, -1, 0, 0], [0, 0, 0, 0])
-    assert kn.weighted_jaccard(a, b).item() == pytest.approx(2 / 5)
+    assert kn.weighted_jaccard(a, b, "include").item() == pytest.approx(2 / 5)
     # a sign flip on one term: it counts in the denominator on both sides, not in the numerator
     c = inter([1, 2, 0, 0], [0, 0, 0, 0])
-    assert kn.weighted_jaccard(a, c).item() == pytest.approx(1 / 5)
+    assert kn.weighted_jaccard(a, c, "include").item() == pytest.approx(1 / 5)
+    # without the empty set only AND{0} is left: min(2, 1) / max(2, 1)
+    assert kn.weighted_jaccard(a, b).item() == pytest.approx(1 / 2)
 
 
 def test_weighted_jaccard_matches_the_definition():
@@ -257,7 +280,7 @@ def test_weighted_jaccard_matches_the_definition():
     ap, an, bp, bn = a.clamp(min=0), (-a).clamp(min=0), b.clamp(min=0), (-b).clamp(min=0)
     num = (torch.minimum(ap, bp) + torch.minimum(an, bn)).sum(dim=(-2, -1))
     den = (torch.maximum(ap, bp) + torch.maximum(an, bn)).sum(dim=(-2, -1))
-    assert torch.allclose(kn.weighted_jaccard(I1, I2), num / den)
+    assert torch.allclose(kn.weighted_jaccard(I1, I2, "include"), num / den)
 
 
 def test_set_jaccard_hand_made():
@@ -314,12 +337,12 @@ def test_knowledge_table_is_tidy_and_complete():
     pre, fin, scr = (random_interactions((N,), n, g) for _ in range(3))
     pre[1] = PRE.repeat(1, 2)  # a sample whose values we can read back
     ids = [10, 11, 12, 13]
-    t = kn.knowledge_table(pre, fin, scr, 0.5, sample_ids=ids)
+    t = kn.knowledge_table(pre, fin, scr, 0.5, sample_ids=ids, epoch=20)
     assert list(t.columns) == kn.TABLE_COLUMNS
     assert len(t) == N * (n + 2) * len(kn.KNOWLEDGE_MEASURES)
     assert not t.duplicated(["sample", "model", "epoch", "measure", "order"]).any()
     assert set(t["order"]) == {-1, 0, 1, 2, 3}
-    assert set(t["sample"]) == set(ids) and (t["epoch"] == kn.FINAL_EPOCH).all()
+    assert set(t["sample"]) == set(ids) and (t["epoch"] == 20).all()
     assert set(t["measure"]) == set(kn.KNOWLEDGE_MEASURES)
     for measure, model in kn.KNOWLEDGE_MEASURES.items():
         assert set(t.loc[t.measure == measure, "model"]) == {model}
@@ -341,12 +364,12 @@ def test_knowledge_table_is_tidy_and_complete():
 def test_knowledge_table_flattens_leading_dims_and_checks_ids():
     g = torch.Generator().manual_seed(7)
     pre, fin, scr = (random_interactions((2, 3), 2, g) for _ in range(3))
-    t = kn.knowledge_table(pre, fin, scr, 0.5)
+    t = kn.knowledge_table(pre, fin, scr, 0.5, epoch=3)
     assert sorted(set(t["sample"])) == list(range(6))
     with pytest.raises(ValueError):
-        kn.knowledge_table(pre, fin, scr, 0.5, sample_ids=[0, 1, 2])
+        kn.knowledge_table(pre, fin, scr, 0.5, sample_ids=[0, 1, 2], epoch=3)
     with pytest.raises(ValueError):
-        kn.knowledge_table(pre, fin[..., :2], scr, 0.5)
+        kn.knowledge_table(pre, fin[..., :2], scr, 0.5, epoch=3)
 
 
 def test_convergence_table():
@@ -449,7 +472,7 @@ def test_aggregate_of_a_knowledge_table_counts_undefined_ratios():
     pre = torch.stack([PRE, inter([0, 1, 0, 0], [0, 0, 0, 0])])
     fin = torch.stack([FIN, inter([0, 0, 1, 0], [0, 0, 0, 0])])
     scr = torch.stack([SCR, inter([0, 0, 1, 0], [0, 0, 0, 0])])
-    agg = kn.aggregate(kn.knowledge_table(pre, fin, scr, TAU))
+    agg = kn.aggregate(kn.knowledge_table(pre, fin, scr, TAU, epoch=3))
     r = agg[(agg.measure == "ratio_learnable") & (agg.order == -1)].iloc[0]
     assert (r["mean"], r.n, r.n_undefined) == (0.5, 1, 1)
     assert np.isnan(r.ci_low)

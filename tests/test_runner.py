@@ -172,7 +172,7 @@ def test_setup_cells_without_a_setup_tag():
     cells = _cells(("markdown", [], "# Title"), ("code", [], "import x"),
                    ("code", ["parameters"], "preset = 'ci'"),
                    ("code", ["injected-parameters"], "preset = 'ci'"),
-                   ("code", [], "params = runner.notebook_params(preset, globals())"),
+                   ("code", [], "params = notebook.notebook_params(preset, globals())"),
                    ("code", [], "chart()"), ("code", [], "notebook_params_table()"))
     assert execute.setup_cells(cells) == [1, 2, 3, 4]
     cells[4].source = "chart(params)"  # the cell after the parameters is the story: shown
@@ -215,13 +215,13 @@ def test_real_notebooks_are_stored_clean():
 def test_study_trains_then_analyzes_then_runs_the_book(monkeypatch):
     """The order only: the steps are replaced by recorders (each is tested on its own)."""
     calls = []
-    for step in ("train", "analyze"):
+    for step in ("train", "analyze_all"):
         monkeypatch.setattr(cli, step, lambda params, step=step: calls.append(
             (step, params["preset"], params["tau"])))
     monkeypatch.setattr(cli, "book",
                         lambda preset, overrides, root: calls.append(("book", preset)) or 0)
     assert cli.study("ci", {"tau": "0.1"}) == 0
-    assert calls == [("train", "ci", 0.1), ("analyze", "ci", 0.1), ("book", "ci")]
+    assert calls == [("train", "ci", 0.1), ("analyze_all", "ci", 0.1), ("book", "ci")]
     calls.clear()
     with pytest.raises(ParameterError, match="'tau'"):  # bad value: nothing runs
         cli.study("ci", {"tau": "2"})

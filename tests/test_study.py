@@ -1,43 +1,25 @@
-"""The whole `ci` preset through the runner, as `make study PRESET=ci` runs it, on a copy of the
+"""The whole `ci` preset (the `ci_study` fixture of conftest.py), as `make study PRESET=ci` runs it, on a copy of the
 repository: train, analyse, execute every notebook with papermill, build the book with -W, then
 read it in headless Chromium like a reader (no outside request, charts drawn, widget, math)."""
 from __future__ import annotations
 
-import shutil
+import html
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
-from whypretrain import runner
+from whypretrain import book, cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import browser  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def ci_study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("study")
-    runner.ensure_assets(REPO, quiet=True)
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(REPO / name, root / name)
-    shutil.copytree(REPO / "notebooks", root / "notebooks",
-                    ignore=shutil.ignore_patterns(".*"))
-    shutil.copytree(REPO / "book", root / "book",
-                    ignore=shutil.ignore_patterns("_assets", "experiments", ".*"))
-    (root / "book" / "_assets").symlink_to(REPO / "book" / "_assets", target_is_directory=True)
-    overrides = {"workdir": str(root / "work")}
-    code = runner.study("ci", overrides, root=root)
-    return root, overrides, code
-
 
 @pytest.mark.slow
 def test_ci_study_builds_every_page(ci_study):
     root, _, code = ci_study
     assert code == 0
-    names = runner.notebook_list(root)
+    names = book.notebook_list(root)
     assert len(names) == 8
     for name in names:
         assert (root / "book" / "experiments" / f"{name}.ipynb").is_file()
@@ -58,13 +40,34 @@ def test_ci_book_reads_offline_with_charts_widget_and_math(ci_study, tmp_path):
     assert pages["book/experiments/07-explorer.html"]["widgets"]["rendered"] >= 1
     assert pages["book/experiments/01-primer.html"]["math"]["rendered"] > 0
     findings = (root / "_build" / "html" / "book" / "experiments" / "08-findings.html").read_text()
-    assert "claims reproduce" in findings
+    assert "Claims that reproduce" in findings and "disjoint" in findings
+
+
+@pytest.mark.slow
+def test_ci_book_names_the_results_and_runs_under_its_tables(ci_study):
+    root, overrides, _ = ci_study
+    pages = root / "_build" / "html" / "book" / "experiments"
+    results = [p.name[:12] for p in (Path(overrides["workdir"]) / "results").iterdir()]
+    runs = [p.name[:12] for p in (Path(overrides["workdir"]) / "runs").iterdir()]
+    def text_of(name):  # the page as a reader sees it: no tags, one space between words
+        raw = re.sub(r"<[^>]+>", " ", (pages / f"{name}.html").read_text())
+        return re.sub(r"\s+", " ", html.unescape(raw))
+    for name in ("03-knowledge", "05-convergence", "08-findings"):
+        text = text_of(name)
+        assert any(f"results {h}" in text for h in results), name
+        assert any(f"run {h}" in text for h in runs), name
+        assert "rebuild: whypretrain" in text and "--preset ci" in text, name
+    # the narrative's numbers are glued: the share discarded of the knowledge page is there
+    from whypretrain import presets, study
+    params = presets.resolve("ci", overrides)
+    share = study.headline(study.summarize(study.table(params)), "share_discarded", pct=True)
+    assert f"fine-tuning discards {share} of the probe" in text_of("03-knowledge")
 
 
 @pytest.mark.slow
 def test_second_study_skips_every_notebook(ci_study, capsys):
     root, overrides, _ = ci_study
     before = {p: p.stat().st_mtime_ns for p in (root / "book" / "experiments").glob("*.ipynb")}
-    assert runner.study("ci", overrides, root=root) == 0
+    assert cli.study("ci", overrides, root=root) == 0
     after = {p: p.stat().st_mtime_ns for p in (root / "book" / "experiments").glob("*.ipynb")}
     assert before == after

@@ -28,8 +28,7 @@ RENDERER = "whypretrain"
 THEME = "whypretrain"
 
 # One qualitative palette for the three models compared everywhere in the book.
-MODEL_COLORS = {"pretrain": "#4c78a8", "finetune": "#f58518", "scratch": "#54a24b",
-                "probe": "#4c78a8"}
+MODEL_COLORS = {"probe": "#4c78a8", "finetune": "#f58518", "scratch": "#54a24b"}
 
 WIDTH = 430
 HEIGHT = 300
@@ -146,18 +145,17 @@ def save(chart: alt.TopLevelMixin, path: str | os.PathLike, scale: float = 2.0) 
 # title / subtitle and names its input table's columns in the docstring.
 # ---------------------------------------------------------------------------------------------
 
-PAPER_LEARNABLE = (0.13, 0.45)  # the paper's range of the learnability ratio (Figure 3)
 SET_COLORS = {"discarded": "#4c78a8", "preserved": "#f58518", "new": "#54a24b",
               "not salient": "#d0d0d0"}
-MODEL_NAMES = {"pretrain": "pre-trained + linear probe", "finetune": "fine-tuned",
-               "scratch": "from scratch", "probe": "pre-trained + linear probe"}
+MODEL_NAMES = {"probe": "pre-trained + linear probe", "finetune": "fine-tuned",
+               "scratch": "from scratch"}
 
 
 def _interval(base: alt.Chart, x: str, y_title: str, color: str = "model") -> alt.LayerChart:
     """Mean line with points and a shaded 95% interval (columns mean, ci_low, ci_high)."""
-    names = list(dict.fromkeys(MODEL_NAMES[m] for m in ("pretrain", "finetune", "scratch")))
+    names = [MODEL_NAMES[m] for m in MODEL_COLORS]
     hue = alt.Color(f"{color}:N", title=None, scale=alt.Scale(
-        domain=names, range=[MODEL_COLORS[m] for m in ("pretrain", "finetune", "scratch")]))
+        domain=names, range=list(MODEL_COLORS.values())))
     band = base.mark_area(opacity=0.18).encode(
         x=x, y=alt.Y("ci_low:Q", title=y_title), y2="ci_high:Q", color=hue)
     line = base.mark_line(point=True).encode(
@@ -187,15 +185,18 @@ def training_curves(metrics: pd.DataFrame, value: str = "test_acc") -> alt.Chart
 
 
 def knowledge_bars(summary: pd.DataFrame, kind: str = "count") -> alt.Chart:
-    """Figure 2: K_pretrain = discarded + preserved, K_finetune = preserved + new.
+    """Figure 2: K_probe (the paper's K_pretrain) = discarded + preserved,
+    K_finetune = preserved + new.
 
-    ``summary``: ``analysis.summarize`` output (order -1 rows are used); ``kind``: ``count``
+    ``summary``: ``study.summarize`` output (all-orders rows are used); ``kind``: ``count``
     or ``strength``.
     """
+    from .knowledge import ALL_ORDERS
     rows = []
     parts = {"pre-trained (probe)": ("discard", "preserve"), "fine-tuned": ("preserve", "new")}
     names = {"discard": "discarded", "preserve": "preserved", "new": "new"}
-    total = summary[summary["order"] == -1].set_index("measure")
+    total = summary[(summary["order"] == ALL_ORDERS)
+                    & summary["measure"].str.startswith(kind)].set_index("measure")
     for row, sets in parts.items():
         for s in sets:
             r = total.loc[f"{kind}_{s}"]
@@ -216,8 +217,8 @@ def knowledge_bars(summary: pd.DataFrame, kind: str = "count") -> alt.Chart:
         set_order="indexof(['discarded', 'preserved', 'new'], datum.set)"
     ).properties(height=110, title=alt.Title(
         f"Preserved, discarded and new knowledge ({kind})",
-        subtitle="top bar: the pre-trained model's knowledge; bottom: the fine-tuned model's; "
-                 "orange is shared"))
+        subtitle="top bar: the pre-trained model's knowledge (read by the probe); bottom: the "
+                 "fine-tuned model's; orange is shared"))
 
 
 def knowledge_by_order(summary: pd.DataFrame, kind: str = "count") -> alt.Chart:
@@ -246,9 +247,11 @@ def knowledge_by_order(summary: pd.DataFrame, kind: str = "count") -> alt.Chart:
 
 def learnability_chart(per_seed: pd.DataFrame) -> alt.Chart:
     """Figure 3: share of preserved knowledge that scratch training also learns, per seed,
-    with the paper's 13%-45% range shaded. ``per_seed``: columns ``seed, mean, ci_low,
-    ci_high, n`` (``knowledge.aggregate`` of ratio_learnable by seed)."""
-    band = alt.Chart(pd.DataFrame([{"low": PAPER_LEARNABLE[0], "high": PAPER_LEARNABLE[1]}])
+    with the paper's range (``findings.LEARNABLE_RANGE``) shaded. ``per_seed``: columns
+    ``seed, mean, ci_low, ci_high, n`` (``knowledge.aggregate`` of ratio_learnable by seed)."""
+    from .findings import LEARNABLE_RANGE
+    low, high = LEARNABLE_RANGE
+    band = alt.Chart(pd.DataFrame([{"low": low, "high": high}])
                      ).mark_rect(opacity=0.15, color="#888").encode(y="low:Q", y2="high:Q")
     base = alt.Chart(per_seed.assign(seed=per_seed["seed"].astype(str)))
     bars = base.mark_bar(color=MODEL_COLORS["scratch"], size=28).encode(
@@ -261,12 +264,13 @@ def learnability_chart(per_seed: pd.DataFrame) -> alt.Chart:
     whiskers = base.mark_rule().encode(x="seed:N", y="ci_low:Q", y2="ci_high:Q")
     return (band + bars + whiskers).properties(width=320, title=alt.Title(
         "Preserved knowledge a scratch model also learns",
-        subtitle="bars: mean over samples, whiskers: 95% interval; grey band: the paper's 13%-45%"))
+        subtitle=f"bars: mean over samples, whiskers: 95% interval; grey band: the paper's "
+                 f"{low:.0%}-{high:.0%}"))
 
 
 def convergence_chart(summary: pd.DataFrame, measure: str = "jaccard_weighted") -> alt.Chart:
     """Figure 4: similarity of each epoch's interactions to the run's final ones, fine-tuning
-    vs scratch, mean and 95% interval over seeds (``analysis.summarize`` rows of ``measure``)."""
+    vs scratch, mean and 95% interval over seeds (``study.summarize`` rows of ``measure``)."""
     data = summary[(summary["measure"] == measure) & (summary["epoch"] >= 0)].copy()
     data["model"] = data["model"].map(lambda m: MODEL_NAMES.get(m, m))
     reference = "the fine-tuned model's final" if measure.endswith("_vs_finetune") \
@@ -279,7 +283,7 @@ def convergence_chart(summary: pd.DataFrame, measure: str = "jaccard_weighted") 
 
 
 def sensitivity_chart(table: pd.DataFrame, measures: list[str]) -> alt.Chart:
-    """How each headline measure moves as one parameter varies (``analysis.sensitivity``)."""
+    """How each headline measure moves as one parameter varies (``study.sensitivity``)."""
     data = table[table["measure"].isin(measures)].rename(columns={"mean": "v"})
     rows = data.groupby(["parameter", "value", "measure"], sort=False)["v"].agg(
         mean="mean", std="std", n_seeds="count").reset_index()
@@ -381,22 +385,21 @@ def game_chart(values, n: int) -> alt.Chart:
                                  subtitle="each dot is one masked input x_T"))
 
 
-def explorer(a, tau: float = 0.05, max_items: int = 25) -> alt.Chart:
-    """The static explorer of one seed's analysis ``a`` (``analysis.Analysis``).
-
-    Pick a sample (dropdown) and a threshold (slider): the image with its players, the strongest
-    interactions of the pre-trained and fine-tuned models, coloured preserved / discarded / new
-    at that threshold, and counts by order. Click an interaction to see its patches on the
-    image. Everything runs in the page (Vega signals): no kernel needed.
-    """
+def explorer_data(a, max_items: int = 25) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
+                                                   pd.DataFrame]:
+    """The explorer's tables: pixels, players' patches, the ``max_items`` strongest
+    interactions of each sample (``rel_pre`` / ``rel_ft``: ``|I| / max |I|`` in the probe and
+    the fine-tuned model) and the patches of each interaction. Under ``empty_set="exclude"``
+    the order-0 term is no row and is left out of the max (``knowledge``)."""
     from .interactions import popcount
-    pre = a.interactions_of("pretrain")
-    ft = a.interactions_of("finetune")
+    from .knowledge import KIND_NAMES, without_empty_set
+    empty_set = a.params["empty_set"]
+    pre = without_empty_set(a.interactions_of("probe"), empty_set)
+    ft = without_empty_set(a.interactions_of("finetune"), empty_set)
     n = pre.shape[-1].bit_length() - 1
     orders = popcount(n).numpy()
     patch = a.params["patch"]
     width = a.x.shape[-1]
-    size = max(a.x.shape[-2:])
     pixels, patches, items, members = [], [], [], []
     for j, sid in enumerate(a.sample_ids):
         pixels.append(_pixels(a.x[j], sid))
@@ -406,21 +409,37 @@ def explorer(a, tau: float = 0.05, max_items: int = 25) -> alt.Chart:
         rel_ft = (ft[j].abs() / ft[j].abs().max().clamp_min(1e-12)).numpy()
         strength = np.maximum(rel_pre, rel_ft)
         flat = np.argsort(-strength.ravel(), kind="stable")[:max_items]
+        flat = [f for f in flat if strength.ravel()[f] > 0]  # excluded terms are exactly 0
         for rank, f in enumerate(flat):
             kind, mask = divmod(int(f), 1 << n)
             members_ = [i for i in range(n) if mask >> i & 1]
-            label = f"{('AND', 'OR')[kind]} {{{','.join(map(str, members_))}}}"
+            label = f"{KIND_NAMES[kind]} {{{','.join(map(str, members_))}}}"
             item_id = f"{sid}:{kind}:{mask}"
             items.append(dict(sample=sid, item_id=item_id, label=label, rank=rank,
                               strength=float(strength.ravel()[f]),
                               order=int(orders[mask]), rel_pre=float(rel_pre[kind, mask]),
                               rel_ft=float(rel_ft[kind, mask]),
-                              sign_pre=int(np.sign(pre[j][kind, mask])),
-                              sign_ft=int(np.sign(ft[j][kind, mask]))))
+                              sign_pre=int(np.sign(float(pre[j][kind, mask]))),
+                              sign_ft=int(np.sign(float(ft[j][kind, mask])))))
             for i in members_:
                 row = pp.iloc[i]
                 members.append(dict(sample=sid, item_id=item_id, r0=row.r0, r1=row.r1,
                                     c0=row.c0, c1=row.c1))
+    return (pd.concat(pixels), pd.concat(patches), pd.DataFrame(items),
+            pd.DataFrame(members, columns=["sample", "item_id", "r0", "r1", "c0", "c1"]))
+
+
+def explorer(a, tau: float = 0.05, max_items: int = 25) -> alt.Chart:
+    """The static explorer of one seed's results ``a`` (``results.SeedResults``).
+
+    Pick a sample (dropdown) and a threshold (slider): the image with its players, the strongest
+    interactions of the pre-trained and fine-tuned models, coloured preserved / discarded / new
+    at that threshold, and counts by order. Click an interaction to see its patches on the
+    image. Everything runs in the page (Vega signals): no kernel needed. The order-0 term is
+    shown (and counts in the max) only under ``empty_set="include"`` (``knowledge``).
+    """
+    pixels, patches, items, members = explorer_data(a, max_items)
+    size = max(a.x.shape[-2:])
     sample = alt.param(name="sample", value=a.sample_ids[0],
                        bind=alt.binding_select(options=list(a.sample_ids), name="sample "))
     tau_p = alt.param(name="tau", value=tau,
@@ -433,14 +452,14 @@ def explorer(a, tau: float = 0.05, max_items: int = 25) -> alt.Chart:
     order = list(SET_COLORS)
     color = alt.Color("status:N", title="at this tau", sort=order,
                       scale=alt.Scale(domain=order, range=[SET_COLORS[o] for o in order]))
-    image = _image_layers(alt.Chart(pd.concat(pixels)).transform_filter(only),
-                          alt.Chart(pd.concat(patches)).transform_filter(only), size)
-    chosen = alt.Chart(pd.DataFrame(members)).mark_rect(
+    image = _image_layers(alt.Chart(pixels).transform_filter(only),
+                          alt.Chart(patches).transform_filter(only), size)
+    chosen = alt.Chart(members).mark_rect(
         fill="#f58518", opacity=0.45, stroke="#f58518").encode(
         x="c0:Q", x2="c1:Q", y="r0:Q", y2="r1:Q").transform_filter(only).transform_filter(pick)
     image = (image + chosen).properties(width=200, height=200, title="sample and players")
     by_strength = alt.EncodingSortField(field="strength", op="max", order="descending")
-    item_data = alt.Chart(pd.DataFrame(items)).transform_filter(only).transform_calculate(
+    item_data = alt.Chart(items).transform_filter(only).transform_calculate(
         status=status)
     bars = item_data.mark_bar().encode(
         y=alt.Y("label:N", sort=by_strength, title=None),

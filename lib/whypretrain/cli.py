@@ -52,10 +52,19 @@ def train(params: dict[str, Any]) -> None:
 
 
 def analyze(params: dict[str, Any]) -> None:
-    """The analysis step: interactions and knowledge tables of every seed (reuses results)."""
-    from .analysis import analyze_study
+    """The analysis step: interactions and knowledge tables of every seed of the preset
+    (reuses results)."""
+    from .study import compute
 
-    analyze_study(params)
+    compute(params)
+
+
+def analyze_all(params: dict[str, Any]) -> None:
+    """Everything the book reads: the preset's results, its sensitivity experiment and the
+    near and disjoint transfer settings (reuses results)."""
+    from .study import compute_all
+
+    compute_all(params)
 
 
 def book(preset: str = "default", overrides: Mapping[str, Any] | None = None,
@@ -87,7 +96,7 @@ def study(preset: str = "default", overrides: Mapping[str, Any] | None = None,
     _say(f"== training ({preset}) ==")
     train(params)
     _say(f"== analysis ({preset}) ==")
-    analyze(params)
+    analyze_all(params)
     _say("== notebooks and book ==")
     return book(preset, overrides, root)
 

@@ -1,7 +1,12 @@
 """Knowledge: salient interactions as items, the K sets of the paper, and their measures.
 
-Pure functions on tensors (method.md, section 3). No model, no training, no I/O: ``analysis``
-runs the models and the engine and calls these.
+Pure functions on tensors (book/method.md, section 3). No model, no training, no I/O:
+``results`` runs the models and the engine and calls these.
+
+Names: the paper's pre-trained model is read on the target task through a linear probe (the
+pre-trained backbone under a new linear head), so its knowledge is ``K_probe`` here (the
+paper's ``K_pretrain``) and its model label is ``probe``; ``pretrain`` only names the source
+pre-training run.
 
 Representation (the engine produces it)
     ``I``: interactions, a float tensor ``[..., 2, 2**n]``. Axis -2 is the kind (``AND = 0``,
@@ -16,48 +21,53 @@ Salience
     ``|I| >= tau * max |I|``, the max over both kinds and all S of one sample of one model. Ties
     at the threshold are salient. A sample whose interactions are all zero has no items, and a
     term that is exactly 0 is never an item (it has no sign), even with ``tau = 0``.
+    ``empty_set``: the order-0 terms ``I_and(empty) + I_or(empty) = v(x_empty)`` are the output
+    with every player masked, not an interaction between players. With ``"exclude"`` (the
+    default) they are neither items nor part of the max that ``tau`` scales, nor of the
+    weighted Jaccard; ``"include"`` treats them as any other term (the earlier rule).
 
 Per-order layout
     Every per-sample measure is a tensor ``[..., n + 2]``: entries ``0..n`` are the orders
-    ``|S| = 0..n`` and the last entry (index -1) is *all orders together*. In the tidy tables
-    this is ``order = 0..n`` and ``order = -1`` (all orders).
+    ``|S| = 0..n`` and the last entry is *all orders together*. In the tidy tables this is
+    ``order = 0..n`` and ``order = ALL_ORDERS``.
 
 Measures (``measure`` column of ``knowledge_table``; each by order and in total)
-    count_pretrain, count_finetune, count_scratch   |K_x|
-    count_preserve      |K_preserve|, K_preserve = K_pretrain & K_finetune (same sign)
-    count_discard       |K_discard|,  K_discard  = K_pretrain - K_finetune
-    count_new           |K_new|,      K_new      = K_finetune - K_pretrain
+    count_probe, count_finetune, count_scratch   |K_x|
+    count_preserve      |K_preserve|, K_preserve = K_probe & K_finetune (same sign)
+    count_discard       |K_discard|,  K_discard  = K_probe - K_finetune
+    count_new           |K_new|,      K_new      = K_finetune - K_probe
     count_learnable     |K_preserve & K_scratch| (same sign)
     strength_<set>      sum of |I| over the items of the set, read in
-                          pretrain: the pretrain (linear-probe) model's |I|
+                          probe: the probe's |I| (pre-trained backbone, linear head)
                           finetune, preserve, new, learnable: the fine-tuned model's |I|
-                          discard: the pretrain model's |I| (the fine-tuned model lost it)
+                          discard: the probe's |I| (the fine-tuned model lost it)
                           scratch: the scratch model's |I|
-    share_preserved     |K_preserve| / |K_pretrain|   (NaN when K_pretrain is empty)
-    share_discarded     |K_discard|  / |K_pretrain|   (NaN when K_pretrain is empty)
+    share_preserved     |K_preserve| / |K_probe|   (NaN when K_probe is empty)
+    share_discarded     |K_discard|  / |K_probe|   (NaN when K_probe is empty)
     share_new           |K_new|      / |K_finetune|   (NaN when K_finetune is empty)
     ratio_learnable     r = |K_preserve & K_scratch| / |K_preserve|   (NaN when K_preserve is
                         empty: undefined, counted by ``aggregate`` as ``n_undefined``)
   By order, a ratio's numerator and denominator are both restricted to that order, so a ratio
   is NaN at every order where its denominator set has no items.
 
-  The sets partition: |K_preserve| + |K_discard| = |K_pretrain| and
-  |K_preserve| + |K_new| = |K_finetune| (at every order). An item of K_pretrain whose S stays
+  The sets partition: |K_preserve| + |K_discard| = |K_probe| and
+  |K_preserve| + |K_new| = |K_finetune| (at every order). An item of K_probe whose S stays
   salient in the fine-tuned model with the opposite sign is discarded, and the flipped item
   is new.
 
-Convergence (``measure`` column of ``convergence_table``; order is always -1)
+Convergence (``measure`` column of ``convergence_table``; order is always ``ALL_ORDERS``)
     jaccard_weighted    strength-weighted Jaccard with signs split,
                         sum[min(I1+, I2+) + min(I1-, I2-)] / sum[max(I1+, I2+) + max(I1-, I2-)]
-                        over all AND and OR terms of a sample; 1 when both are all zero.
+                        over all AND and OR terms of a sample (order 0 left out under
+                        ``empty_set="exclude"``); 1 when both are all zero.
     jaccard_set         |K1 & K2| / |K1 | K2| (same-sign items); 1 when both sets are empty.
   Against a reference other than the run's own final model the names get a suffix,
   e.g. ``jaccard_weighted_vs_finetune``.
 
 Model column
-    ``pretrain``, ``finetune``, ``scratch`` for measures of one model's items; measures that
-    compare models name all of them joined by ``+`` (``pretrain+finetune`` for
-    preserve/discard/new and the shares, ``pretrain+finetune+scratch`` for learnability).
+    ``probe``, ``finetune``, ``scratch`` for measures of one model's items; measures that
+    compare models name all of them joined by ``+`` (``probe+finetune`` for
+    preserve/discard/new and the shares, ``probe+finetune+scratch`` for learnability).
     In convergence tables: the run whose checkpoints are compared (``finetune``, ``scratch``).
 """
 from __future__ import annotations
@@ -70,24 +80,27 @@ import torch
 
 from . import interactions
 
-AND, OR = 0, 1
+from .interactions import AND, OR  # noqa: E402  (the one definition of the kind axis)
+
 KINDS = ("and", "or")
-ALL_ORDERS = -1  # the ``order`` value of a measure over all orders together
-FINAL_EPOCH = -1  # the ``epoch`` value of the final models in ``knowledge_table``
+KIND_NAMES = ("AND", "OR")  # display names, indexed by AND / OR
+ALL_ORDERS = -1  # the ``order`` value of a measure over all orders together (no real order)
+EMPTY_SET_CHOICES = ("exclude", "include")
 TABLE_COLUMNS = ["sample", "model", "epoch", "measure", "order", "value"]
 
-PAIR = "pretrain+finetune"
-TRIPLE = "pretrain+finetune+scratch"
+PROBE = "probe"  # the pre-trained backbone under a linear head trained on the target task
+PAIR = "probe+finetune"
+TRIPLE = "probe+finetune+scratch"
 # measure -> model label, in table order
 KNOWLEDGE_MEASURES: dict[str, str] = {
-    "count_pretrain": "pretrain",
+    "count_probe": PROBE,
     "count_finetune": "finetune",
     "count_scratch": "scratch",
     "count_preserve": PAIR,
     "count_discard": PAIR,
     "count_new": PAIR,
     "count_learnable": TRIPLE,
-    "strength_pretrain": "pretrain",
+    "strength_probe": PROBE,
     "strength_finetune": "finetune",
     "strength_scratch": "scratch",
     "strength_preserve": PAIR,
@@ -131,17 +144,33 @@ def _same_shape(*xs: torch.Tensor) -> int:
 
 # --- items -----------------------------------------------------------------------------------
 
-def salient_items(I: torch.Tensor, tau: float) -> torch.Tensor:
+def without_empty_set(I: torch.Tensor, empty_set: str = "exclude") -> torch.Tensor:
+    """``I`` with both order-0 terms set to 0 (``"exclude"``), or ``I`` itself (``"include"``).
+
+    A term that is exactly 0 is never an item and never the max, so this is all that
+    excluding the empty set takes."""
+    if empty_set not in EMPTY_SET_CHOICES:
+        raise ValueError(f"empty_set must be one of {list(EMPTY_SET_CHOICES)}, got {empty_set!r}")
+    if empty_set == "include":
+        return I
+    out = I.clone()
+    out[..., 0] = 0
+    return out
+
+
+def salient_items(I: torch.Tensor, tau: float, empty_set: str = "exclude") -> torch.Tensor:
     """Knowledge items ``K`` (int8, +1/-1/0) of interactions ``I`` ``[..., 2, 2**n]``.
 
     Salient: ``|I| >= tau * max |I|`` over both kinds and all S of the sample (ties count).
-    All-zero samples have no items. ``tau`` must lie in [0, 1].
+    All-zero samples have no items. ``tau`` must lie in [0, 1]. ``empty_set="exclude"``: the
+    order-0 terms are no items and leave the max alone (module docstring).
     """
     n_players(I)
     if not torch.is_floating_point(I):
         raise TypeError(f"interactions must be floating point, got {I.dtype}")
     if not bool(torch.isfinite(I).all()):
         raise ValueError("interactions contain NaN or inf")
+    I = without_empty_set(I, empty_set)
     return interactions.salient(I[..., AND, :], I[..., OR, :], tau)
 
 
@@ -158,23 +187,23 @@ def union(K1: torch.Tensor, K2: torch.Tensor) -> torch.Tensor:
     return (K1 != 0).long() + (K2 != 0).long() - both.long()
 
 
-def knowledge_sets(K_pretrain: torch.Tensor, K_finetune: torch.Tensor,
+def knowledge_sets(K_probe: torch.Tensor, K_finetune: torch.Tensor,
                    K_scratch: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The item sets of the paper as boolean masks ``[..., 2, 2**n]``.
 
-    Keys: pretrain, finetune, preserve, discard, new, and with ``K_scratch``: scratch,
+    Keys: probe, finetune, preserve, discard, new, and with ``K_scratch``: scratch,
     learnable (= preserve & scratch, same sign).
     """
-    preserve = shared(K_pretrain, K_finetune)
+    preserve = shared(K_probe, K_finetune)
     sets = {
-        "pretrain": K_pretrain != 0,
+        "probe": K_probe != 0,
         "finetune": K_finetune != 0,
         "preserve": preserve,
-        "discard": (K_pretrain != 0) & ~preserve,
+        "discard": (K_probe != 0) & ~preserve,
         "new": (K_finetune != 0) & ~preserve,
     }
     if K_scratch is not None:
-        _same_shape(K_pretrain, K_scratch)
+        _same_shape(K_probe, K_scratch)
         sets["scratch"] = K_scratch != 0
         sets["learnable"] = preserve & (K_scratch == K_finetune)
     return sets
@@ -208,7 +237,7 @@ def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where(den > 0, num / safe, torch.full_like(num, float("nan")))
 
 
-def learnability(K_pretrain: torch.Tensor, K_finetune: torch.Tensor, K_scratch: torch.Tensor
+def learnability(K_probe: torch.Tensor, K_finetune: torch.Tensor, K_scratch: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """``r = |K_preserve & K_scratch| / |K_preserve|`` per sample and order, and the undefined.
 
@@ -216,33 +245,34 @@ def learnability(K_pretrain: torch.Tensor, K_finetune: torch.Tensor, K_scratch: 
     where K_preserve has no items; ``n_undefined`` is a LongTensor ``[n + 2]``, the number of
     samples (over all leading dims) for which ``r`` is undefined at that order.
     """
-    sets = knowledge_sets(K_pretrain, K_finetune, K_scratch)
+    sets = knowledge_sets(K_probe, K_finetune, K_scratch)
     r = ratio(count_by_order(sets["learnable"]), count_by_order(sets["preserve"]))
     n_undefined = torch.isnan(r).reshape(-1, r.shape[-1]).sum(0)
     return r, n_undefined
 
 
-def knowledge_measures(I_pretrain: torch.Tensor, I_finetune: torch.Tensor,
-                       I_scratch: torch.Tensor, tau: float) -> dict[str, torch.Tensor]:
+def knowledge_measures(I_probe: torch.Tensor, I_finetune: torch.Tensor,
+                       I_scratch: torch.Tensor, tau: float, empty_set: str = "exclude"
+                       ) -> dict[str, torch.Tensor]:
     """Every measure of ``KNOWLEDGE_MEASURES`` per sample, as ``[..., n + 2]`` tensors.
 
     Counts are int64, strengths and ratios float64. See the module docstring for which model's
     ``|I|`` each strength reads.
     """
-    _same_shape(I_pretrain, I_finetune, I_scratch)
-    K = {m: salient_items(I, tau) for m, I in
-         (("pretrain", I_pretrain), ("finetune", I_finetune), ("scratch", I_scratch))}
-    sets = knowledge_sets(K["pretrain"], K["finetune"], K["scratch"])
-    strength_of = {"pretrain": I_pretrain, "finetune": I_finetune, "scratch": I_scratch,
+    _same_shape(I_probe, I_finetune, I_scratch)
+    K = {m: salient_items(I, tau, empty_set) for m, I in
+         (("probe", I_probe), ("finetune", I_finetune), ("scratch", I_scratch))}
+    sets = knowledge_sets(K["probe"], K["finetune"], K["scratch"])
+    strength_of = {"probe": I_probe, "finetune": I_finetune, "scratch": I_scratch,
                    "preserve": I_finetune, "new": I_finetune, "learnable": I_finetune,
-                   "discard": I_pretrain}
+                   "discard": I_probe}
     out: dict[str, torch.Tensor] = {}
-    for name in ("pretrain", "finetune", "scratch", "preserve", "discard", "new", "learnable"):
+    for name in ("probe", "finetune", "scratch", "preserve", "discard", "new", "learnable"):
         out[f"count_{name}"] = count_by_order(sets[name])
-    for name in ("pretrain", "finetune", "scratch", "preserve", "discard", "new", "learnable"):
+    for name in ("probe", "finetune", "scratch", "preserve", "discard", "new", "learnable"):
         out[f"strength_{name}"] = strength_by_order(sets[name], strength_of[name])
-    out["share_preserved"] = ratio(out["count_preserve"], out["count_pretrain"])
-    out["share_discarded"] = ratio(out["count_discard"], out["count_pretrain"])
+    out["share_preserved"] = ratio(out["count_preserve"], out["count_probe"])
+    out["share_discarded"] = ratio(out["count_discard"], out["count_probe"])
     out["share_new"] = ratio(out["count_new"], out["count_finetune"])
     out["ratio_learnable"] = ratio(out["count_learnable"], out["count_preserve"])
     return {m: out[m] for m in KNOWLEDGE_MEASURES}
@@ -250,14 +280,17 @@ def knowledge_measures(I_pretrain: torch.Tensor, I_finetune: torch.Tensor,
 
 # --- convergence -----------------------------------------------------------------------------
 
-def weighted_jaccard(I1: torch.Tensor, I2: torch.Tensor) -> torch.Tensor:
+def weighted_jaccard(I1: torch.Tensor, I2: torch.Tensor, empty_set: str = "exclude"
+                     ) -> torch.Tensor:
     """Strength-weighted Jaccard with signs split, per sample (float64 ``[...]``).
 
     ``sum[min(I1+, I2+) + min(I1-, I2-)] / sum[max(I1+, I2+) + max(I1-, I2-)]`` over both
-    kinds and all S. Defined as 1 when both are all zero (identical, empty interactions).
+    kinds and all S (without the order-0 terms for ``empty_set="exclude"``). Defined as 1 when
+    both are all zero (identical, empty interactions).
     """
     _same_shape(I1, I2)
-    a, b = I1.double(), I2.double()
+    a = without_empty_set(I1, empty_set).double()
+    b = without_empty_set(I2, empty_set).double()
     # Per term, min(a+, b+) + min(a-, b-) is min(|a|, |b|) when the signs agree and 0 otherwise
     # (0 too when either is 0); and max + min = a+ + b+ + a- + b- = |a| + |b|, so the
     # denominator is sum(|a| + |b|) - numerator. Same value, a third of the passes.
@@ -311,18 +344,19 @@ def _tidy(blocks: Iterable[tuple[str, int, str, torch.Tensor, np.ndarray, np.nda
     return pd.concat(frames, ignore_index=True)[TABLE_COLUMNS]
 
 
-def knowledge_table(I_pretrain: torch.Tensor, I_finetune: torch.Tensor, I_scratch: torch.Tensor,
-                    tau: float, sample_ids: Sequence | None = None,
-                    epoch: int = FINAL_EPOCH) -> pd.DataFrame:
+def knowledge_table(I_probe: torch.Tensor, I_finetune: torch.Tensor, I_scratch: torch.Tensor,
+                    tau: float, sample_ids: Sequence | None = None, *, epoch: int,
+                    empty_set: str = "exclude") -> pd.DataFrame:
     """Tidy table (``TABLE_COLUMNS``) of every knowledge measure of three models' interactions.
 
     Leading dims of the ``[..., 2, 2**n]`` inputs are flattened (C order) into samples, named
-    by ``sample_ids`` (default 0..N-1). ``order`` is 0..n, and -1 for all orders; ``epoch``
-    is -1 for the final models unless given. NaN marks an undefined ratio.
+    by ``sample_ids`` (default 0..N-1). ``order`` is 0..n, and ``ALL_ORDERS`` for all orders;
+    ``epoch`` is the epoch of the fine-tuned and scratch models compared (their last one, for
+    the final models: a real epoch, never a sentinel). NaN marks an undefined ratio.
     """
-    n = _same_shape(I_pretrain, I_finetune, I_scratch)
-    measures = knowledge_measures(I_pretrain, I_finetune, I_scratch, tau)
-    n_samples = int(np.prod(I_pretrain.shape[:-2], dtype=np.int64))
+    n = _same_shape(I_probe, I_finetune, I_scratch)
+    measures = knowledge_measures(I_probe, I_finetune, I_scratch, tau, empty_set)
+    n_samples = int(np.prod(I_probe.shape[:-2], dtype=np.int64))
     ids = _sample_ids(sample_ids, n_samples)
     order_labels = np.r_[np.arange(n + 1), ALL_ORDERS]
     return _tidy((KNOWLEDGE_MEASURES[m], epoch, m, v.reshape(n_samples, n + 2), order_labels, ids)
@@ -331,26 +365,26 @@ def knowledge_table(I_pretrain: torch.Tensor, I_finetune: torch.Tensor, I_scratc
 
 def convergence_table(I_by_epoch: Mapping[int, torch.Tensor], I_final: torch.Tensor, tau: float,
                       sample_ids: Sequence | None = None, model: str = "finetune",
-                      reference: str = "own") -> pd.DataFrame:
+                      reference: str = "own", empty_set: str = "exclude") -> pd.DataFrame:
     """Weighted and set Jaccard of each epoch's interactions against ``I_final``, per sample.
 
     ``I_by_epoch`` maps epoch -> ``[..., 2, 2**n]`` interactions of one run (``model``).
     ``reference="own"`` means ``I_final`` is that run's final model (measures
     ``jaccard_weighted``, ``jaccard_set``); any other name (e.g. ``"finetune"``) suffixes the
-    measures (``jaccard_weighted_vs_finetune``). ``order`` is -1 (all orders).
+    measures (``jaccard_weighted_vs_finetune``). ``order`` is ``ALL_ORDERS``.
     """
     n_players(I_final)
     suffix = "" if reference == "own" else f"_vs_{reference}"
     n_samples = int(np.prod(I_final.shape[:-2], dtype=np.int64))
     ids = _sample_ids(sample_ids, n_samples)
-    K_final = salient_items(I_final, tau)
+    K_final = salient_items(I_final, tau, empty_set)
     order_labels = np.array([ALL_ORDERS])
     blocks = []
     for epoch in sorted(I_by_epoch):
         I_t = I_by_epoch[epoch]
         _same_shape(I_t, I_final)
-        jw = weighted_jaccard(I_t, I_final).reshape(n_samples, 1)
-        js = set_jaccard(salient_items(I_t, tau), K_final).reshape(n_samples, 1)
+        jw = weighted_jaccard(I_t, I_final, empty_set).reshape(n_samples, 1)
+        js = set_jaccard(salient_items(I_t, tau, empty_set), K_final).reshape(n_samples, 1)
         blocks.append((model, epoch, f"jaccard_weighted{suffix}", jw, order_labels, ids))
         blocks.append((model, epoch, f"jaccard_set{suffix}", js, order_labels, ids))
     return _tidy(blocks)

@@ -3,7 +3,7 @@
 A player is an image patch (or any pixel mask); ``players`` are the ``n`` chosen for a sample.
 ``x_T`` keeps the players in ``T``, gives the other chosen players the baseline value and leaves
 every pixel that belongs to no chosen player as it is (so ``x_N = x``). The output is the
-log-odds of the ground-truth class, ``z_y - logsumexp_{c != y} z_c``. Definitions: method.md,
+log-odds of the ground-truth class, ``z_y - logsumexp_{c != y} z_c``. Definitions: book/method.md,
 section 1.
 """
 from __future__ import annotations

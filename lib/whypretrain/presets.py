@@ -59,14 +59,16 @@ PARAMS: dict[str, Param] = {
     "patch": Param(4, "side of a square player patch, in pixels", low=1, high=256),
     "player_choice": Param("foreground", "how players are chosen",
                            choices=("foreground", "random")),
+    "player_seed_offset": Param(0, "added to the training seed to draw the players; 0 = players "
+                                   "follow the training seed", low=0, high=10**6),
     "baseline": Param("zero", "value a masked player takes",
                       choices=("zero", "mean", "blur")),
     "subtract_empty": Param(False, "use v(x_T) - v(x_empty) as the game"),
-    "checkpoints": Param(0, "checkpoints of fine-tuning and of scratch training analysed for "
-                         "convergence, spaced geometrically (epoch 0 and the last always); "
-                         "0 = every epoch", low=0, high=10000),
+    "checkpoints": Param(0, "0 = every epoch of fine-tuning and of scratch training analysed "
+                         "for convergence (the default); k > 0 = about k, spaced "
+                         "geometrically (epoch 0 and the last always)", low=0, high=10000),
     "mask_batch": Param(1024, "masked inputs per forward pass", low=1, high=1 << 20),
-    # --- interactions (book/method.md, section 2) ---------------------------------------------------
+    # --- interactions (book/method.md, section 2) ---------------------------------------------
     "mode": Param("and-or", "interaction type", choices=("and-or", "and")),
     "optimizer": Param("exact", "sparsification optimiser: exact = the certified optimum of the "
                        "LP; sgd = the literature's reference; adam = scaled Adam",
@@ -79,9 +81,14 @@ PARAMS: dict[str, Param] = {
     "sparsify_lr": Param(1e-7, "sgd / adam learning rate (the reference's is 1e-5)",
                          low=0.0, high=10.0, open_interval=True),
     "q_bound": Param(0.04, "bound on |q| relative to |v(N) - v(empty)|", low=0.0, high=1.0),
-    # --- knowledge (book/method.md, section 3) ------------------------------------------------------
+    "or_merge": Param("and", "OR terms of order <= 1 after extraction: moved into AND (and) or "
+                             "kept as OR (keep)", choices=("and", "keep")),
+    # --- knowledge (book/method.md, section 3) --------------------------------------------------
     "tau": Param(0.05, "salience threshold relative to the largest |I| of a sample",
                  low=0.0, high=1.0, open_interval=True),
+    "empty_set": Param("exclude", "the order-0 term v(x_empty): neither an item nor in the max "
+                                  "tau scales (exclude), or a term like any other (include)",
+                       choices=("exclude", "include")),
     "samples_per_class": Param(2, "target test samples per class that are explained",
                                low=1, high=1000),
     "only_correct": Param(True, "explain only samples all three final models classify correctly"),
@@ -93,7 +100,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "ci": dict(pretrain_epochs=1, epochs=3, seeds=(0,), n=6, iterations=300,
                samples_per_class=1),
     "classroom": dict(pretrain_epochs=2, epochs=10, seeds=(0, 1), n=8, iterations=2000),
-    "default": dict(checkpoints=6),
+    "default": dict(),
     "cifar10-resnet18": dict(source="cifar10", target="cifar10", arch="resnet18",
                              weights="data/weights/resnet18-f37072fd.pth",
                              image_size=224, patch=32, epochs=10, batch_size=64,

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from . import knowledge
 
-SETS = ("pretrain", "finetune", "preserve", "discard", "new")
+SETS = ("probe", "finetune", "preserve", "discard", "new")
 
 
-def set_sizes(a, tau: float) -> dict[str, float]:
-    """Mean number of items per explained sample in each K set at ``tau``."""
-    sets = knowledge.knowledge_sets(a.items_of("pretrain", tau), a.items_of("finetune", tau))
+def set_sizes(a, tau: float, empty_set: str | None = None) -> dict[str, float]:
+    """Mean number of items per explained sample in each K set at ``tau`` (``a``: one seed's
+    ``results.SeedResults``; ``empty_set``: the preset's unless given)."""
+    sets = knowledge.knowledge_sets(a.items_of("probe", tau, empty_set=empty_set),
+                                    a.items_of("finetune", tau, empty_set=empty_set))
     return {name: float(sets[name].flatten(-2).sum(-1).float().mean()) for name in SETS}
 
 
 def knowledge_slider(a, tau: float = 0.05):
-    """A tau slider over one seed's analysis ``a`` that recomputes the K set sizes live."""
+    """A tau slider over one seed's results ``a`` that recomputes the K set sizes live."""
     import ipywidgets as w
 
     slider = w.FloatSlider(value=tau, min=0.01, max=0.5, step=0.01, description="tau",

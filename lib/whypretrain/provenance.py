@@ -1,0 +1,113 @@
+"""Where a number comes from: the results and runs a reading function read, and the command
+that rebuilds them.
+
+Every reading function of ``study`` and ``findings`` returns its table with ``Sources`` in
+``table.attrs["sources"]`` (``sources_of(table)``); the notebooks print ``caption(...)`` under
+every table and chart: lines ``results <hash12>`` and ``run <hash12>`` (folders
+``<workdir>/results/<hash>/`` and ``<workdir>/runs/<hash>/``) and the ``whypretrain`` command.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+SHORT = 12  # characters of a hash shown in captions; the folders carry the full hash
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The results folders and run folders (their hashes) a number was read from."""
+
+    results: tuple[str, ...] = ()
+    runs: tuple[str, ...] = ()
+    commands: tuple[str, ...] = field(default=())
+
+    def __add__(self, other: "Sources") -> "Sources":
+        def merged(a, b):
+            return tuple(dict.fromkeys((*a, *b)))
+        return Sources(merged(self.results, other.results), merged(self.runs, other.runs),
+                       merged(self.commands, other.commands))
+
+    def rebuilt_by(self, command: str) -> "Sources":
+        """The same sources with one command that rebuilds all of them."""
+        return Sources(self.results, self.runs, (command,))
+
+    def markdown(self) -> str:
+        """A Markdown caption: one line per results folder and run, then the command(s)."""
+        lines = [f"results `{h[:SHORT]}`" for h in self.results]
+        lines += [f"run `{h[:SHORT]}`" for h in self.runs]
+        lines += [f"rebuild: `{c}`" for c in self.commands]
+        return "<small>\n\n" + "<br>\n".join(lines) + "\n\n</small>" if lines else ""
+
+
+def combine(items: Iterable[Sources]) -> Sources:
+    out = Sources()
+    for s in items:
+        out = out + s
+    return out
+
+
+def attach(table: Any, sources: Sources) -> Any:
+    """``table`` with ``sources`` in its ``attrs`` (returned for chaining). Stored as plain
+    lists, so that whatever serialises a table's attrs (vegafusion does) can."""
+    table.attrs["sources"] = {"results": list(sources.results), "runs": list(sources.runs),
+                              "commands": list(sources.commands)}
+    return table
+
+
+def sources_of(obj: Any) -> Sources:
+    """The ``Sources`` of a table (``attrs``), of an object with ``.sources()``, or itself."""
+    if isinstance(obj, Sources):
+        return obj
+    if hasattr(obj, "sources") and callable(obj.sources):
+        return obj.sources()
+    attrs = getattr(obj, "attrs", None)
+    if isinstance(attrs, dict) and isinstance(attrs.get("sources"), dict):
+        s = attrs["sources"]
+        return Sources(tuple(s["results"]), tuple(s["runs"]), tuple(s["commands"]))
+    raise ValueError("no provenance on this object: read it with a function of whypretrain.study "
+                     "or whypretrain.findings")
+
+
+def caption(*objs: Any):
+    """The provenance of ``objs`` as an IPython Markdown object, to show under a table/chart."""
+    from IPython.display import Markdown
+    return Markdown(combine(sources_of(o) for o in objs).markdown())
+
+
+def show(obj: Any, *sources: Any) -> None:
+    """Display ``obj`` (a chart or table) and under it the provenance of ``sources`` (default:
+    ``obj``'s own)."""
+    from IPython.display import display
+    display(obj)
+    display(caption(*(sources or (obj,))))
+
+
+def command(verb: str, params: dict) -> str:
+    """The ``whypretrain <verb>`` command that makes ``params``' runs or results: its preset and
+    every parameter that differs from the preset's value."""
+    from . import presets
+    preset = params.get("preset", "default")
+    base = presets.resolve(preset)
+    parts = [f"whypretrain {verb} --preset {preset}"]
+    for key in presets.PARAMS:
+        if key in params and params[key] != base[key]:
+            value = params[key]
+            if isinstance(value, tuple):
+                value = ",".join(map(str, value))
+            parts.append(f"--set {key}={value}")
+    return " ".join(parts)
+
+
+def glue_text(name: str, text: str) -> None:
+    """Glue ``text`` (Markdown) under ``name`` for the narrative (``{glue:md}`name```), so
+    numbers in the prose come from the results, never typed."""
+    from IPython.display import Markdown
+    from myst_nb import glue
+    glue(name, Markdown(text), display=False)
+
+
+def glue_all(texts: dict[str, str]) -> None:
+    """``glue_text`` for every ``key: text``."""
+    for key, text in texts.items():
+        glue_text(key, text)

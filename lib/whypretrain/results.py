@@ -1,0 +1,374 @@
+"""The per-seed results pipeline: from trained runs to games, interactions and tables on disk
+(book/method.md, sections 1-3).
+
+For one seed: pick the explained target test samples and their players, evaluate every model
+on every masked sample (the linear probe, and every per-epoch checkpoint of fine-tuning and of
+scratch training), send all games through the engine together, and measure knowledge.
+``compute`` does that (training what is missing); ``load`` only reads, and raises
+``errors.MissingResults`` naming the command that makes what is missing.
+
+On disk, ``<workdir>/results/<hash>/`` (the hash covers everything that changes the games:
+runs, samples, players, masking parameters, seed):
+- ``params.json``: those parameters, the seed, the run hashes, library version;
+- ``games.pt``: samples, labels, players and the games ``[model, sample, 2**n]``;
+- ``engine-<tag>.json``: the engine's parameters, named by their hash ``<tag>``;
+- ``interactions-<tag>.pt``: the engine's result for all games (``Interactions.state_dict``);
+- ``table-<tag>-tau<tau>-<empty_set>.csv``: the tidy knowledge + convergence table.
+Games do not depend on the engine's parameters, so changing those re-uses them. Each file is
+written atomically and reused when present, so an interrupted computation resumes at the stage
+it reached. ``tau`` and ``empty_set`` only change tables, which are cheap to rebuild.
+"""
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__, data, interactions, knowledge, masking, training
+from .errors import MissingResults
+from .provenance import Sources, attach, command
+from .runs import Run, atomic_write, git_commit, run_hash
+
+# the parameters that change the games, and those that change their interactions
+# (tau, empty_set, workdir, device change neither)
+GAME_KEYS = ("n", "patch", "player_choice", "player_seed_offset", "baseline", "subtract_empty",
+             "samples_per_class", "only_correct", "checkpoints", "threads")
+ENGINE_KEYS = ("mode", "optimizer", "iterations", "sparsify_lr", "q_bound", "tol", "or_merge")
+RESULTS_FORMAT = 3  # 3: model labels probe/finetune/scratch with real epochs; or_merge; offset
+MODELS = ("probe", "finetune", "scratch")  # rows of the games, in this order
+EVERY_EPOCH = 0  # the value of ``checkpoints`` that analyses every epoch (the default)
+
+
+@dataclass
+class SeedResults:
+    """The results of one seed: what a notebook needs to draw any sample without recomputing.
+
+    ``labels``: the model of each row of the games, e.g. ``("probe", 20)`` for the linear
+    probe's final model, ``("finetune", 3)`` for fine-tuning's epoch-3 checkpoint;
+    ``final_epoch``: the last epoch of fine-tuning and scratch training; ``runs``: run kind ->
+    run hash (the folders under ``<workdir>/runs/``).
+    """
+
+    path: Path
+    engine_tag: str
+    params: dict[str, Any]
+    seed: int
+    sample_ids: list[int]
+    x: torch.Tensor              # [S, C, H, W]
+    y: torch.Tensor              # [S]
+    players: torch.Tensor        # [S, n] patch indices
+    labels: list[tuple[str, int]]
+    result: interactions.Interactions  # games and interactions [M, S, 2**n]
+    final_epoch: int
+    candidates: int              # samples looked at before keeping the correct ones
+    runs: dict[str, str]
+
+    @property
+    def hash(self) -> str:
+        return self.path.name
+
+    def sources(self) -> Sources:
+        return Sources((self.hash,), tuple(self.runs.values()),
+                       (command("analyze", self.params),))
+
+    def interactions_of(self, model: str, epoch: int | None = None) -> torch.Tensor:
+        """``[S, 2, 2**n]`` interactions of one model (its final epoch when ``epoch`` is None)."""
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+        if epoch is None:
+            epoch = max(e for m, e in self.labels if m == model)
+        row = self.labels.index((model, epoch))
+        return self.result.stacked()[row]
+
+    def items_of(self, model: str, tau: float, epoch: int | None = None,
+                 empty_set: str | None = None) -> torch.Tensor:
+        return knowledge.salient_items(self.interactions_of(model, epoch), tau,
+                                       empty_set or self.params["empty_set"])
+
+    def extraction(self) -> pd.DataFrame:
+        """Per game (model, epoch, sample): the objective the engine reached, the certified lower
+        bound of its optimum and the relative gap between them (book/method.md, section 2)."""
+        res = self.result
+        rows = [dict(model=m, epoch=e, sample=sid, loss=float(res.loss[i, j]),
+                     loss_bound=float(res.loss_bound[i, j]), gap=float(res.gap[i, j]))
+                for i, (m, e) in enumerate(self.labels) for j, sid in enumerate(self.sample_ids)]
+        return attach(pd.DataFrame(rows), self.sources())
+
+    def _table_path(self, tau: float, empty_set: str) -> Path:
+        return self.path / f"table-{self.engine_tag}-tau{tau:g}-{empty_set}.csv"
+
+    def table(self, tau: float | None = None, empty_set: str | None = None) -> pd.DataFrame:
+        """Tidy knowledge and convergence table (the stored one; computed in memory, not
+        written, when this ``tau`` / ``empty_set`` has none: reading never writes)."""
+        tau = self.params["tau"] if tau is None else tau
+        empty_set = empty_set or self.params["empty_set"]
+        path = self._table_path(tau, empty_set)
+        return pd.read_csv(path) if path.is_file() else self._build_table(tau, empty_set)
+
+    def write_table(self, tau: float | None = None, empty_set: str | None = None) -> Path:
+        tau = self.params["tau"] if tau is None else tau
+        empty_set = empty_set or self.params["empty_set"]
+        path = self._table_path(tau, empty_set)
+        if not path.is_file():
+            buf = io.StringIO()
+            self._build_table(tau, empty_set).to_csv(buf, index=False)
+            atomic_write(path, buf.getvalue().encode())
+        return path
+
+    def _build_table(self, tau: float, empty_set: str) -> pd.DataFrame:
+        ids = self.sample_ids
+        probe, ft, sc = (self.interactions_of(m) for m in MODELS)
+        parts = [knowledge.knowledge_table(probe, ft, sc, tau, ids, epoch=self.final_epoch,
+                                           empty_set=empty_set)]
+        checkpoints = any(epoch != self.final_epoch for model, epoch in self.labels
+                          if model == "finetune")
+        for run in ("finetune", "scratch") if checkpoints else ():
+            by_epoch = {e: self.interactions_of(run, e) for m, e in self.labels if m == run}
+            own = self.interactions_of(run)
+            parts.append(knowledge.convergence_table(by_epoch, own, tau, ids, model=run,
+                                                     empty_set=empty_set))
+            parts.append(knowledge.convergence_table(by_epoch, ft, tau, ids, model=run,
+                                                     reference="finetune", empty_set=empty_set))
+        table = pd.concat(parts, ignore_index=True)
+        table.insert(0, "seed", self.seed)
+        table.insert(1, "tau", tau)
+        return table
+
+
+# --------------------------------------------------------------------------------------------
+# steps
+# --------------------------------------------------------------------------------------------
+@torch.inference_mode()
+def choose_samples(dataset, finals: list[torch.nn.Module], per_class: int, only_correct: bool,
+                   batch: int = 256) -> tuple[list[int], int]:
+    """Target test samples to explain: the first ``per_class`` of each class (in the test set's
+    fixed order) that every final model classifies correctly (when ``only_correct``). Reads the
+    test set one batch at a time. Returns the indices and how many samples were looked at."""
+    ys, oks = [], []
+    for x, y in torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False):
+        ok = torch.ones(len(y), dtype=torch.bool)
+        if only_correct:
+            for model in finals:
+                model.eval()
+                device = next(model.parameters()).device
+                ok &= model(x.to(device)).argmax(-1).cpu() == y
+        ys.append(y)
+        oks.append(ok)
+    y, ok = torch.cat(ys), torch.cat(oks)
+    chosen = []
+    for c in sorted(set(y.tolist())):
+        chosen += [i for i in (y == c).nonzero()[:, 0].tolist() if ok[i]][:per_class]
+    return sorted(chosen), len(y)
+
+
+def player_seed(seed: int, sample_id: int, offset: int = 0) -> int:
+    """Players of a sample depend on the seed of player choice (the training seed plus
+    ``player_seed_offset``) and the sample only, not on the model."""
+    return (seed + offset) * 1_000_003 + sample_id
+
+
+def results_spec(params: dict, seed: int, runs: dict[str, str], finals_only: bool = False
+                 ) -> dict[str, Any]:
+    spec = {k: params[k] for k in GAME_KEYS}
+    spec.update(seed=seed, runs=dict(runs), finals_only=finals_only,
+                results_format=RESULTS_FORMAT)
+    return spec
+
+
+# what each optimiser does not read, so that changing it does not recompute the interactions
+UNUSED_BY = {"exact": ("iterations", "sparsify_lr"), "sgd": ("tol",), "adam": ("tol",)}
+
+
+def engine_params(params: dict) -> dict[str, Any]:
+    unused = UNUSED_BY[params["optimizer"]] if params["mode"] == "and-or" else ENGINE_KEYS[2:]
+    return {k: params[k] for k in ENGINE_KEYS if k not in unused}
+
+
+def analysed_epochs(epochs: list[int], count: int) -> list[int]:
+    """The checkpoints a run contributes: all of them (``count = EVERY_EPOCH``), or about
+    ``count`` spaced geometrically; epoch 0 and the last are always in."""
+    if count == EVERY_EPOCH or count >= len(epochs):
+        return list(epochs)
+    last = epochs[-1]
+    if count <= 2:
+        return [epochs[0], last]
+    picked = np.unique(np.round(np.geomspace(1, last, count - 1))).astype(int)
+    return sorted({epochs[0], last} | {int(e) for e in picked if e in epochs})
+
+
+def find_runs(params: dict, seed: int, ds: data.Datasets) -> dict[str, Run]:
+    """The four finished runs of ``seed``, read only: ``MissingResults`` when one is not done."""
+    out = {}
+    for kind, spec in training.run_specs(params, seed, ds).items():
+        path = Path(params["workdir"]) / "runs" / run_hash(spec)
+        if not (path / "done").is_file():
+            raise MissingResults(f"the {kind} run of seed {seed} ({path})",
+                                 command("train", params))
+        out[kind] = Run(path)
+    return out
+
+
+def results_path(params: dict, seed: int, runs: dict[str, Run], finals_only: bool = False
+                 ) -> Path:
+    spec = results_spec(params, seed, {k: r.path.name for k, r in runs.items()}, finals_only)
+    return Path(params["workdir"]) / "results" / run_hash(spec)
+
+
+def load(params: dict, seed: int, datasets: data.Datasets | None = None,
+         finals_only: bool = False) -> SeedResults:
+    """The stored results of one seed; computes nothing and writes nothing.
+
+    Raises ``errors.MissingResults`` (naming ``whypretrain train`` or ``analyze``) when the runs,
+    the games or the interactions of these parameters are not on disk.
+    """
+    ds = datasets or data.load_datasets(params)
+    runs = find_runs(params, seed, ds)
+    path = results_path(params, seed, runs, finals_only)
+    tag = run_hash(engine_params(params))
+    games_file, result_file = path / "games.pt", path / f"interactions-{tag}.pt"
+    if not (games_file.is_file() and result_file.is_file()):
+        what = "the interactions" if games_file.is_file() else "the games"
+        raise MissingResults(f"{what} of seed {seed} ({path})", command("analyze", params))
+    games = torch.load(games_file, weights_only=True)
+    result = interactions.Interactions.from_state_dict(torch.load(result_file, weights_only=True))
+    return _results(path, tag, params, seed, games, result, runs)
+
+
+def compute(params: dict, seed: int, progress: bool = True,
+            datasets: data.Datasets | None = None, finals_only: bool = False) -> SeedResults:
+    """The results of one seed: trains what is missing, reuses what is on disk, and stores the
+    table at the preset's ``tau`` and ``empty_set``.
+
+    ``finals_only``: only the three final models (no convergence measures), which is all the
+    knowledge measures need (the sensitivity study uses it).
+    """
+    with training.num_threads(params["threads"]):
+        out = _compute(params, seed, progress, datasets, finals_only)
+        out.write_table()
+        return out
+
+
+def _compute(params, seed, progress, datasets, finals_only) -> SeedResults:
+    ds = datasets or data.load_datasets(params)
+    runs = training.ensure_runs(params, seed, progress, datasets=ds)
+    path = results_path(params, seed, runs, finals_only)
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / "params.json").is_file():
+        spec = results_spec(params, seed, {k: r.path.name for k, r in runs.items()}, finals_only)
+        record = {**spec, "hash": path.name, "version": __version__,
+                  "git": git_commit(), "preset": params.get("preset")}
+        atomic_write(path / "params.json", json.dumps(record, indent=2, default=str).encode())
+    device = training.device_of(params)
+
+    games_file = path / "games.pt"
+    if games_file.is_file():
+        games = torch.load(games_file, weights_only=True)
+    else:
+        games = _games(params, seed, runs, ds, device, progress, finals_only)
+        _save(games_file, games)
+
+    engine = engine_params(params)
+    tag = run_hash(engine)
+    if not (path / f"engine-{tag}.json").is_file():
+        atomic_write(path / f"engine-{tag}.json", json.dumps(engine, indent=2).encode())
+    result_file = path / f"interactions-{tag}.pt"
+    if result_file.is_file():
+        result = interactions.Interactions.from_state_dict(
+            torch.load(result_file, weights_only=True))
+    else:
+        start = time.perf_counter()
+        result = run_engine(games["values"], params, device, progress)
+        result.params["seconds"] = time.perf_counter() - start
+        _save(result_file, result.state_dict())
+    return _results(path, tag, params, seed, games, result, runs)
+
+
+def run_engine(values: torch.Tensor, params: dict, device: str = "cpu",
+               progress: bool = False) -> interactions.Interactions:
+    """The engine on ``values`` with the preset's engine parameters (book/method.md, section 2).
+
+    ``or_merge="and"``: OR terms of order <= 1 are moved into AND (the engine's rule);
+    ``"keep"``: they stay OR terms, as later code of the same literature keeps them.
+    """
+    if params["mode"] == "and":
+        return interactions.and_only(values)
+    return interactions.sparsify(
+        values.to(device), optimizer=params["optimizer"], tol=params["tol"],
+        q_bound=params["q_bound"], iterations=params["iterations"], lr=params["sparsify_lr"],
+        merge_low_or=params["or_merge"] == "and", progress=progress).cpu()
+
+
+def compare_with_sgd(r: SeedResults, iterations: int | None = None,
+                     lr: float | None = None) -> pd.DataFrame:
+    """Runs the SGD reference (``iterations`` steps at ``lr``; the preset's by default) on the
+    final models' games of ``r`` and compares it with the stored extraction, per game: the ratio
+    of the objectives, and the Jaccard of the two salient sets. Computes (about 10-30 s for
+    the default preset's 60 games on one CPU core); stores nothing."""
+    params = r.params
+    rows = [r.labels.index((m, max(e for mm, e in r.labels if mm == m))) for m in MODELS]
+    values = r.result.values[rows]
+    sgd = interactions.sparsify(values, optimizer="sgd", q_bound=params["q_bound"],
+                                iterations=iterations or params["iterations"],
+                                lr=lr or params["sparsify_lr"],
+                                merge_low_or=params["or_merge"] == "and")
+    ours = r.result.stacked()[rows]
+    k_ours = knowledge.salient_items(ours, params["tau"], params["empty_set"])
+    k_sgd = knowledge.salient_items(sgd.stacked(), params["tau"], params["empty_set"])
+    jaccard = knowledge.set_jaccard(k_ours, k_sgd)
+    out = [dict(model=m, sample=sid, exact=float(r.result.loss[row, j]),
+                sgd=float(sgd.loss[i, j]), ratio=float(sgd.loss[i, j] / r.result.loss[row, j]),
+                jaccard=float(jaccard[i, j]))
+           for i, (m, row) in enumerate(zip(MODELS, rows)) for j, sid in enumerate(r.sample_ids)]
+    return attach(pd.DataFrame(out), r.sources())
+
+
+def _results(path, tag, params, seed, games, result, runs) -> SeedResults:
+    labels = [(str(m), int(e)) for m, e in games["labels"]]
+    return SeedResults(path, tag, params, seed, games["sample_ids"].tolist(), games["x"],
+                       games["y"], games["players"], labels, result, int(games["final_epoch"]),
+                       int(games["candidates"]), {k: r.path.name for k, r in runs.items()})
+
+
+def _games(params, seed, runs, ds, device, progress, finals_only) -> dict[str, Any]:
+    finals = [runs[k].load_model(device=device) for k in MODELS]
+    ids, candidates = choose_samples(ds.target_test, finals, params["samples_per_class"],
+                                     params["only_correct"])
+    if not ids:
+        raise RuntimeError("no target test sample is classified correctly by all three final "
+                           "models; train longer or set only_correct=false")
+    x = torch.stack([ds.target_test[i][0] for i in ids])
+    y = torch.as_tensor([ds.target_test[i][1] for i in ids])
+    offset = params["player_seed_offset"]
+    players = torch.stack([masking.choose_players(x[j], params["n"], params["patch"],
+                                                  player_seed(seed, i, offset),
+                                                  params["player_choice"])
+                           for j, i in enumerate(ids)])
+    labels: list[tuple[str, int]] = [("probe", runs["probe"].epochs()[-1])]
+    models_ = [finals[0]]
+    for kind in ("finetune", "scratch"):
+        epochs = runs[kind].epochs()
+        chosen = epochs[-1:] if finals_only else analysed_epochs(epochs, params["checkpoints"])
+        for epoch in chosen:
+            labels.append((kind, epoch))
+            models_.append(runs[kind].load_model(epoch, device=device))
+    from tqdm.auto import tqdm
+    values = torch.stack([
+        masking.evaluate(m, x, y, players, params["baseline"], params["mask_batch"],
+                         params["patch"], params["subtract_empty"]).cpu()
+        for m in tqdm(models_, desc=f"games (seed {seed})", unit="model", disable=not progress)])
+    return dict(sample_ids=torch.as_tensor(ids), x=x, y=y, players=players, values=values,
+                labels=[list(label) for label in labels], candidates=candidates,
+                final_epoch=max(runs["finetune"].epochs()))
+
+
+def _save(path: Path, obj: Any) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, buf.getvalue())

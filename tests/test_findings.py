@@ -1,0 +1,183 @@
+"""The claims as data: verdict rules on hand-made tables, the sensitivity grid, the three
+transfer settings on `ci`-sized studies, and reads that never compute."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from whypretrain import errors, findings, presets, provenance, study
+from whypretrain.provenance import sources_of
+
+
+def est(values):
+    return findings.Estimate.of(pd.Series(values, dtype=float))
+
+
+# --- rules -------------------------------------------------------------------------------------
+
+def test_above_rule_uses_the_interval_and_the_mean_for_one_seed():
+    rule = findings.above(0.5)
+    assert rule.judge(est([0.70, 0.72, 0.74])) == "yes"     # interval well above
+    assert rule.judge(est([0.30, 0.32, 0.34])) == "no"      # interval below
+    assert rule.judge(est([0.40, 0.60, 0.70])) == "partly"  # interval contains 0.5
+    assert rule.judge(est([0.6])) == "yes" and rule.judge(est([0.4])) == "no"
+    assert rule.judge(est([np.nan, np.nan])) == "no"
+    assert "95% interval" in rule.text
+
+
+def test_inside_rule_for_the_learnable_range():
+    rule = findings.inside(*findings.LEARNABLE_RANGE)
+    assert rule.judge(est([0.30, 0.31, 0.32])) == "yes"
+    assert rule.judge(est([0.50, 0.52, 0.54])) == "no"
+    assert rule.judge(est([0.30, 0.60, 0.70])) == "partly"   # mean 0.53 above, interval overlaps
+    assert "13%-45%" in rule.text
+
+
+def test_estimate_is_mean_sd_and_t_interval_over_seeds():
+    from scipy import stats
+    v = [0.2, 0.5, 0.6]
+    e = est(v)
+    half = stats.t.ppf(0.975, 2) * np.std(v, ddof=1) / np.sqrt(3)
+    assert e.mean == pytest.approx(np.mean(v)) and e.sd == pytest.approx(np.std(v, ddof=1))
+    assert (e.low, e.high) == pytest.approx((np.mean(v) - half, np.mean(v) + half))
+    assert findings.fmt(est([0.5]), pct=True) == "50.0%"  # one seed: no sd, no interval
+
+
+def hand_made_inputs():
+    """Two seeds, two samples each, with known values of every claim's measure."""
+    metrics = []
+    for seed, (ft, sc) in enumerate([([0.5, 0.95, 0.96], [0.2, 0.5, 0.8]),
+                                     ([0.6, 0.95, 0.96], [0.2, 0.4, 0.7])]):
+        for model, curve in (("finetune", ft), ("scratch", sc), ("probe", [0.5, 0.6, 0.6])):
+            for epoch, acc in enumerate([0.1] + curve):
+                metrics.append(dict(seed=seed, model=model, epoch=epoch, test_acc=acc))
+    rows = []
+
+    def add(seed, measure, values, model="x", epoch=3, order=-1):
+        for sample, v in enumerate(values):
+            rows.append(dict(seed=seed, tau=0.05, sample=sample, model=model, epoch=epoch,
+                             measure=measure, order=order, value=v))
+    for seed in (0, 1):
+        add(seed, "share_discarded", [0.8, 0.6])
+        add(seed, "share_new", [0.4, 0.2])
+        add(seed, "ratio_learnable", [0.3, np.nan])   # undefined ratio: left out
+        add(seed, "count_discard", [3, 3], order=3)
+        add(seed, "count_preserve", [2, 2], order=1)
+        for model, own, ref in (("finetune", [0.6, 0.8, 0.9, 1.0], [0.6, 0.8, 0.9, 1.0]),
+                                ("scratch", [0.1, 0.3, 0.6, 1.0], [0.1, 0.2, 0.3, 0.4])):
+            for epoch in range(4):
+                add(seed, "jaccard_weighted", [own[epoch]] * 2, model, epoch)
+                add(seed, "jaccard_weighted_vs_finetune", [ref[epoch]] * 2, model, epoch)
+    return findings.Inputs(pd.DataFrame(metrics), pd.DataFrame(rows))
+
+
+def test_claims_on_a_hand_made_table():
+    out = findings.judge_inputs(hand_made_inputs()).set_index("claim")
+    assert list(out.index) == list(findings.CLAIM_KEYS)
+    assert out.loc["accuracy_gap", "mean"] == pytest.approx(((0.96 - 0.8) + (0.96 - 0.7)) / 2)
+    # 95% of final: fine-tuned at epoch 2 in both seeds, scratch at 3
+    assert out.loc["accuracy_speed", "mean"] == pytest.approx(1.0)
+    assert out.loc["share_discarded", "mean"] == pytest.approx(0.7)
+    assert out.loc["share_discarded", "verdict"] == "yes"          # sd 0: interval = 0.7
+    assert out.loc["share_new", "verdict"] == "no"
+    assert out.loc["learnable", "mean"] == pytest.approx(0.3)
+    assert out.loc["learnable", "verdict"] == "yes"
+    assert out.loc["discard_order", "mean"] == pytest.approx(2.0)  # order 3 vs order 1
+    # area: mean over epochs 0..2 of own curve: (0.6+0.8+0.9)/3 - (0.1+0.3+0.6)/3
+    assert out.loc["convergence_area", "mean"] == pytest.approx((2.3 - 1.0) / 3)
+    # reach 0.5 of the final fine-tuned: fine-tuned at epoch 0, scratch never (T + 1 = 4)
+    assert out.loc["convergence_reach", "mean"] == pytest.approx(4.0)
+    assert set(out["verdict"]) <= set(findings.VERDICTS)
+    assert (out["n_seeds"] == 2).all()
+
+
+def test_paper_range_is_written_once():
+    import pathlib
+    lib = pathlib.Path(findings.__file__).parent
+    hits = [p.name for p in lib.glob("*.py") if "0.13" in p.read_text()]
+    assert hits == ["findings.py"]
+
+
+# --- grid and settings -----------------------------------------------------------------------
+
+def test_sensitivity_grid_names_every_choice():
+    params = presets.resolve("default")
+    grid = study.sensitivity_grid(params)
+    assert set(grid) == {"tau", "n", "baseline", "optimizer", "empty_set", "or_merge",
+                         "player_seed_offset", "samples_per_class"}
+    for key, values in grid.items():
+        assert params[key] in values, key          # the preset's own value is a point
+    assert set(grid["empty_set"]) == {"exclude", "include"}
+    assert set(grid["or_merge"]) == {"and", "keep"}
+    assert "sgd" in grid["optimizer"]
+    assert len(grid["player_seed_offset"]) == 2 and len(grid["samples_per_class"]) == 3
+    settings = list(study.sensitivity_settings(params, grid))
+    # only values other than the preset's, of parameters that change games, need new results
+    new = [(k, v) for k, v, _, finals in settings if finals]
+    assert all(v != params[k] and k not in study.TABLE_ONLY for k, v in new)
+
+
+def test_transfer_settings_near_disjoint_far():
+    params = presets.resolve("ci", {"workdir": "/tmp/x"})
+    s = study.transfer_settings(params)
+    assert list(s) == list(study.TRANSFER_SETTINGS)
+    assert s["near"] is params
+    assert (s["disjoint"]["source"], s["disjoint"]["target"]) == ("mnist-0-4", "uci-5-9")
+    assert s["disjoint"]["seeds"] == params["seeds"] and s["disjoint"]["n"] == params["n"]
+    if study.FAR_PRESET in presets.PRESETS:
+        assert s["far"]["preset"] == study.FAR_PRESET and s["far"]["n"] == params["n"]
+        assert s["far"]["workdir"] == "/tmp/x"
+    else:
+        assert s["far"] is None
+
+
+def test_command_names_the_preset_and_what_differs():
+    params = presets.resolve("ci", {"tau": 0.1, "seeds": "0,1"})
+    assert provenance.command("analyze", params) == \
+        "whypretrain analyze --preset ci --set seeds=0,1 --set tau=0.1"
+
+
+# --- on ci-sized studies ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ci_transfer(tmp_path_factory):
+    params = presets.resolve("ci", {"workdir": str(tmp_path_factory.mktemp("transfer"))})
+    status = study.compute_transfer(params, progress=False)
+    return params, status
+
+
+def test_findings_table_has_all_three_settings(ci_transfer):
+    params, status = ci_transfer
+    assert status["near"] == status["disjoint"] == "computed"
+    table = findings.transfer_table(params)
+    assert list(dict.fromkeys(table["setting"])) == ["near", "disjoint", "far"]
+    assert len(table) == 3 * len(findings.CLAIMS)
+    ran = table[table["setting"] != "far"]
+    assert ran["verdict"].isin(["yes", "partly", "no"]).all()
+    assert ran["mean"].notna().sum() >= 2 * 6
+    far = table[table["setting"] == "far"]
+    if status["far"] != "computed":
+        assert (far["verdict"] == findings.NOT_RUN).all()
+        assert far["ours"].str.contains("whypretrain analyze --preset").all()
+    # both settings' results and runs are named
+    sources = sources_of(table)
+    assert len(sources.results) >= 2 and len(sources.runs) >= 8
+    text = findings.as_markdown(table)
+    assert "| claim (paper) | near | disjoint | far |" in text
+    assert sources.markdown().count("results `") == len(sources.results)
+
+
+def test_reading_before_analysing_names_the_analyze_command(ci_transfer):
+    params, _ = ci_transfer
+    other = {**params, "n": 5}   # the runs exist, these games do not
+    with pytest.raises(errors.MissingResults, match="whypretrain analyze --preset ci .*n=5"):
+        study.table(other)
+    with pytest.raises(errors.MissingResults, match="whypretrain study --preset ci"):
+        study.sensitivity(params)   # sensitivity's own results are not computed yet
+
+
+def test_game_counts_of_the_ci_preset():
+    counts = study.game_counts(presets.resolve("ci")).set_index("part")
+    # 1 seed x (probe + 4 fine-tuning + 4 scratch checkpoints) x 10 classes x 1 sample
+    assert counts.loc["main", "games"] == 1 * 9 * 10
+    assert counts.loc["transfer disjoint", "samples"] == 5   # target digits 5..9
+    assert (counts.drop(index=["main", "transfer disjoint"])["models"] == 3).all()

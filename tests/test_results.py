@@ -1,0 +1,189 @@
+"""The per-seed results pipeline end to end on the `ci` preset: real runs, real games,
+complete tables; and reading without computing."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from whypretrain import errors, interactions, knowledge, presets, results, study
+from whypretrain.provenance import sources_of
+
+
+@pytest.fixture(scope="module")
+def ci(tmp_path_factory):
+    params = presets.resolve("ci", {"workdir": str(tmp_path_factory.mktemp("ci"))})
+    return params, results.compute(params, seed=0, progress=False)
+
+
+def test_games_cover_every_checkpoint_and_the_probe(ci):
+    params, a = ci
+    epochs = list(range(params["epochs"] + 1))
+    assert a.labels == [("probe", params["epochs"])] + [("finetune", e) for e in epochs] \
+        + [("scratch", e) for e in epochs]
+    assert a.result.values.shape == (len(a.labels), len(a.sample_ids), 1 << params["n"])
+    assert a.players.shape == (len(a.sample_ids), params["n"])
+    assert 1 <= len(a.sample_ids) <= params["samples_per_class"] * 5
+
+
+def test_interactions_explain_the_games(ci):
+    _, a = ci
+    bound = 0.04 * (a.result.values[..., -1:] - a.result.values[..., :1]).abs()
+    err = (a.result.reconstruct() - a.result.values).abs()
+    assert (err <= bound + 1e-9).all()
+    assert (a.result.loss <= a.result.loss_start + 1e-9).all()
+
+
+def test_table_is_complete_and_nan_only_where_undefined(ci):
+    params, a = ci
+    table = a.table(params["tau"])
+    n = params["n"]
+    samples = len(a.sample_ids)
+    know = table[table["measure"].isin(list(knowledge.KNOWLEDGE_MEASURES))]
+    assert (know["epoch"] == params["epochs"]).all()  # the final models' real epoch
+    assert set(know["measure"]) == set(knowledge.KNOWLEDGE_MEASURES)
+    assert len(know) == samples * len(knowledge.KNOWLEDGE_MEASURES) * (n + 2)
+    nan = table[table["value"].isna()]
+    assert nan["measure"].str.match("share_|ratio_").all()
+    # where K_preserve has items the ratio is defined
+    wide = know[know["order"] == -1].pivot(index="sample", columns="measure", values="value")
+    defined = wide["count_preserve"] > 0
+    assert wide.loc[defined, "ratio_learnable"].notna().all()
+    assert wide.loc[~defined, "ratio_learnable"].isna().all()
+
+
+def test_final_checkpoint_is_identical_to_itself(ci):
+    params, a = ci
+    table = a.table(params["tau"])
+    final = table[(table["epoch"] == params["epochs"]) & table["measure"].isin(
+        ["jaccard_weighted", "jaccard_set"])]
+    assert len(final) == 2 * 2 * len(a.sample_ids)
+    assert np.allclose(final["value"], 1.0)
+    ft_vs_ft = table[(table["model"] == "finetune") & (table["epoch"] == params["epochs"])
+                     & (table["measure"] == "jaccard_weighted_vs_finetune")]
+    assert np.allclose(ft_vs_ft["value"], 1.0)
+
+
+def test_results_are_reused_and_resume_to_the_same_numbers(ci):
+    params, a = ci
+    result = a.path / f"interactions-{a.engine_tag}.pt"
+    stamp = result.stat().st_mtime_ns
+    again = results.compute(params, seed=0, progress=False)
+    assert result.stat().st_mtime_ns == stamp
+    result.unlink()   # as if killed during sparsification
+    resumed = results.compute(params, seed=0, progress=False)
+    assert torch.equal(resumed.result.I_and, again.result.I_and)
+    assert torch.equal(resumed.result.I_or, again.result.I_or)
+
+
+def test_other_engine_parameters_reuse_the_games(ci):
+    params, a = ci
+    games = (a.path / "games.pt").stat().st_mtime_ns
+    other = results.compute({**params, "iterations": 50}, seed=0, progress=False)
+    assert other.path == a.path and other.engine_tag != a.engine_tag
+    assert (a.path / "games.pt").stat().st_mtime_ns == games
+    assert torch.equal(other.result.values, a.result.values)
+    assert not torch.equal(other.result.I_and, a.result.I_and)
+
+
+def test_players_are_shared_by_every_model_and_fixed_by_the_seed(ci):
+    params, a = ci
+    import whypretrain.masking as masking
+    for j, i in enumerate(a.sample_ids):
+        expected = masking.choose_players(a.x[j], params["n"], params["patch"],
+                                          results.player_seed(0, i), params["player_choice"])
+        assert torch.equal(a.players[j], expected)
+
+
+def test_summary_over_seeds_has_spread_columns(ci):
+    params, a = ci
+    table = a.table(params["tau"])
+    summary = study.summarize(table)
+    row = summary[(summary["measure"] == "count_probe")
+                  & (summary["order"] == knowledge.ALL_ORDERS)]
+    assert len(row) == 1 and row["n_seeds"].item() == 1
+    expected = table[(table["measure"] == "count_probe")
+                     & (table["order"] == knowledge.ALL_ORDERS)]["value"]
+    assert row["mean"].item() == pytest.approx(expected.mean())
+
+
+def test_salient_items_of_the_engine_and_of_knowledge_agree(ci):
+    params, a = ci
+    I = a.interactions_of("finetune")
+    assert torch.equal(interactions.salient(I[:, 0], I[:, 1], params["tau"]),
+                       knowledge.salient_items(I, params["tau"], "include"))
+    # exclude: the same items but the empty set's, at a threshold from the rest
+    rest = I.clone()
+    rest[..., 0] = 0
+    assert torch.equal(interactions.salient(rest[:, 0], rest[:, 1], params["tau"]),
+                       knowledge.salient_items(I, params["tau"]))
+
+
+def test_analysed_checkpoints_are_geometric_with_the_first_and_last_epochs():
+    assert results.analysed_epochs(list(range(21)), 0) == list(range(21))
+    assert results.analysed_epochs(list(range(21)), 6) == [0, 1, 2, 4, 9, 20]
+    assert results.analysed_epochs(list(range(21)), 2) == [0, 20]
+    assert results.analysed_epochs(list(range(5)), 100) == [0, 1, 2, 3, 4]
+
+
+def test_finals_only_analysis_matches_the_full_one_on_the_final_models(ci):
+    params, a = ci
+    finals = results.compute(params, seed=0, progress=False, finals_only=True)
+    assert finals.labels == [("probe", params["epochs"]), ("finetune", params["epochs"]),
+                             ("scratch", params["epochs"])]
+    for model in results.MODELS:
+        torch.testing.assert_close(finals.interactions_of(model), a.interactions_of(model),
+                                   rtol=0, atol=1e-9)
+    table = finals.table(params["tau"])
+    assert not table["measure"].str.startswith("jaccard").any()
+
+
+def test_reading_finds_what_compute_stored_and_names_its_sources(ci):
+    params, a = ci
+    read = results.load(params, seed=0)
+    assert read.path == a.path and torch.equal(read.result.I_and, a.result.I_and)
+    assert read.sources().results == (a.hash,)
+    assert set(read.sources().runs) == set(a.runs.values()) and len(a.runs) == 4
+    table = study.table(params)
+    assert sources_of(table).results == (a.hash,)
+    pd.testing.assert_frame_equal(table, a.table())
+
+
+def test_or_merge_keep_leaves_low_order_or_terms_and_explains_the_same_games(ci):
+    params, a = ci
+    keep = results.run_engine(a.result.values, {**params, "or_merge": "keep"})
+    merged = a.result
+    low = interactions.popcount(params["n"]) <= 1
+    assert keep.I_or[..., low].abs().sum() > 0          # kept as OR
+    assert (merged.I_or[..., low] == 0).all()           # moved into AND
+    # the same interactions in total: the move only relabels terms
+    torch.testing.assert_close(keep.I_and + keep.I_or, merged.I_and + merged.I_or,
+                               rtol=0, atol=1e-9)
+    torch.testing.assert_close(keep.reconstruct(), merged.reconstruct(), rtol=0, atol=1e-9)
+
+
+def test_reading_an_empty_workdir_raises_and_writes_nothing(tmp_path):
+    params = presets.resolve("ci", {"workdir": str(tmp_path)})
+    from whypretrain import findings
+    for read in (lambda: results.load(params, 0), lambda: study.table(params),
+                 lambda: study.training_table(params), lambda: study.load(params),
+                 lambda: findings.judge(params), lambda: findings.transfer_table(params),
+                 lambda: study.sensitivity(params)):
+        with pytest.raises(errors.MissingResults, match="whypretrain (train|study) --preset ci"):
+            read()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_explorer_shows_the_empty_set_only_under_include(ci):
+    from whypretrain import charts
+    params, a = ci
+    _, _, items, members = charts.explorer_data(a, max_items=10 ** 6)
+    assert len(items) and not items["label"].str.endswith(" {}").any()
+    assert (items["order"] >= 1).all()
+    # the strongest real interaction of each sample is 1 in one of the two models
+    assert np.allclose(items.groupby("sample")["strength"].max(), 1.0)
+    include = results.SeedResults(**{**a.__dict__, "params": {**params, "empty_set": "include"}})
+    _, _, items_in, _ = charts.explorer_data(include, max_items=10 ** 6)
+    empty = items_in[items_in["order"] == 0]
+    assert len(empty) and empty["label"].isin(["AND {}", "OR {}"]).all()
+    assert set(members["item_id"]) <= set(items["item_id"])
+    charts.explorer(a, tau=params["tau"]).to_dict()   # the chart builds from these tables
