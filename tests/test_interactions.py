@@ -216,6 +216,8 @@ def test_exact_is_deterministic_and_keeps_leading_dimensions(real_games):
     assert torch.equal(first.I_and, again.I_and) and torch.equal(first.I_or, again.I_or)
     assert second.I_and.shape == (2, 2, 128) and second.loss.shape == (2, 2)
     torch.testing.assert_close(second.loss.reshape(-1), first.loss, rtol=1e-9, atol=1e-12)
+    threaded = I.sparsify(v, workers=3)  # the LPs in threads: the same numbers
+    assert torch.equal(first.I_and, threaded.I_and) and torch.equal(first.loss, threaded.loss)
 
 
 def test_exact_on_games_without_interactions():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -299,10 +300,13 @@ def run_engine(values: torch.Tensor, params: dict, device: str = "cpu",
     """
     if params["mode"] == "and":
         return interactions.and_only(values)
+    # the exact optimiser's LPs run in threads (HiGHS releases the GIL); the result does not
+    # depend on how many
     return interactions.sparsify(
         values.to(device), optimizer=params["optimizer"], tol=params["tol"],
         q_bound=params["q_bound"], iterations=params["iterations"], lr=params["sparsify_lr"],
-        merge_low_or=params["or_merge"] == "and", progress=progress).cpu()
+        merge_low_or=params["or_merge"] == "and", progress=progress,
+        workers=min(os.cpu_count() or 1, 8)).cpu()
 
 
 def compare_with_sgd(r: SeedResults, iterations: int | None = None,
