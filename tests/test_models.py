@@ -232,3 +232,25 @@ def test_weights_file_in_efficientnet_pytorch_names_loads_for_lite0(tmp_path):
     reference = models.pretrained("efficientnet_lite0")
     assert all(torch.equal(v, reference.backbone.state_dict()[k])
                for k, v in model.backbone.state_dict().items())
+
+
+def test_masking_acts_on_the_28px_digit_through_the_adapter():
+    """Players are patches of the 28x28 input; the model resizes inside: v(x_N) is the model's
+    output on x itself, v(x_empty) its output on x with the players' pixels at the baseline 0."""
+    from whypretrain import masking
+
+    params = presets.resolve("imagenet-uci-ci")
+    torch.manual_seed(0)
+    model = models.build(params, 10, ([0.15], [0.3])).eval()
+    x = torch.randn(1, 28, 28)
+    players = torch.tensor([5, 20, 33])  # 4x4 patches on the 7x7 grid
+    game = masking.evaluate(model, x, 3, players, patch=4)
+    blank = x.clone()
+    for p in players.tolist():
+        r, c = divmod(p, 7)
+        blank[:, 4 * r:4 * r + 4, 4 * c:4 * c + 4] = 0
+    with torch.no_grad():
+        logits = model(torch.stack([x, blank]))
+    expected = masking.log_odds(logits, torch.tensor([3, 3]))
+    assert game.shape == (8,)
+    assert torch.allclose(game[[-1, 0]], expected, atol=1e-4)

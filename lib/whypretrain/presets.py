@@ -45,7 +45,7 @@ PARAMS: dict[str, Param] = {
                   choices=("smallcnn", "resnet18", "resnet50", "vgg16", "vit_b_16",
                            "efficientnet_lite0")),
     "weights": Param("", "pre-trained weights file for paper-scale archs (skips pre-training)"),
-    "resolution": Param(64, "side to which efficientnet_lite0 resizes its input inside the model "
+    "resolution": Param(48, "side to which efficientnet_lite0 resizes its input inside the model "
                             "(players stay patches of the image_size image)", low=16, high=512),
     # --- training -----------------------------------------------------------------------------
     "pretrain_epochs": Param(3, "epochs of pre-training on the source set", low=0, high=1000),
@@ -98,11 +98,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": dict(checkpoints=6),
     # The far transfer: ImageNet's EfficientNet-Lite0 (packaged weights, no pre-training step)
     # to the UCI digits, resized to `resolution` inside the model (benchmarks/imagenet.md).
-    "imagenet-uci": dict(source="imagenet", arch="efficientnet_lite0", checkpoints=6),
+    "imagenet-uci": dict(source="imagenet", arch="efficientnet_lite0", resolution=48,
+                         checkpoints=6),
     "imagenet-uci-ci": dict(source="imagenet", arch="efficientnet_lite0", resolution=32,
                             epochs=3, seeds=(0,), n=6, iterations=300, samples_per_class=1),
     "imagenet-mnist": dict(source="imagenet", target="mnist", arch="efficientnet_lite0",
-                           checkpoints=6),
+                           resolution=48, checkpoints=6),
     "cifar10-resnet18": dict(source="cifar10", target="cifar10", arch="resnet18",
                              weights="data/weights/resnet18-f37072fd.pth",
                              image_size=224, patch=32, epochs=10, batch_size=64,
