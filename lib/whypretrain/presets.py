@@ -99,11 +99,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The far transfer: ImageNet's EfficientNet-Lite0 (packaged weights, no pre-training step)
     # to the UCI digits, resized to `resolution` inside the model (benchmarks/imagenet.md).
     "imagenet-uci": dict(source="imagenet", arch="efficientnet_lite0", resolution=48,
-                         checkpoints=6),
+                         checkpoints=6, mask_batch=64),
     "imagenet-uci-ci": dict(source="imagenet", arch="efficientnet_lite0", resolution=32,
-                            epochs=3, seeds=(0,), n=6, iterations=300, samples_per_class=1),
+                            epochs=3, seeds=(0,), n=6, iterations=300, samples_per_class=1,
+                            mask_batch=64),
     "imagenet-mnist": dict(source="imagenet", target="mnist", arch="efficientnet_lite0",
-                           resolution=48, checkpoints=6),
+                           resolution=48, checkpoints=6, mask_batch=64),
     "cifar10-resnet18": dict(source="cifar10", target="cifar10", arch="resnet18",
                              weights="data/weights/resnet18-f37072fd.pth",
                              image_size=224, patch=32, epochs=10, batch_size=64,

@@ -118,6 +118,7 @@ def _fit(run, model, train_set, test_set, params, epochs, every_epoch, freeze_ba
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=params["lr"])
     seed = run.params["seed"]
+    batch = models.inference_batch(params["arch"], EVAL_BATCH) if device == "cpu" else EVAL_BATCH
 
     resume = run.load_resume()
     if resume is not None:
@@ -126,8 +127,8 @@ def _fit(run, model, train_set, test_set, params, epochs, every_epoch, freeze_ba
         optimizer.load_state_dict(resume["optimizer"])
         torch.set_rng_state(resume["rng"])
     else:
-        start, rows = 0, [_row(0, *evaluate(model, train_set, device),
-                               *evaluate(model, test_set, device))]
+        start, rows = 0, [_row(0, *evaluate(model, train_set, device, batch),
+                               *evaluate(model, test_set, device, batch))]
         _save(run, model, optimizer, rows, 0, every_epoch)
 
     bar = tqdm(range(start + 1, epochs + 1), desc=f"seed {seed} {run.kind}", unit="epoch",
@@ -147,7 +148,7 @@ def _fit(run, model, train_set, test_set, params, epochs, every_epoch, freeze_ba
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
         rows.append(_row(epoch, loss_sum / len(train_set), correct / len(train_set),
-                         *evaluate(model, test_set, device)))
+                         *evaluate(model, test_set, device, batch)))
         _save(run, model, optimizer, rows, epoch, every_epoch)
         bar.set_postfix(test_acc=f"{rows[-1]['test_acc']:.3f}")
         _checkpointed(run, epoch)
@@ -155,12 +156,13 @@ def _fit(run, model, train_set, test_set, params, epochs, every_epoch, freeze_ba
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset: Dataset, device: str) -> tuple[float, float]:
+def evaluate(model: torch.nn.Module, dataset: Dataset, device: str,
+             batch_size: int = EVAL_BATCH) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``dataset`` (eval mode)."""
     was_training = model.training
     model.eval()
     loss_sum, correct = 0.0, 0
-    for x, y in _batches(dataset, torch.arange(len(dataset)), EVAL_BATCH, device):
+    for x, y in _batches(dataset, torch.arange(len(dataset)), batch_size, device):
         logits = model(x)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
