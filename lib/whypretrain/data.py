@@ -12,6 +12,10 @@ handwritten digits, 1,797 images of 8x8 shipped in scikit-learn, scaled to 20x20
 ``data_root`` and any image-per-class folder (``ImageFolder``: CUB-200-2011's ``images/``,
 Stanford Cars sorted by class, ...). Nothing is downloaded unless ``download`` is true.
 
+``source="imagenet"`` has no images here: the pre-trained model is a network's packaged
+ImageNet weights (``models.weights_file``), so its source sets are empty and pre-training is
+skipped.
+
 Splits are fixed by ``SPLIT_SEED``, not by the study's seed: every seed of a study trains and is
 explained on the same images, so the spread over seeds is the spread of training alone.
 """
@@ -44,6 +48,9 @@ class Datasets:
     num_target_classes: int
     target_class_names: list[str]
     source_class_names: list[str]
+    # (mean, std) per channel that normalised each side's images (None: no images)
+    source_stats: tuple[list[float], list[float]] | None = None
+    target_stats: tuple[list[float], list[float]] | None = None
 
 
 class TensorImages(Dataset):
@@ -62,18 +69,20 @@ class TensorImages(Dataset):
 
 
 def channels(params: dict) -> int:
-    """Colour channels of the inputs the model sees (1 for the embedded digits, 3 otherwise)."""
-    names = [params[role] for role in ("source", "target") if role in params]  # a run has one
+    """Colour channels of the inputs the model sees (1 for the embedded digits, 3 otherwise).
+    ImageNet as the source is a network's weights, not inputs: it does not count."""
+    names = [params[role] for role in ("source", "target")
+             if role in params and params[role] != "imagenet"]  # a run has one
     return 1 if all(_family(name) in EMBEDDED for name in names) else 3
 
 
 def load_datasets(params: dict) -> Datasets:
     """Source and target sets, train and test, for ``params`` (see the module docstring)."""
-    src_train, src_test, src_names = _load(params, "source")
-    tgt_train, tgt_test, tgt_names = _load(params, "target")
+    src_train, src_test, src_names, src_stats = _load(params, "source")
+    tgt_train, tgt_test, tgt_names, tgt_stats = _load(params, "target")
     tgt_train = _per_class(tgt_train, params["target_per_class"])
     return Datasets(src_train, src_test, tgt_train, tgt_test,
-                    len(src_names), len(tgt_names), tgt_names, src_names)
+                    len(src_names), len(tgt_names), tgt_names, src_names, src_stats, tgt_stats)
 
 
 # --- one set ------------------------------------------------------------------------------------
@@ -91,8 +100,11 @@ def _digits(name: str) -> list[int]:
 
 
 def _load(params: dict, role: str):
+    """``(train, test, class names, (mean, std))`` of the ``role`` set."""
     name = params[role]
     family = _family(name)
+    if name == "imagenet" and role == "source":
+        return _imagenet(params)
     if family == "mnist":
         images, labels = _mnist()
         return _embedded(images, labels, _digits(name), MNIST_TEST_FRACTION)
@@ -144,7 +156,18 @@ def _embedded(images, labels, digits, test_fraction):
     norm = (images - mean) / std
     train = TensorImages(norm[train_idx], new_labels[train_idx])
     test = TensorImages(norm[test_idx], new_labels[test_idx])
-    return train, test, [str(d) for d in digits]
+    return train, test, [str(d) for d in digits], (mean.flatten().tolist(), std.flatten().tolist())
+
+
+def _imagenet(params: dict):
+    """No images: ImageNet is present as a network's weights. Its 1,000 class names come from
+    torchvision's weight metadata (no download)."""
+    from torchvision.models import EfficientNet_B0_Weights
+
+    names = list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
+    side = params["image_size"]
+    empty = TensorImages(torch.empty(0, 3, side, side), torch.empty(0, dtype=torch.int64))
+    return empty, empty, names, None
 
 
 def _per_class(dataset: Dataset, per_class: int) -> Dataset:
@@ -210,7 +233,7 @@ def _cifar10(params: dict):
     tf = _transform(params, mean, std)
     train = CIFAR10(str(root), train=True, download=False, transform=tf)
     test = CIFAR10(str(root), train=False, download=False, transform=tf)
-    return train, test, list(train.classes)
+    return train, test, list(train.classes), (mean, std)
 
 
 def _folder(params: dict, folder: str, role: str):
@@ -238,7 +261,7 @@ def _folder(params: dict, folder: str, role: str):
         test = ImageFolder(str(test_dir), transform=tf)
         if test.classes != train.classes:
             raise ValueError(f"{test_dir} and {train_dir} have different class folders")
-        return train, test, list(train.classes)
+        return train, test, list(train.classes), (mean, std)
     labels = np.asarray(train.targets)
     gen = np.random.default_rng(SPLIT_SEED)
     train_idx, test_idx = [], []
@@ -247,4 +270,5 @@ def _folder(params: dict, folder: str, role: str):
         n_test = max(1, int(round(len(idx) * FOLDER_TEST_FRACTION))) if len(idx) > 1 else 0
         test_idx.extend(idx[:n_test].tolist())
         train_idx.extend(idx[n_test:].tolist())
-    return Subset(train, sorted(train_idx)), Subset(train, sorted(test_idx)), list(train.classes)
+    return (Subset(train, sorted(train_idx)), Subset(train, sorted(test_idx)),
+            list(train.classes), (mean, std))

@@ -27,10 +27,12 @@ class Param:
 
 PARAMS: dict[str, Param] = {
     # --- data -------------------------------------------------------------------------------
-    "source": Param("mnist", "pre-training (source) dataset; mnist-0-4 = digits 0..4 only",
-                    choices=("mnist", "mnist-0-4", "mnist-5-9", "cifar10", "folder")),
+    "source": Param("mnist", "pre-training (source) dataset; mnist-0-4 = digits 0..4 only; "
+                    "imagenet = no pre-training here, the network's ImageNet weights are the "
+                    "pre-trained model (packaged for efficientnet_lite0, else weights=PATH)",
+                    choices=("mnist", "mnist-0-4", "mnist-5-9", "cifar10", "folder", "imagenet")),
     "target": Param("uci", "downstream (target) dataset; uci-5-9 = digits 5..9 only",
-                    choices=("uci", "uci-5-9", "uci-0-4", "cifar10", "folder")),
+                    choices=("uci", "uci-5-9", "uci-0-4", "mnist", "cifar10", "folder")),
     "source_folder": Param("", "ImageFolder root of the source set, for source=folder"),
     "target_folder": Param("", "ImageFolder root of the target set, for target=folder"),
     "target_per_class": Param(5, "labelled target training images per class", low=1, high=100000),
@@ -40,8 +42,11 @@ PARAMS: dict[str, Param] = {
     "image_size": Param(28, "side of the (square) input images, in pixels", low=8, high=512),
     # --- model --------------------------------------------------------------------------------
     "arch": Param("smallcnn", "network architecture",
-                  choices=("smallcnn", "resnet18", "resnet50", "vgg16", "vit_b_16")),
+                  choices=("smallcnn", "resnet18", "resnet50", "vgg16", "vit_b_16",
+                           "efficientnet_lite0")),
     "weights": Param("", "pre-trained weights file for paper-scale archs (skips pre-training)"),
+    "resolution": Param(48, "side to which efficientnet_lite0 resizes its input inside the model "
+                            "(players stay patches of the image_size image)", low=16, high=512),
     # --- training -----------------------------------------------------------------------------
     "pretrain_epochs": Param(3, "epochs of pre-training on the source set", low=0, high=1000),
     "epochs": Param(20, "epochs of fine-tuning / scratch training / linear probe", low=1, high=1000),
@@ -101,6 +106,19 @@ PRESETS: dict[str, dict[str, Any]] = {
                samples_per_class=1),
     "classroom": dict(pretrain_epochs=2, epochs=10, seeds=(0, 1), n=8, iterations=2000),
     "default": dict(),
+    # The far transfer: ImageNet's EfficientNet-Lite0 (packaged weights, no pre-training step)
+    # to the UCI digits, resized to `resolution` inside the model (benchmarks/imagenet.md).
+    # 6 checkpoints, not every epoch: each analysed epoch costs about 1 ms per masked input
+    # through Lite0 on this CPU, 20x the small CNN.
+    "imagenet-uci": dict(source="imagenet", arch="efficientnet_lite0", resolution=48,
+                         checkpoints=6, mask_batch=64),
+    # A smoke test: after 3 epochs scratch training is at chance, so no test digit is
+    # classified correctly by all three models and the explained ones are chosen regardless.
+    "imagenet-uci-ci": dict(source="imagenet", arch="efficientnet_lite0", resolution=32,
+                            epochs=3, seeds=(0,), n=6, iterations=300, samples_per_class=1,
+                            mask_batch=64, only_correct=False),
+    "imagenet-mnist": dict(source="imagenet", target="mnist", arch="efficientnet_lite0",
+                           resolution=48, checkpoints=6, mask_batch=64),
     "cifar10-resnet18": dict(source="cifar10", target="cifar10", arch="resnet18",
                              weights="data/weights/resnet18-f37072fd.pth",
                              image_size=224, patch=32, epochs=10, batch_size=64,

@@ -182,8 +182,10 @@ class Run:
         from . import models
 
         params = self.params
-        if self.kind == "pretrain" and params.get("weights"):
-            model = models.build(params, params["num_classes"])  # the weights file is the run
+        weights = models.weights_file(params) if self.kind == "pretrain" else None
+        if weights is not None:  # the weights file is the run
+            model = models.build({**params, "weights": ""}, params["num_classes"])
+            models.load_backbone_weights(model, weights)
         else:
             model = models.build({**params, "weights": ""}, params["num_classes"])
             state = self.load_state(epoch)

@@ -37,7 +37,7 @@ def _checkpointed(run: Run, epoch: int) -> None:
 def pretrain(run: Run, ds: data.Datasets, params: dict, progress: bool = True) -> Run:
     """Train the whole network on the source set; the final checkpoint is the pre-trained model."""
     _seed_everything(params, run)
-    model = models.build({**params, "weights": ""}, ds.num_source_classes)
+    model = models.build({**params, "weights": ""}, ds.num_source_classes, ds.source_stats)
     fit(run, model, ds.source_train, ds.source_test, params, epochs=params["pretrain_epochs"],
         every_epoch=False, progress=progress)
     return run
@@ -46,7 +46,7 @@ def pretrain(run: Run, ds: data.Datasets, params: dict, progress: bool = True) -
 def probe(run: Run, parent: Run, ds: data.Datasets, params: dict, progress: bool = True) -> Run:
     """Linear probe: the pre-trained backbone, frozen, under a new linear head for the target."""
     _seed_everything(params, run)
-    model = _from_pretrained(parent, params, ds.num_target_classes)
+    model = _from_pretrained(parent, params, ds)
     epochs = params["probe_epochs"] or params["epochs"]
     fit(run, model, ds.target_train, ds.target_test, params, epochs=epochs, every_epoch=False,
         freeze_backbone=True, progress=progress)
@@ -57,7 +57,7 @@ def finetune(run: Run, parent: Run, ds: data.Datasets, params: dict,
              progress: bool = True) -> Run:
     """Fine-tune all weights, starting from the pre-trained backbone and a new head."""
     _seed_everything(params, run)
-    model = _from_pretrained(parent, params, ds.num_target_classes)
+    model = _from_pretrained(parent, params, ds)
     fit(run, model, ds.target_train, ds.target_test, params, epochs=params["epochs"],
         every_epoch=True, progress=progress)
     return run
@@ -66,16 +66,17 @@ def finetune(run: Run, parent: Run, ds: data.Datasets, params: dict,
 def scratch(run: Run, ds: data.Datasets, params: dict, progress: bool = True) -> Run:
     """The same architecture from random initialisation, same data and schedule as fine-tuning."""
     _seed_everything(params, run)
-    model = models.build({**params, "weights": ""}, ds.num_target_classes)
+    model = models.build({**params, "weights": ""}, ds.num_target_classes, ds.target_stats)
     fit(run, model, ds.target_train, ds.target_test, params, epochs=params["epochs"],
         every_epoch=True, progress=progress)
     return run
 
 
-def _from_pretrained(parent: Run, params: dict, num_classes: int) -> models.Classifier:
-    model = models.build({**params, "weights": ""}, num_classes)
-    if parent.params.get("weights"):
-        models.load_backbone_weights(model, parent.params["weights"])
+def _from_pretrained(parent: Run, params: dict, ds: data.Datasets) -> models.Classifier:
+    model = models.build({**params, "weights": ""}, ds.num_target_classes, ds.target_stats)
+    weights = models.weights_file(parent.params)
+    if weights is not None:
+        models.load_backbone_weights(model, weights)
     else:
         state = parent.load_state()
         model.backbone.load_state_dict(
@@ -117,6 +118,7 @@ def _fit(run, model, train_set, test_set, params, epochs, every_epoch, freeze_ba
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=params["lr"])
     seed = run.params["seed"]
+    batch = models.inference_batch(params["arch"], EVAL_BATCH) if device == "cpu" else EVAL_BATCH
 
     resume = run.load_resume()
     if resume is not None:
@@ -125,8 +127,8 @@ def _fit(run, model, train_set, test_set, params, epochs, every_epoch, freeze_ba
         optimizer.load_state_dict(resume["optimizer"])
         torch.set_rng_state(resume["rng"])
     else:
-        start, rows = 0, [_row(0, *evaluate(model, train_set, device),
-                               *evaluate(model, test_set, device))]
+        start, rows = 0, [_row(0, *evaluate(model, train_set, device, batch),
+                               *evaluate(model, test_set, device, batch))]
         _save(run, model, optimizer, rows, 0, every_epoch)
 
     bar = tqdm(range(start + 1, epochs + 1), desc=f"seed {seed} {run.kind}", unit="epoch",
@@ -146,7 +148,7 @@ def _fit(run, model, train_set, test_set, params, epochs, every_epoch, freeze_ba
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
         rows.append(_row(epoch, loss_sum / len(train_set), correct / len(train_set),
-                         *evaluate(model, test_set, device)))
+                         *evaluate(model, test_set, device, batch)))
         _save(run, model, optimizer, rows, epoch, every_epoch)
         bar.set_postfix(test_acc=f"{rows[-1]['test_acc']:.3f}")
         _checkpointed(run, epoch)
@@ -154,12 +156,13 @@ def _fit(run, model, train_set, test_set, params, epochs, every_epoch, freeze_ba
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset: Dataset, device: str) -> tuple[float, float]:
+def evaluate(model: torch.nn.Module, dataset: Dataset, device: str,
+             batch_size: int = EVAL_BATCH) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``dataset`` (eval mode)."""
     was_training = model.training
     model.eval()
     loss_sum, correct = 0.0, 0
-    for x, y in _batches(dataset, torch.arange(len(dataset)), EVAL_BATCH, device):
+    for x, y in _batches(dataset, torch.arange(len(dataset)), batch_size, device):
         logits = model(x)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
@@ -226,12 +229,18 @@ def run_specs(params: dict, seed: int, ds: data.Datasets) -> dict[str, dict[str,
     """The hashed specification of each of the four runs of ``seed``."""
     common = dict(seed=seed, arch=params["arch"], batch_size=params["batch_size"],
                   lr=params["lr"], threads=params.get("threads", 0))
-    if params["weights"] and params["arch"] != "smallcnn":
-        weights = Path(params["weights"])
+    if params["arch"] == "efficientnet_lite0":  # only here, so other archs' hashes stay
+        common["resolution"] = params["resolution"]
+    weights = models.weights_file(params)  # a missing package or arch mismatch stops here
+    if weights is not None:
         models.read_state(weights)  # a missing or corrupt file stops here, before any write
-        pre = dict(kind="pretrain", seed=seed, arch=params["arch"], weights=str(weights.resolve()),
+        pre = dict(kind="pretrain", seed=seed, arch=params["arch"],
                    weights_sha256=_sha256(weights), num_classes=ds.num_target_classes,
                    image_size=params["image_size"])
+        if params["weights"]:
+            pre["weights"] = str(weights.resolve())
+        else:  # the packaged file: named by the source, not by where this venv put it
+            pre["source"] = params["source"]
     else:
         pre = dict(kind="pretrain", **common, **_data_spec(params, "source"),
                    epochs=params["pretrain_epochs"], num_classes=ds.num_source_classes)
@@ -256,7 +265,7 @@ def ensure_runs(params: dict, seed: int, progress: bool = True,
     runs = {kind: Run.create(workdir, spec) for kind, spec in specs.items()}
     pre = runs["pretrain"]
     if not pre.done:
-        if pre.params.get("weights"):
+        if models.weights_file(pre.params) is not None:
             pre.mark_done()  # the weights file is the pre-trained model
         else:
             pretrain(pre, ds, params, progress)
