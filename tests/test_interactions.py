@@ -200,6 +200,23 @@ def test_exact_reaches_the_lp_optimum_with_a_valid_certificate(real_games, n):
                                rtol=0, atol=1e-9)
 
 
+def test_any_dual_point_gives_a_lower_bound(real_games):
+    """Weak duality, the certificate's foundation: every y, scaled into the dual's feasible set,
+    bounds the optimum from below, and the solver's own y reaches it."""
+    from whypretrain import exact
+    v = real_games[6].double()
+    b = 0.04 * (v[:, -1] - v[:, 0]).abs()
+    optimum = torch.tensor([oracle.sparsification_lp(g) for g in v], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(3)
+    for scale in (1e-3, 1.0, 1e3):
+        y = torch.randn(v.shape, generator=gen, dtype=torch.float64) * scale
+        assert (exact.lower_bound(y, v, b, 6) <= optimum * (1 + 1e-12)).all()
+    aligned = exact.lower_bound(v, v, b, 6)  # y = v: a positive dual objective, scaled down
+    assert (aligned > 0).all() and (aligned <= optimum * (1 + 1e-12)).all()
+    result = I.sparsify(v)
+    assert ((optimum - result.loss_bound) <= 1e-4 * optimum).all()
+
+
 def test_exact_is_never_above_sgd(real_games):
     v = torch.cat([real_games[6], real_games[8][:, ::4]])  # 8 games of n = 6
     exact = I.sparsify(v)

@@ -78,7 +78,11 @@ def test_results_are_reused_and_resume_to_the_same_numbers(ci):
 def test_other_engine_parameters_reuse_the_games(ci):
     params, a = ci
     games = (a.path / "games.pt").stat().st_mtime_ns
-    other = results.compute({**params, "iterations": 50}, seed=0, progress=False)
+    # the exact optimiser reads no step count: changing it reuses the interactions too
+    same = results.compute({**params, "iterations": 50}, seed=0, progress=False)
+    assert same.path == a.path and same.engine_tag == a.engine_tag
+    other = results.compute({**params, "optimizer": "sgd", "iterations": 50}, seed=0,
+                            progress=False)
     assert other.path == a.path and other.engine_tag != a.engine_tag
     assert (a.path / "games.pt").stat().st_mtime_ns == games
     assert torch.equal(other.result.values, a.result.values)

