@@ -1,5 +1,5 @@
 """The exact sparsification: the L1 objective of AND-OR extraction solved as a linear program,
-to a certified optimum (book/method.md, section 2.4).
+to a certified optimum (book/method.md, section 2).
 
 The problem, per game ``v`` (``2**n`` outputs) with ``b = q_bound |v(N) - v(empty)|``:
 

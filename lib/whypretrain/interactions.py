@@ -384,7 +384,7 @@ def sparsify(values: Tensor, optimizer: str = "exact", tol: float = 1e-4, q_boun
              progress: bool = False, workers: int = 1) -> Interactions:
     """Extract sparse AND-OR interactions: the split ``p, q`` of each game that minimises
     ``sum_S |I_and(S)| + |I_or(S)|`` with ``|q| <= q_bound |v(N) - v(empty)|`` (book/method.md,
-    section 2.3). Games are solved together but independently.
+    section 2). Games are solved together but independently.
 
     ``optimizer="exact"`` (default): the certified optimum of this linear program (``exact.py``):
     every game stops at a relative gap ``(loss - loss_bound) / loss <= tol``, ``loss_bound`` being a
