@@ -221,6 +221,15 @@ class ExactSolution:
     def gap(self) -> Tensor:
         return relative_gap(self.loss, self.loss_bound)
 
+    def summary(self) -> dict[str, float | int]:
+        """What ``Interactions.params`` records: the largest gap, the most LP rounds a game used
+        (``iterations_used``), and the mean rounds and interactions priced in per game."""
+        if not self.loss.numel():
+            return dict(gap=0.0, iterations_used=0, rounds_mean=0.0, columns_mean=0.0)
+        return dict(gap=float(self.gap.max()), iterations_used=int(self.rounds.max()),
+                    rounds_mean=float(self.rounds.double().mean()),
+                    columns_mean=float(self.columns.double().mean()))
+
 
 def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
           progress: bool = False, workers: int = 1, simplex: str = "primal",

@@ -421,13 +421,10 @@ def sparsify(values: Tensor, optimizer: str = "exact", tol: float = 1e-4, q_boun
                               workers=workers)
         p, q = sol.p.reshape(v.shape), sol.q.reshape(v.shape)
         loss, loss_bound = sol.loss.reshape(span.shape), sol.loss_bound.reshape(span.shape)
-        params = dict(tol=tol, gap=float(sol.gap.max()) if sol.gap.numel() else 0.0,
-                      iterations_used=int(sol.rounds.max()) if sol.rounds.numel() else 0,
-                      rounds_mean=float(sol.rounds.double().mean()) if sol.rounds.numel() else 0.0,
-                      columns_mean=float(sol.columns.double().mean()) if sol.columns.numel() else 0.0)
+        params = dict(tol=tol, **sol.summary())
     else:
-        p, q, loss, _, params = _sparsify_descent(v, iterations, lr, q_bound, optimizer, momentum,
-                                                  dtype, progress)
+        p, q, loss, params = _sparsify_descent(v, iterations, lr, q_bound, optimizer, momentum,
+                                               dtype, progress)
         loss_bound = torch.zeros_like(loss)
     i_and, i_or = and_or(v, p, q)
     if merge_low_or:
@@ -441,7 +438,7 @@ def sparsify(values: Tensor, optimizer: str = "exact", tol: float = 1e-4, q_boun
 def _sparsify_descent(values: Tensor, iterations: int, lr: float, q_bound: float,
                       optimizer: str, momentum: float, dtype: torch.dtype, progress: bool):
     """The descent optimisers (SGD, the reference, and scaled Adam), unchanged from the
-    literature's recipe. Returns ``p, q, loss, loss_start, params``.
+    literature's recipe. Returns ``p, q, loss, params``.
 
     A game whose objective ends above the plain split's (``p = q = 0``) keeps the plain split:
     ``loss <= loss_start`` always, and ``params["games_kept_at_start"]`` counts such games.
@@ -502,7 +499,7 @@ def _sparsify_descent(values: Tensor, iterations: int, lr: float, q_bound: float
         p, q, loss = p * keep, q * keep, torch.where(worse, loss_start, loss)
     params = dict(iterations=iterations, lr=lr, momentum=momentum if optimizer == "sgd" else None,
                   games_kept_at_start=int(worse.sum()))
-    return p * scale, q * scale, loss, loss_start, params
+    return p * scale, q * scale, loss, params
 
 
 def salient(I_and: Tensor, I_or: Tensor, tau: float = 0.05) -> Tensor:

@@ -79,14 +79,17 @@ class SeedResults:
         return Sources((self.hash,), tuple(self.runs.values()),
                        (command("analyze", self.params),))
 
-    def interactions_of(self, model: str, epoch: int | None = None) -> torch.Tensor:
-        """``[S, 2, 2**n]`` interactions of one model (its final epoch when ``epoch`` is None)."""
+    def row_of(self, model: str, epoch: int | None = None) -> int:
+        """The games' row of one model (its final epoch when ``epoch`` is None)."""
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {model!r}")
         if epoch is None:
             epoch = max(e for m, e in self.labels if m == model)
-        row = self.labels.index((model, epoch))
-        return self.result.stacked()[row]
+        return self.labels.index((model, epoch))
+
+    def interactions_of(self, model: str, epoch: int | None = None) -> torch.Tensor:
+        """``[S, 2, 2**n]`` interactions of one model (its final epoch when ``epoch`` is None)."""
+        return self.result.stacked()[self.row_of(model, epoch)]
 
     def items_of(self, model: str, tau: float, epoch: int | None = None,
                  empty_set: str | None = None) -> torch.Tensor:
@@ -316,7 +319,7 @@ def compare_with_sgd(r: SeedResults, iterations: int | None = None,
     of the objectives, and the Jaccard of the two salient sets. Computes (about 10-30 s for
     the default preset's 60 games on one CPU core); stores nothing."""
     params = r.params
-    rows = [r.labels.index((m, max(e for mm, e in r.labels if mm == m))) for m in MODELS]
+    rows = [r.row_of(m) for m in MODELS]
     values = r.result.values[rows]
     sgd = interactions.sparsify(values, optimizer="sgd", q_bound=params["q_bound"],
                                 iterations=iterations or params["iterations"],
