@@ -52,8 +52,11 @@ def reconstruct(i_and: torch.Tensor, i_or: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def sparsification_lp(v: torch.Tensor, q_bound: float = 0.04) -> float:
+def sparsification_lp(v: torch.Tensor, q_bound: float = 0.04, cost=None, solution: bool = False):
     """The optimum of the sparsification objective of one game, by a general LP solver.
+
+    ``cost``: ``[2, 2**n]`` weights of ``|I_and(S)|`` and ``|I_or(S)|`` (all 1 by default: the
+    plain objective). ``solution``: also return the optimal ``I_and, I_or``.
 
     Variables ``v_and``, ``v_or`` (free) and the absolute values of ``I_and = A v_and`` and
     ``I_or = B v_or``, with ``|v_and + v_or - v| <= q_bound |v(N) - v(empty)|`` (that is,
@@ -84,9 +87,15 @@ def sparsification_lp(v: torch.Tensor, q_bound: float = 0.04) -> float:
     box = sp.vstack([sp.hstack([eye, eye, zero, zero, zero, zero]),
                      sp.hstack([-eye, -eye, zero, zero, zero, zero])])
     bound = q_bound * abs(values[-1] - values[0])
-    cost = np.concatenate([np.zeros(2 * size), np.ones(4 * size)])
+    weights = np.ones((2, size)) if cost is None else np.asarray(cost, dtype=np.float64)
+    cost = np.concatenate([np.zeros(2 * size), np.repeat(weights, 2, axis=0).reshape(-1)])
     result = linprog(cost, A_ub=box, b_ub=np.concatenate([values + bound, bound - values]),
                      A_eq=equal, b_eq=np.zeros(2 * size),
-                     bounds=[(None, None)] * (2 * size) + [(0, None)] * (4 * size), method="highs")
+                     bounds=[(None, None)] * (2 * size) + [(0, None)] * (4 * size), method="highs",
+                     options=dict(primal_feasibility_tolerance=1e-10,
+                                  dual_feasibility_tolerance=1e-10))
     assert result.status == 0, result.message
-    return float(result.fun)
+    if not solution:
+        return float(result.fun)
+    x = result.x[2 * size:].reshape(4, size)
+    return float(result.fun), torch.from_numpy(x[0] - x[1]), torch.from_numpy(x[2] - x[3])

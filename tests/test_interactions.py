@@ -237,6 +237,44 @@ def test_exact_is_deterministic_and_keeps_leading_dimensions(real_games):
     assert torch.equal(first.I_and, threaded.I_and) and torch.equal(first.loss, threaded.loss)
 
 
+@pytest.mark.parametrize("n", [4, 6, 8])
+def test_exact_returns_the_canonical_optimum(real_games, n):
+    """The returned solution is the one optimum of the tie-broken objective (book/method.md,
+    section 2): equal to a general LP solver's solution of that objective, and the same whatever
+    the solver's path (simplex variant, starting columns), where the plain objective's optima
+    differ."""
+    from whypretrain import exact
+    v = real_games[n].double()
+    b = 0.04 * (v[:, -1] - v[:, 0]).abs()
+    tol = 1e-4
+    cost = 1 + tol / 4 * exact.tie_break(n)
+    cost[1, 0] = cost[0, 0] + 1  # the engine holds the constant as AND(empty)
+    ours = exact.solve(v, b, tol=tol)
+    i_and, i_or = I.and_or(v, ours.p, ours.q)
+    for g in range(v.shape[0]):
+        _, lp_and, lp_or = oracle.sparsification_lp(v[g], cost=cost, solution=True)
+        scale = float(v[g].abs().max())
+        torch.testing.assert_close(i_and[g], lp_and, rtol=0, atol=1e-9 * scale)
+        torch.testing.assert_close(i_or[g], lp_or, rtol=0, atol=1e-9 * scale)
+    for simplex, start in (("dual", 1), ("primal", 8)):
+        other = exact.solve(v, b, tol=tol, simplex=simplex, start_columns=start)
+        o_and, o_or = I.and_or(v, other.p, other.q)
+        torch.testing.assert_close(o_and, i_and, rtol=0, atol=1e-9 * float(v.abs().max()))
+        torch.testing.assert_close(o_or, i_or, rtol=0, atol=1e-9 * float(v.abs().max()))
+
+
+def test_tie_break_is_fixed_generic_and_orders_first():
+    from whypretrain import exact
+    r = exact.tie_break(6)
+    assert r.shape == (2, 64) and (r >= 0).all() and (r < 1).all()
+    assert len(set(r.reshape(-1).tolist())) == 128  # no two interactions cost the same
+    order = torch.tensor([bin(m).count("1") for m in range(64)])
+    assert (torch.from_numpy(r).floor() == 0).all()
+    # a lower order always costs less than a higher one
+    assert (torch.from_numpy(r)[:, order == 2].max() < torch.from_numpy(r)[:, order == 3].min())
+    assert exact.tie_break(6).tobytes() == r.tobytes()  # a fixed rule, no random state
+
+
 def test_exact_on_games_without_interactions():
     v = torch.zeros(2, 16, dtype=torch.float64)
     v[1] = 3.0  # a constant game: only the order-0 term

@@ -12,10 +12,11 @@ matching (``interactions.reconstruct``): the outputs that the interactions expla
 *any* ``y`` scaled by ``max(1, |R^T y|_inf)`` gives a certified lower bound of the optimum.
 
 The solver is column generation: a restricted LP holds the few interactions that can be
-non-zero (the optimum is sparse: that is the point of the extraction), HiGHS solves it (dual
+non-zero (the optimum is sparse: that is the point of the extraction), HiGHS solves it (primal
 simplex, warm-started), the engine's transforms price every other interaction of every game at
 once (batched, on the games' device) from the LP's row duals, the most violated ones join, and
-a game stops when its relative gap ``(loss - loss_bound) / loss <= tol``. ``loss`` is measured
+a game stops when its relative gap ``(loss - loss_bound) / loss <= tol`` and no interaction is
+left to price in (``tie_break``: the canonical solution). ``loss`` is measured
 by the engine on the returned ``p, q`` (never taken from the LP solver) and ``loss_bound`` from
 the dual point by the same transforms, so the certificate does not rest on HiGHS.
 
@@ -42,6 +43,32 @@ from .interactions import _butterfly, and_or, reconstruct, relative_gap
 
 AND_COL, OR_COL = 0, 1
 SIMPLEX = {"primal": 4, "dual": 1}  # HiGHS's simplex_strategy codes
+DUAL_TOLERANCE = 1e-10  # HiGHS's primal and dual feasibility tolerances
+PRICE_TOLERANCE = 1e-9  # an interaction joins when its reduced price exceeds this
+
+
+def _splitmix64(k: np.ndarray) -> np.ndarray:
+    """A fixed 64-bit hash (SplitMix64's finaliser) of each integer, as a float in ``[0, 1)``."""
+    z = k.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def tie_break(n: int) -> np.ndarray:
+    """``r[kind, S]`` in ``[0, 1)``: the canonical tie-break's cost of each interaction (kind 0 =
+    AND, 1 = OR), ``(|S| + h) / (n + 1)`` with ``h`` a fixed hash of the interaction's index
+    ``kind * 2**n + S`` (SplitMix64). Lower orders cost less; the hash makes the costs generic (no
+    linear relation among them, unlike an arithmetic sequence), so the perturbed objective has one
+    optimum: among optimal solutions the extraction prefers the one that explains the game with
+    lower-order interactions, and any remaining tie is broken by a fixed rule, not by the solver's
+    path."""
+    size = 1 << n
+    masks = np.arange(size)
+    order = np.array([bin(m).count("1") for m in masks], dtype=np.float64)
+    h = _splitmix64(np.arange(2 * size)).reshape(2, size)
+    return (order[None, :] + h) / (n + 1)
 
 
 def _require_highspy():
@@ -71,6 +98,7 @@ class _GameLP:
     b: float
     n: int
     simplex: str = "primal"
+    cost: np.ndarray | None = None  # [2, 2**n] column costs (1 + the tie-break; None: all 1)
     model: object = None
     columns: list[tuple[int, int]] = field(default_factory=list)  # (kind, mask) per +/- pair
     have: set[tuple[int, int]] = field(default_factory=set)
@@ -88,6 +116,10 @@ class _GameLP:
         # re-solves from it (2x faster than dual simplex on n = 10 games, benchmarks/README.md).
         h.setOptionValue("simplex_strategy", SIMPLEX[self.simplex])
         h.setOptionValue("presolve", "off")
+        # tight tolerances: the tie-break's cost differences (about tol / 4 / (n + 1) per unit)
+        # must be resolved by the simplex, or it could stop at any vertex of the optimal face
+        h.setOptionValue("dual_feasibility_tolerance", DUAL_TOLERANCE)
+        h.setOptionValue("primal_feasibility_tolerance", DUAL_TOLERANCE)
         empty = np.array([], dtype=np.int32)
         h.addRows(size, self.v - self.b, self.v + self.b, 0, empty, empty, np.array([]))
         h.addRows(1, np.zeros(1), np.zeros(1), 0, empty, empty, np.array([]))
@@ -132,7 +164,9 @@ class _GameLP:
             self.columns.append((kind, mask))
             self.have.add((kind, mask))
         k = 2 * len(new)
-        self.model.addCols(k, np.ones(k), np.zeros(k), np.full(k, _require_highspy().kHighsInf),
+        cost = np.ones(k) if self.cost is None else \
+            np.repeat([self.cost[kind, mask] for kind, mask in new], 2)
+        self.model.addCols(k, cost, np.zeros(k), np.full(k, _require_highspy().kHighsInf),
                            count, np.array(starts, dtype=np.int32),
                            np.concatenate(rows).astype(np.int32), np.concatenate(vals))
 
@@ -233,13 +267,18 @@ class ExactSolution:
 
 def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
           progress: bool = False, workers: int = 1, simplex: str = "primal",
-          start_columns: int = 3) -> ExactSolution:
+          start_columns: int = 3, canonical: bool = True) -> ExactSolution:
     """Solve the sparsification LP of every game of ``v`` (``[G, 2**n]``) to relative gap ``tol``.
 
     ``b``: the q bound of each game (``[G]``). Pricing and certificates run batched on ``v``'s
     device; the restricted LPs on the CPU (``workers`` threads; the result does not depend on it).
     ``simplex`` (``primal`` / ``dual``) and ``start_columns`` (times ``n`` strongest terms of each
     extreme split in the first LP) are speed settings, compared in benchmarks/engine.py.
+    ``canonical`` (default): the solution does not depend on the solver's path: each game is
+    solved to the exact optimum of the objective with every interaction's cost raised by
+    ``tol / 4 * tie_break(n)`` (lower orders first, then a fixed order), which is unique, and
+    within ``tol`` of the plain objective's optimum (the certificate is of the plain objective).
+    Without it, a game stops at the first vertex of the optimal face within ``tol``.
     Raises RuntimeError naming the games that could not be certified (never returns them silently).
     """
     n = v.shape[-1].bit_length() - 1
@@ -249,7 +288,12 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
     b_np = b.detach().cpu().double().numpy()
     if simplex not in SIMPLEX:
         raise ValueError(f"simplex must be one of {sorted(SIMPLEX)}, got {simplex!r}")
-    lps = [_GameLP(v_np[g], float(b_np[g]), n, simplex) for g in range(games)]
+    if not 0 < tol < 1:
+        raise ValueError(f"tol must lie in (0, 1), got {tol}")
+    cost_np = 1.0 + tol / 4 * tie_break(n) if canonical else np.ones((2, size))
+    cost = torch.from_numpy(cost_np).to(device, dtype)
+    lps = [_GameLP(v_np[g], float(b_np[g]), n, simplex, cost_np if canonical else None)
+           for g in range(games)]
     top_and, top_or = _starting_columns(v, n, max(1, start_columns * n))
     for g, lp in enumerate(lps):
         lp.add([(AND_COL, int(m)) for m in top_and[g].tolist()]
@@ -283,10 +327,14 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
             loss[idx] = i_and.abs().sum(-1) + i_or.abs().sum(-1)
             and_part, or_part = dual_prices(y, n)
             bound[idx] = torch.maximum(bound[idx], _bound(y, vb, bb, and_part, or_part))
-            done = (relative_gap(loss[idx], bound[idx]) <= tol).tolist()
+            within = (relative_gap(loss[idx], bound[idx]) <= tol).tolist()
+            certified = torch.tensor(within, device=device)
             # violated dual constraints = interactions that would lower the objective
-            viol = torch.stack([and_part.abs() - 1, or_part.abs() - 1], dim=1)  # [A, 2, size]
+            viol = torch.stack([and_part.abs(), or_part.abs()], dim=1) - cost  # [A, 2, size]
             viol[..., 0] = -1.0  # the constant is always in
+            if canonical:  # the perturbed LP's own optimum: no interaction left to price in
+                certified &= viol.amax((-2, -1)) <= PRICE_TOLERANCE
+            done = certified.tolist()
             viol_np = viol.cpu().numpy()
             still = []
             for row, g in enumerate(active):
@@ -295,12 +343,16 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
                         bar.update()
                     continue
                 lp = lps[g]
-                kinds, masks = np.nonzero(viol_np[row] > 1e-9)
+                kinds, masks = np.nonzero(viol_np[row] > PRICE_TOLERANCE)
                 order = np.argsort(-viol_np[row][kinds, masks], kind="stable")
                 new = [(int(kinds[i]), int(masks[i])) for i in order
                        if (int(kinds[i]), int(masks[i])) not in lp.have]
                 if not new:
-                    continue  # no column can help: reported below as not certified
+                    if within[row]:  # the perturbed optimum, up to HiGHS's tolerances
+                        done[row] = True
+                        if bar is not None:
+                            bar.update()
+                    continue  # otherwise no column can help: reported below as not certified
                 lp.add(new[: max(2 * n, len(lp.have))])
                 still.append(g)
             stuck = [g for row, g in enumerate(active) if not done[row] and g not in still]

@@ -388,8 +388,9 @@ def sparsify(values: Tensor, optimizer: str = "exact", tol: float = 1e-4, q_boun
 
     ``optimizer="exact"`` (default): the certified optimum of this linear program (``exact.py``):
     every game stops at a relative gap ``(loss - loss_bound) / loss <= tol``, ``loss_bound`` being a
-    lower bound of the optimum proved by a dual-feasible point. ``params`` records the largest
-    gap reached and the LP rounds used.
+    lower bound of the optimum proved by a dual-feasible point. The solution is canonical: the one
+    optimum of the objective with a fixed tie-break that prefers lower orders (``exact.tie_break``),
+    whatever the solver's path. ``params`` records the largest gap reached and the LP rounds used.
     ``optimizer="sgd"``: the literature's reference (SGD, momentum 0.9, ``lr`` decayed
     log-linearly to ``lr/10`` over ``iterations`` steps, ``q`` clamped before each step).
     ``optimizer="adam"``: Adam on each game divided by its spread over masks, same schedule.

@@ -192,7 +192,10 @@ UNUSED_BY = {"exact": ("iterations", "sparsify_lr"), "sgd": ("tol",), "adam": ("
 
 def engine_params(params: dict) -> dict[str, Any]:
     unused = UNUSED_BY[params["optimizer"]] if params["mode"] == "and-or" else ENGINE_KEYS[2:]
-    return {k: params[k] for k in ENGINE_KEYS if k not in unused}
+    out = {k: params[k] for k in ENGINE_KEYS if k not in unused}
+    if params["mode"] == "and-or" and params["optimizer"] == "exact":
+        out["solution"] = "canonical"  # the tie-broken optimum (exact.tie_break)
+    return out
 
 
 def analysed_epochs(epochs: list[int], count: int) -> list[int]:
