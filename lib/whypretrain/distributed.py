@@ -121,7 +121,9 @@ def fail(message: str) -> None:
     if world() == 1 or not dist.is_initialized():
         return
     try:
-        _store().set(_FAILED, f"rank {rank()}: {message}")
+        store = _store()
+        if not store.check([_FAILED]):  # the first failure is the one to report
+            store.set(_FAILED, f"rank {rank()}: {message}")
     except Exception:  # noqa: BLE001 -- the store may be gone already; the launcher stops us
         pass
 
