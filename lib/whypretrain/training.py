@@ -279,8 +279,16 @@ def _ensure(params: dict, seeds: list[int], progress: bool,
             datasets: data.Datasets | None = None, seeds_bar: bool = False
             ) -> dict[int, dict[str, Run]]:
     ds = datasets or data.load_datasets(params)
-    runs = {seed: {kind: Run.create(params["workdir"], spec)
-                   for kind, spec in run_specs(params, seed, ds).items()} for seed in seeds}
+
+    def create() -> dict[int, dict[str, Run]]:
+        return {seed: {kind: Run.create(params["workdir"], spec)
+                       for kind, spec in run_specs(params, seed, ds).items()} for seed in seeds}
+
+    # rank 0 makes the run folders, the others open them (two nodes writing one new file
+    # would clash on its temporary name)
+    runs = create() if distributed.is_main() else {}
+    distributed.barrier()
+    runs = runs or create()
     if distributed.world() == 1:
         for seed in tqdm(seeds, desc="seeds", unit="seed", disable=not (progress and seeds_bar)):
             for kind in KINDS:
