@@ -12,6 +12,11 @@ type or value stops before anything is computed or written. Errors a user can fi
 parameter, a missing data folder, a missing or corrupt weights file, results not computed yet)
 print one line that says what to do and exit with status 2; ``--debug`` shows the traceback.
 A failing notebook or book build exits with status 1 and names the notebook and cell.
+
+Under torchrun (``torchrun ... -m whypretrain train|analyze|study``, README.md) every process
+runs the same command and ``distributed`` shares out the work; only rank 0 prints, and only
+rank 0 executes the notebooks and builds the book. A process that fails tells the others, so
+they all stop with a non-zero status.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import presets
+from . import distributed, presets
 from .errors import ParameterError, UserError
 
 # Modules whose FileNotFoundError / ValueError messages are written for the user (a path to
@@ -31,7 +36,8 @@ USER_FACING = {"whypretrain.presets", "whypretrain.data", "whypretrain.models",
 
 
 def _say(text: str) -> None:
-    print(text, flush=True)
+    if distributed.is_main():
+        print(text, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -44,10 +50,18 @@ def _resolve(preset: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]
         raise ParameterError(str(err)) from None
 
 
+def _join(params: dict[str, Any]) -> None:
+    """Join torchrun's process group, if torchrun started this process (else nothing)."""
+    from .training import device_of
+
+    distributed.init(device_of(params))
+
+
 def train(params: dict[str, Any]) -> None:
     """The training step: every run of every seed (reuses finished runs)."""
     from .training import train_study
 
+    _join(params)
     train_study(params)
 
 
@@ -56,6 +70,7 @@ def analyze(params: dict[str, Any]) -> None:
     (reuses results)."""
     from .study import compute
 
+    _join(params)
     compute(params)
 
 
@@ -64,6 +79,7 @@ def analyze_all(params: dict[str, Any]) -> None:
     near and disjoint transfer settings (reuses results)."""
     from .study import compute_all
 
+    _join(params)
     compute_all(params)
 
 
@@ -97,6 +113,8 @@ def study(preset: str = "default", overrides: Mapping[str, Any] | None = None,
     train(params)
     _say(f"== analysis ({preset}) ==")
     analyze_all(params)
+    if not distributed.is_main():
+        return 0  # rank 0 alone executes the notebooks and builds the book
     _say("== notebooks and book ==")
     return book(preset, overrides, root)
 
@@ -186,11 +204,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except Exception as err:
+        message = " ".join(str(err).split())  # one line, whatever the message's layout
+        distributed.fail(f"{type(err).__name__}: {message}")  # the other ranks stop too
         if args.debug or not user_fixable(err):
             raise
-        message = " ".join(str(err).split())  # one line, whatever the message's layout
         print(f"whypretrain {args.command}: {message}", file=sys.stderr, flush=True)
         return 2
+    finally:
+        distributed.finish()
 
 
 if __name__ == "__main__":  # pragma: no cover

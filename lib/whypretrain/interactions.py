@@ -265,6 +265,36 @@ class Interactions:
         return cls(**state)
 
 
+def concatenate(parts: list[Interactions]) -> Interactions:
+    """The results of disjoint blocks of games (``[G_i, ...]`` each) as one ``[sum G_i, ...]``
+    result, as if solved together (every game is solved on its own): tensors concatenated,
+    ``params`` combined: the largest ``gap`` and ``iterations_used``, per-game ``*_mean``
+    weighted by games, ``games_kept_at_start`` summed, the longest ``seconds``; any other
+    parameter must be the same in every part."""
+    if not parts:
+        raise ValueError("nothing to concatenate")
+    if len({p.mode for p in parts}) > 1:
+        raise ValueError(f"parts of different modes: {[p.mode for p in parts]}")
+    states = [p.state_dict() for p in parts]
+    tensors = {k: torch.cat([s[k] for s in states]) for k, v in states[0].items()
+               if torch.is_tensor(v)}
+    counts = [p.loss.numel() for p in parts]
+    params: dict[str, Any] = {}
+    for key in parts[0].params:
+        values = [p.params.get(key) for p in parts]
+        if key in ("gap", "iterations_used", "seconds"):
+            params[key] = max(values)
+        elif key.endswith("_mean"):
+            params[key] = sum(v * c for v, c in zip(values, counts)) / max(1, sum(counts))
+        elif key == "games_kept_at_start":
+            params[key] = sum(values)
+        elif any(v != values[0] for v in values):
+            raise ValueError(f"parts differ in {key}: {values}")
+        else:
+            params[key] = values[0]
+    return Interactions(**tensors, mode=parts[0].mode, params=params)
+
+
 def relative_gap(loss: Tensor, bound: Tensor) -> Tensor:
     """``(loss - bound) / loss``; 0 where both are 0 (a game with no interactions at all)."""
     return torch.where(loss > 0, (loss - bound) / loss.clamp_min(1e-300), torch.zeros_like(loss))

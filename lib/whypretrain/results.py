@@ -17,6 +17,10 @@ runs, samples, players, masking parameters, seed):
 Games do not depend on the engine's parameters, so changing those re-uses them. Each file is
 written atomically and reused when present, so an interrupted computation resumes at the stage
 it reached. ``tau`` and ``empty_set`` only change tables, which are cheap to rebuild.
+
+Under torchrun (``distributed``) the ranks share the work of a seed and rank 0 writes the same
+files as one process: the games' forward batches (``game_units``) and then the games
+themselves are split over ranks in contiguous blocks; rank 0 gathers each step's results.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__, data, interactions, knowledge, masking, training
+from . import __version__, data, distributed, interactions, knowledge, masking, training
 from .errors import MissingResults
 from .provenance import Sources, attach, command
 from .runs import Run, atomic_write, git_commit, run_hash
@@ -117,10 +121,11 @@ class SeedResults:
         return pd.read_csv(path) if path.is_file() else self._build_table(tau, empty_set)
 
     def write_table(self, tau: float | None = None, empty_set: str | None = None) -> Path:
+        """Stores the table (under torchrun, rank 0 does; the others only return the path)."""
         tau = self.params["tau"] if tau is None else tau
         empty_set = empty_set or self.params["empty_set"]
         path = self._table_path(tau, empty_set)
-        if not path.is_file():
+        if distributed.is_main() and not path.is_file():
             buf = io.StringIO()
             self._build_table(tau, empty_set).to_csv(buf, index=False)
             atomic_write(path, buf.getvalue().encode())
@@ -255,7 +260,10 @@ def compute(params: dict, seed: int, progress: bool = True,
 
     ``finals_only``: only the three final models (no convergence measures), which is all the
     knowledge measures need (the sensitivity study uses it).
+
+    Under torchrun every rank calls it with the same arguments and gets the same results.
     """
+    progress = progress and distributed.is_main()
     with training.num_threads(params["threads"]):
         out = _compute(params, seed, progress, datasets, finals_only)
         out.write_table()
@@ -267,34 +275,68 @@ def _compute(params, seed, progress, datasets, finals_only) -> SeedResults:
     runs = training.ensure_runs(params, seed, progress, datasets=ds)
     path = results_path(params, seed, runs, finals_only)
     path.mkdir(parents=True, exist_ok=True)
-    if not (path / "params.json").is_file():
+    main = distributed.is_main()
+    if main and not (path / "params.json").is_file():
         spec = results_spec(params, seed, {k: r.path.name for k, r in runs.items()}, finals_only)
         record = {**spec, "hash": path.name, "version": __version__,
                   "git": git_commit(), "preset": params.get("preset")}
         atomic_write(path / "params.json", json.dumps(record, indent=2, default=str).encode())
     device = training.device_of(params)
 
+    # Each step: rank 0 says whether its file is there (so every rank takes the same branch),
+    # the ranks compute their shares, rank 0 writes the file, the others read it.
     games_file = path / "games.pt"
-    if games_file.is_file():
+    if distributed.agree(games_file.is_file()):
         games = torch.load(games_file, weights_only=True)
     else:
         games = _games(params, seed, runs, ds, device, progress, finals_only)
-        _save(games_file, games)
+        if main:
+            _save(games_file, games)
+        distributed.barrier()
+        if not main:
+            games = torch.load(games_file, weights_only=True)
 
     engine = engine_params(params)
     tag = run_hash(engine)
-    if not (path / f"engine-{tag}.json").is_file():
+    if main and not (path / f"engine-{tag}.json").is_file():
         atomic_write(path / f"engine-{tag}.json", json.dumps(engine, indent=2).encode())
+    # the interactions file is the mark of complete results: written last, once, atomically
     result_file = path / f"interactions-{tag}.pt"
-    if result_file.is_file():
+    if distributed.agree(result_file.is_file()):
         result = interactions.Interactions.from_state_dict(
             torch.load(result_file, weights_only=True))
     else:
         start = time.perf_counter()
-        result = run_engine(games["values"], params, device, progress)
-        result.params["seconds"] = time.perf_counter() - start
-        _save(result_file, result.state_dict())
+        result = _sharded_engine(games["values"], params, device, progress)
+        if main:
+            result.params["seconds"] = time.perf_counter() - start
+            _save(result_file, result.state_dict())
+        distributed.barrier()
+        if not main:
+            result = interactions.Interactions.from_state_dict(
+                torch.load(result_file, weights_only=True))
     return _results(path, tag, params, seed, games, result, runs)
+
+
+def _sharded_engine(values: torch.Tensor, params: dict, device: str, progress: bool
+                    ) -> interactions.Interactions | None:
+    """``run_engine`` on all games; under torchrun each rank solves a contiguous block of the
+    games (they are solved independently, so the numbers do not change) and rank 0 gets the
+    whole result (the others None)."""
+    if distributed.world() == 1:
+        return run_engine(values, params, device, progress)
+    flat = values.flatten(0, -2)
+    block = distributed.shard(len(flat))
+    part = run_engine(flat[block.start:block.stop], params, device, progress) if block else None
+    parts = distributed.gather(part.state_dict() if part is not None else None)
+    if parts is None:
+        return None
+    result = interactions.concatenate([interactions.Interactions.from_state_dict(p)
+                                       for p in parts if p is not None])
+    state = result.state_dict()
+    return interactions.Interactions.from_state_dict(
+        {k: v.reshape(*values.shape[:-1], *v.shape[1:]) if torch.is_tensor(v) else v
+         for k, v in state.items()})
 
 
 def run_engine(values: torch.Tensor, params: dict, device: str = "cpu",
@@ -307,12 +349,13 @@ def run_engine(values: torch.Tensor, params: dict, device: str = "cpu",
     if params["mode"] == "and":
         return interactions.and_only(values)
     # the exact optimiser's LPs run in threads (HiGHS releases the GIL); the result does not
-    # depend on how many
+    # depend on how many. Processes on one node (torchrun) share its cores.
+    workers = max(1, min((os.cpu_count() or 1) // distributed.local_world(), 8))
     return interactions.sparsify(
         values.to(device), optimizer=params["optimizer"], tol=params["tol"],
         q_bound=params["q_bound"], iterations=params["iterations"], lr=params["sparsify_lr"],
         merge_low_or=params["or_merge"] == "and", progress=progress,
-        workers=min(os.cpu_count() or 1, 8)).cpu()
+        workers=workers).cpu()
 
 
 def compare_with_sgd(r: SeedResults, iterations: int | None = None,
@@ -346,10 +389,24 @@ def _results(path, tag, params, seed, games, result, runs) -> SeedResults:
                        int(games["candidates"]), {k: r.path.name for k, r in runs.items()})
 
 
-def _games(params, seed, runs, ds, device, progress, finals_only) -> dict[str, Any]:
+def game_units(models: int, samples: int, n: int, mask_batch: int
+               ) -> list[tuple[int, int, int]]:
+    """The forward batches of the games, as ``(model row, first sample, end sample)``: per
+    model, the samples ``masking.evaluate`` puts in one forward pass (``mask_batch // 2**n``,
+    at least 1). Ranks split these units, never a batch: a CPU convolution is not guaranteed
+    to give the same numbers for an image in a batch of another size."""
+    per_batch = max(1, mask_batch // (1 << n))
+    return [(m, i, min(i + per_batch, samples))
+            for m in range(models) for i in range(0, samples, per_batch)]
+
+
+def _games(params, seed, runs, ds, device, progress, finals_only) -> dict[str, Any] | None:
+    """The games of one seed (under torchrun: on rank 0; None on the others, which evaluate
+    their block of ``game_units``)."""
     finals = [runs[k].load_model(device=device) for k in MODELS]
-    ids, candidates = choose_samples(ds.target_test, finals, params["samples_per_class"],
-                                     params["only_correct"])
+    # every rank chooses the same samples; rank 0's choice is the one kept, whatever happens
+    ids, candidates = distributed.agree(choose_samples(
+        ds.target_test, finals, params["samples_per_class"], params["only_correct"]))
     if not ids:
         raise RuntimeError("no target test sample is classified correctly by all three final "
                            "models; train longer or set only_correct=false")
@@ -361,18 +418,35 @@ def _games(params, seed, runs, ds, device, progress, finals_only) -> dict[str, A
                                                   params["player_choice"])
                            for j, i in enumerate(ids)])
     labels: list[tuple[str, int]] = [("probe", runs["probe"].epochs()[-1])]
-    models_ = [finals[0]]
     for kind in ("finetune", "scratch"):
         epochs = runs[kind].epochs()
         chosen = epochs[-1:] if finals_only else analysed_epochs(epochs, params["checkpoints"])
-        for epoch in chosen:
-            labels.append((kind, epoch))
-            models_.append(runs[kind].load_model(epoch, device=device))
+        labels += [(kind, epoch) for epoch in chosen]
+
+    def model_of(row: int) -> torch.nn.Module:
+        kind, epoch = labels[row]
+        return finals[0] if kind == "probe" else runs[kind].load_model(epoch, device=device)
+
+    size = 1 << params["n"]
+    units = game_units(len(labels), len(ids), params["n"], params["mask_batch"])
+    block = distributed.shard(len(units))
+    # the baseline of every sample, made once as evaluate makes it (on the device, all samples)
+    base = masking.make_baseline(x.to(device, torch.float32), params["baseline"])
     from tqdm.auto import tqdm
-    values = torch.stack([
-        masking.evaluate(m, x, y, players, params["baseline"], params["mask_batch"],
-                         params["patch"], params["subtract_empty"]).cpu()
-        for m in tqdm(models_, desc=f"games (seed {seed})", unit="model", disable=not progress)])
+    parts, model, loaded = [], None, None
+    for row, i, j in tqdm([units[k] for k in block], desc=f"games (seed {seed})", unit="batch",
+                          disable=not progress):
+        if row != loaded:
+            model, loaded = model_of(row), row
+        parts.append(masking.evaluate(model, x[i:j], y[i:j], players[i:j], base[i:j],
+                                      params["mask_batch"], params["patch"],
+                                      params["subtract_empty"]).cpu())
+    gathered = distributed.gather(parts)
+    if gathered is None:
+        return None
+    values = torch.empty(len(labels), len(ids), size, dtype=torch.float64)
+    for (row, i, j), part in zip(units, (p for rank_parts in gathered for p in rank_parts)):
+        values[row, i:j] = part
     return dict(sample_ids=torch.as_tensor(ids), x=x, y=y, players=players, values=values,
                 labels=[list(label) for label in labels], candidates=candidates,
                 final_epoch=max(runs["finetune"].epochs()))

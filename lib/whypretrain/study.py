@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from . import data, knowledge, masking, presets, results
+from . import data, distributed, knowledge, masking, presets, results
 from .errors import MissingResults, UserError
 from .provenance import Sources, attach, combine, command, sources_of
 
@@ -40,11 +40,12 @@ FAR_CARRY = ("seeds", "epochs", "pretrain_epochs", "n", "iterations", "samples_p
 # --------------------------------------------------------------------------------------------
 def _progress(progress: bool | None) -> bool:
     """Progress bars unless asked otherwise; not in the book's kernels (the runner computed
-    everything before executing the notebooks, and a bar is no content for a reader)."""
+    everything before executing the notebooks, and a bar is no content for a reader), and not
+    on a rank other than 0 under torchrun."""
     if progress is None:
         from .charts import in_book
-        return not in_book()
-    return progress
+        progress = not in_book()
+    return progress and distributed.is_main()
 
 
 def compute(params: dict, progress: bool | None = None) -> None:

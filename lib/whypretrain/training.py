@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from . import data, models
+from . import data, distributed, models
 from .runs import KINDS, Run
 
 EVAL_BATCH = 1024
@@ -195,9 +195,11 @@ def _save(run, model, optimizer, rows, epoch, every_epoch) -> None:
 
 
 def device_of(params: dict) -> str:
+    """The device of this process: ``params["device"]`` (``auto``: CUDA when there is one);
+    under torchrun, ``cuda`` is this rank's GPU (``distributed.device``)."""
     if params.get("device", "auto") == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return params["device"]
+        return distributed.device("cuda" if torch.cuda.is_available() else "cpu")
+    return distributed.device(params["device"])
 
 
 def _seed_everything(params: dict, run: Run) -> None:
@@ -259,32 +261,71 @@ def ensure_runs(params: dict, seed: int, progress: bool = True,
                 datasets: data.Datasets | None = None) -> dict[str, Run]:
     """The four finished runs of ``seed``: reused when on disk, resumed when interrupted,
     trained when missing."""
-    ds = datasets or data.load_datasets(params)
-    specs = run_specs(params, seed, ds)
-    workdir = params["workdir"]
-    runs = {kind: Run.create(workdir, spec) for kind, spec in specs.items()}
-    pre = runs["pretrain"]
-    if not pre.done:
-        if models.weights_file(pre.params) is not None:
-            pre.mark_done()  # the weights file is the pre-trained model
-        else:
-            pretrain(pre, ds, params, progress)
-    if not runs["probe"].done:
-        probe(runs["probe"], pre, ds, params, progress)
-    if not runs["finetune"].done:
-        finetune(runs["finetune"], pre, ds, params, progress)
-    if not runs["scratch"].done:
-        scratch(runs["scratch"], ds, params, progress)
-    return runs
+    return _ensure(params, [seed], progress, datasets)[seed]
 
 
 def train_study(params: dict, progress: bool = True) -> dict[int, dict[str, Run]]:
     """``ensure_runs`` for every seed in ``params["seeds"]``."""
-    ds = data.load_datasets(params)
-    out = {}
-    for seed in tqdm(params["seeds"], desc="seeds", unit="seed", disable=not progress):
-        out[seed] = ensure_runs(params, seed, progress, datasets=ds)
-    return out
+    return _ensure(params, list(params["seeds"]), progress, seeds_bar=True)
+
+
+# Under torchrun the runs are spread over ranks in two phases (a run is trained by one rank,
+# start to end: no data-parallel training inside a run); the second phase starts from the
+# first one's pre-trained models.
+PHASES = (("pretrain", "scratch"), ("probe", "finetune"))
+
+
+def _ensure(params: dict, seeds: list[int], progress: bool,
+            datasets: data.Datasets | None = None, seeds_bar: bool = False
+            ) -> dict[int, dict[str, Run]]:
+    ds = datasets or data.load_datasets(params)
+
+    def create() -> dict[int, dict[str, Run]]:
+        return {seed: {kind: Run.create(params["workdir"], spec)
+                       for kind, spec in run_specs(params, seed, ds).items()} for seed in seeds}
+
+    # rank 0 makes the run folders, the others open them (two nodes writing one new file
+    # would clash on its temporary name)
+    runs = create() if distributed.is_main() else {}
+    distributed.barrier()
+    runs = runs or create()
+    if distributed.world() == 1:
+        for seed in tqdm(seeds, desc="seeds", unit="seed", disable=not (progress and seeds_bar)):
+            for kind in KINDS:
+                _train(runs[seed], kind, ds, params, progress)
+        return runs
+    progress = progress and distributed.is_main()
+    for phase in PHASES:
+        # rank 0 lists what is missing, so that every rank shares the same list out
+        todo = distributed.agree([(seed, kind) for seed in seeds for kind in phase
+                                  if not runs[seed][kind].done])
+        for i in range(distributed.rank(), len(todo), distributed.world()):
+            seed, kind = todo[i]
+            _train(runs[seed], kind, ds, params, progress)
+        distributed.barrier()
+    missing = [run for seed in seeds for run in runs[seed].values() if not run.done]
+    if missing:
+        raise RuntimeError(f"runs not finished after training: {missing}")
+    return runs
+
+
+def _train(runs: dict[str, Run], kind: str, ds: data.Datasets, params: dict,
+           progress: bool) -> None:
+    """Train the ``kind`` run of one seed unless it is done (its parent must be done)."""
+    run = runs[kind]
+    if run.done:
+        return
+    if kind == "pretrain":
+        if models.weights_file(run.params) is not None:
+            run.mark_done()  # the weights file is the pre-trained model
+        else:
+            pretrain(run, ds, params, progress)
+    elif kind == "probe":
+        probe(run, runs["pretrain"], ds, params, progress)
+    elif kind == "finetune":
+        finetune(run, runs["pretrain"], ds, params, progress)
+    else:
+        scratch(run, ds, params, progress)
 
 
 def _sha256(path: Path) -> str:
