@@ -151,12 +151,11 @@ def _embedded(images, labels, digits, test_fraction):
         train_idx.extend(idx[n_test:].tolist())
         new_labels[labels == digit] = new
     train_idx, test_idx = sorted(train_idx), sorted(test_idx)
-    mean = images[train_idx].mean(dim=(0, 2, 3), keepdim=True)
-    std = images[train_idx].std(dim=(0, 2, 3), keepdim=True)
-    norm = (images - mean) / std
+    mean, std = _moments(images[train_idx])
+    norm = (images - mean[None, :, None, None]) / std[None, :, None, None]
     train = TensorImages(norm[train_idx], new_labels[train_idx])
     test = TensorImages(norm[test_idx], new_labels[test_idx])
-    return train, test, [str(d) for d in digits], (mean.flatten().tolist(), std.flatten().tolist())
+    return train, test, [str(d) for d in digits], (mean.tolist(), std.tolist())
 
 
 def _imagenet(params: dict):
@@ -214,8 +213,18 @@ def _stats(dataset: Dataset) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of up to ``STATS_IMAGES`` training images (seeded choice)."""
     n = min(len(dataset), STATS_IMAGES)
     idx = np.random.default_rng(SPLIT_SEED).choice(len(dataset), size=n, replace=False)
-    x = torch.stack([dataset[int(i)][0] for i in idx])
-    return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
+    mean, std = _moments(torch.stack([dataset[int(i)][0] for i in idx]))
+    return mean.tolist(), std.clamp_min(1e-6).tolist()
+
+
+def _moments(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (unbiased) std of ``[B, C, H, W]`` images, as float32. Computed in
+    float64 by numpy, whose sums do not depend on the number of threads (torch's float32
+    reductions do: with 1 and 2 threads they differed in the 7th digit, and so did every model
+    trained on the normalised images)."""
+    x = images.numpy().astype(np.float64).transpose(1, 0, 2, 3).reshape(images.shape[1], -1)
+    return (torch.from_numpy(x.mean(axis=1)).float(),
+            torch.from_numpy(x.std(axis=1, ddof=1)).float())
 
 
 def _cifar10(params: dict):

@@ -32,7 +32,7 @@ from . import __version__
 KINDS = ("pretrain", "probe", "finetune", "scratch")
 METRICS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")
 # Bump when training code changes in a way that changes results: old runs are then not reused.
-RUN_FORMAT = 1
+RUN_FORMAT = 2  # 2: normalisation statistics independent of the thread count
 
 
 def run_hash(spec: dict[str, Any]) -> str:
