@@ -25,8 +25,7 @@ SIZES = {
     "ci, 10 samples, n=8": ["--set", "samples_per_class=1", "--set", "only_correct=false",
                             "--set", "n=8"],
 }
-ENV = {**os.environ, "PYTHONPATH": str(REPO / "lib"),
-       "OMP_NUM_THREADS": str(torch.get_num_threads())}  # the same data on both sides
+ENV = {**os.environ, "PYTHONPATH": str(REPO / "lib")}
 
 
 def analyze(workdir: Path, sets: list[str], processes: int) -> float:

@@ -243,21 +243,49 @@ def exact_case(n, v, sgd_steps, dense_steps):
     return row, ex, sgd
 
 
+def study_games(path: Path) -> None:
+    """Exact vs SGD on every game of one seed of a study (``games.pt`` of a results folder)."""
+    values = torch.load(path, weights_only=True)["values"].double()
+    v = values.reshape(-1, values.shape[-1]).contiguous()
+    n = v.shape[-1].bit_length() - 1
+    print(f"# {v.shape[0]} games of {path} (n = {n}), load {load()}", flush=True)
+    row, ex, sgd = exact_case(n, v, FULL_STEPS, None)
+    row["source"] = str(path)
+    per_game = dict(exact_s=row["exact_s"] / v.shape[0], sgd_s=row["sgd_10k_s"] / v.shape[0])
+    row.update(per_game)
+    print(table([row], EXACT_COLS), flush=True)
+    (OUT / "engine-study.json").write_text(json.dumps(row, indent=1))
+
+
 def exact_settings(v):
     """The exact optimiser's speed settings on the same games: simplex variant and the number of
-    starting columns (times n, of each extreme split). Objectives agree to the tolerance."""
+    starting columns (times n, of each extreme split), with and without the canonical tie-break.
+    Objectives agree to the tolerance; ``jaccard_*``: the salient sets (tau 0.05) against those
+    of primal simplex with 3n columns and the same tie-break setting (1.0 = the same knowledge)."""
     from whypretrain import exact
     b = 0.04 * (v[:, -1] - v[:, 0]).abs()
     rows = []
-    for simplex in ("primal", "dual"):
-        for start in (1, 3, 8):
-            t, sol = clock(lambda: exact.solve(v, b, simplex=simplex, start_columns=start), 1)
-            rows.append(dict(n=v.shape[-1].bit_length() - 1, games=v.shape[0], simplex=simplex,
-                             start_columns=f"{start}n", seconds=t,
-                             rounds_mean=float(sol.rounds.double().mean()),
-                             objective=float(sol.loss.mean()), gap_max=float(sol.gap.max()),
-                             load=load()))
+    for canonical in (False, True):
+        ref = None
+        for simplex in ("primal", "dual"):
+            for start in (3, 1, 8):
+                t, sol = clock(lambda: exact.solve(v, b, simplex=simplex, start_columns=start,
+                                                   canonical=canonical), 1)
+                sets = _salient_sets(_as_result(v, sol))
+                ref = ref or sets
+                jac = torch.tensor([_jaccard(a, c) for a, c in zip(sets, ref)])
+                rows.append(dict(n=v.shape[-1].bit_length() - 1, games=v.shape[0],
+                                 canonical=canonical, simplex=simplex, start_columns=f"{start}n",
+                                 seconds=t, rounds_mean=float(sol.rounds.double().mean()),
+                                 objective=float(sol.loss.mean()), gap_max=float(sol.gap.max()),
+                                 jaccard_mean=float(jac.mean()), jaccard_min=float(jac.min()),
+                                 load=load()))
     return rows
+
+
+def _as_result(v, sol):
+    i_and, i_or = I.and_or(v, sol.p, sol.q)
+    return I.Interactions(i_and, i_or, v, sol.p, sol.q, sol.loss, sol.loss, "and-or")
 
 
 def _salient_sets(result, tau=0.05):
@@ -368,9 +396,10 @@ EXACT_COLS = [("n", "n"), ("games", "games"), ("exact s", "exact_s"), ("gap max"
               ("min", "sgd_over_exact_min"), ("exact <= SGD", "exact_never_above"),
               ("dense SGD 10k s (extrap.)", "dense_10k_s"), ("dense steps", "dense_steps"),
               ("load", "load_start")]
-SETTING_COLS = [("n", "n"), ("games", "games"), ("simplex", "simplex"),
+SETTING_COLS = [("n", "n"), ("games", "games"), ("canonical", "canonical"), ("simplex", "simplex"),
                 ("start columns", "start_columns"), ("s", "seconds"), ("rounds mean", "rounds_mean"),
-                ("objective mean", "objective"), ("gap max", "gap_max"), ("load", "load")]
+                ("objective mean", "objective"), ("gap max", "gap_max"),
+                ("Jaccard mean", "jaccard_mean"), ("Jaccard min", "jaccard_min"), ("load", "load")]
 FACE_COLS = [("game", "game"), ("optimum", "optimum"), ("items per optimum", "items"),
              ("Jaccard min", "jaccard_min"), ("Jaccard mean", "jaccard_mean"),
              ("ours vs them", "ours_vs_others_mean")]
@@ -392,6 +421,11 @@ def main() -> None:
     ap.add_argument("--exact", action="store_true",
                     help="only the exact optimiser's tables (exact vs SGD vs dense; the spread of "
                          "optimal solutions)")
+    ap.add_argument("--study-games", type=Path, default=None, metavar="GAMES_PT",
+                    help="exact vs SGD (10,000 steps at the study's lr) on every game of one "
+                         "seed of a study (a results folder's games.pt); writes engine-study.json")
+    ap.add_argument("--settings", action="store_true",
+                    help="only the exact optimiser's settings table (n = 10, needs --games)")
     ap.add_argument("--child-memory", nargs=3, metavar=("SIDE", "N", "GAMES"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -401,6 +435,14 @@ def main() -> None:
         child_memory(side, int(n), int(games))
         return
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.study_games:
+        study_games(args.study_games)
+        return
+    if args.settings:
+        rows = exact_settings(torch.load(args.games / "games10.pt")[:32].double())
+        print("\n## exact settings, n = 10\n" + table(rows, SETTING_COLS))
+        (OUT / "engine-settings.json").write_text(json.dumps(rows, indent=1))
+        return
     cases = QUICK if args.quick else CASES
     full_steps = 2000 if args.quick else FULL_STEPS
     report = dict(machine=dict(platform=platform.platform(), cpus=os.cpu_count(),

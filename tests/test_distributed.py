@@ -72,11 +72,10 @@ def _same_params(a: dict, b: dict) -> None:
 
 # --- torchrun end to end (slow) ----------------------------------------------------------------
 def _env() -> dict[str, str]:
-    # torchrun sets OMP_NUM_THREADS=1 in its workers unless it is set; data preparation (the
-    # source set's normalisation statistics) depends on the thread count, so both sides get
-    # this process's count, as a plain `whypretrain` run would have
-    return {**os.environ, "PYTHONPATH": str(REPO / "lib"),
-            "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    # torchrun sets OMP_NUM_THREADS=1 in its workers while this process may use more threads:
+    # results must not depend on that (the `threads` parameter fixes training and analysis,
+    # data preparation is thread-independent)
+    return {**os.environ, "PYTHONPATH": str(REPO / "lib")}
 
 
 def _torchrun(*args: str) -> list[str]:

@@ -45,6 +45,9 @@ AND_COL, OR_COL = 0, 1
 SIMPLEX = {"primal": 4, "dual": 1}  # HiGHS's simplex_strategy codes
 DUAL_TOLERANCE = 1e-10  # HiGHS's primal and dual feasibility tolerances
 PRICE_TOLERANCE = 1e-9  # an interaction joins when its reduced price exceeds this
+FEASIBILITY_TOLERANCE = 1e-9  # a mask joins when its bound is broken by this (relative to |v|)
+ROWS_GENERATED_FROM = 14  # n from which rows = "auto" generates the LP's rows
+ROW_GROWTH = 4  # a round adds at most this many times the rows already in
 
 
 def _splitmix64(k: np.ndarray) -> np.ndarray:
@@ -92,21 +95,28 @@ def _new_model():
 
 @dataclass
 class _GameLP:
-    """The restricted LP of one game, kept warm across rounds."""
+    """The restricted LP of one game, kept warm across rounds.
+
+    ``all_rows``: every mask is a row from the start; otherwise rows join when the current
+    solution violates them (``add_rows``), so a large game's LP holds only the masks whose
+    bounds can bind. Columns: ``t`` (index 0), then interaction pairs (+/-) and slack pairs in
+    the order they joined.
+    """
 
     v: np.ndarray
     b: float
     n: int
     simplex: str = "primal"
     cost: np.ndarray | None = None  # [2, 2**n] column costs (1 + the tie-break; None: all 1)
+    all_rows: bool = True
+    after_rows: bool = False  # the last change was rows joining
+    fallbacks: int = 0        # LP solves that needed a cold or looser re-solve
     model: object = None
     columns: list[tuple[int, int]] = field(default_factory=list)  # (kind, mask) per +/- pair
     have: set[tuple[int, int]] = field(default_factory=set)
-    first_column: int = 0   # index of the first interaction column in the LP
     rounds: int = 0
 
     def __post_init__(self) -> None:
-        highspy = _require_highspy()
         size = 1 << self.n
         self.masks = np.arange(size)
         h = _new_model()
@@ -121,32 +131,74 @@ class _GameLP:
         h.setOptionValue("dual_feasibility_tolerance", DUAL_TOLERANCE)
         h.setOptionValue("primal_feasibility_tolerance", DUAL_TOLERANCE)
         empty = np.array([], dtype=np.int32)
-        h.addRows(size, self.v - self.b, self.v + self.b, 0, empty, empty, np.array([]))
+        # row 0 defines t = sum of the OR terms; t (free, cost 0) is column 0
         h.addRows(1, np.zeros(1), np.zeros(1), 0, empty, empty, np.array([]))
-        inf = highspy.kHighsInf
-        # t (free, cost 0): +1 in every mask row, -1 in its own row
-        rows = np.concatenate([self.masks, [size]]).astype(np.int32)
-        vals = np.concatenate([np.ones(size), [-1.0]])
-        h.addCols(1, np.zeros(1), np.array([-inf]), np.array([inf]), len(rows),
-                  np.zeros(1, dtype=np.int32), rows, vals)
-        # slacks: +1 / -1 in each mask row, exact-penalty cost
-        big = float(size + 1)
-        rows = np.repeat(self.masks, 2).astype(np.int32)
-        vals = np.tile([1.0, -1.0], size)
-        h.addCols(2 * size, np.full(2 * size, big), np.zeros(2 * size), np.full(2 * size, inf),
-                  2 * size, np.arange(2 * size, dtype=np.int32), rows, vals)
-        self.first_column = 1 + 2 * size
+        inf = _require_highspy().kHighsInf
+        h.addCols(1, np.zeros(1), np.array([-inf]), np.array([inf]), 1, np.zeros(1, np.int32),
+                  np.zeros(1, np.int32), np.array([-1.0]))
         self.model = h
+        self.row_of = np.full(size, -1, dtype=np.int64)  # LP row of each mask (-1: not in)
+        self.row_masks: list[int] = []
+        self.pair_start: list[int] = []  # LP column of each interaction's + part
+        self.column_count = 1
+        first = self.masks if self.all_rows else np.array(
+            sorted({0, size - 1} | {1 << i for i in range(self.n)}
+                   | {(size - 1) ^ (1 << i) for i in range(self.n)}))
+        self.add_rows(first)
         self.add([(AND_COL, 0)])  # the constant: AND and OR of the empty set are one column
 
+    def _coefficients(self, masks: np.ndarray) -> np.ndarray:
+        """``[len(masks), columns]`` coefficients of the + parts of the LP's interaction
+        columns in the mask rows ``masks``."""
+        kinds = np.array([k for k, _ in self.columns], dtype=np.int64)
+        cols = np.array([m for _, m in self.columns], dtype=np.int64)
+        s = masks[:, None]
+        return np.where(kinds == AND_COL, ((cols & s) == cols) * 1.0, ((cols & s) == 0) * -1.0)
+
+    def add_rows(self, masks) -> None:
+        """The mask rows ``masks`` join (with their slack pair), with the coefficients of the
+        columns already in."""
+        masks = np.array([m for m in np.asarray(masks).tolist() if self.row_of[m] < 0],
+                         dtype=np.int64)
+        if not len(masks):
+            return
+        h = self.model
+        start_row = 1 + len(self.row_masks)
+        coef = self._coefficients(masks) if self.columns else np.zeros((len(masks), 0))
+        starts, index, value = [], [], []
+        count = 0
+        plus = np.array(self.pair_start, dtype=np.int64)
+        for r in range(len(masks)):
+            nz = np.nonzero(coef[r])[0]
+            idx = np.concatenate([[0], plus[nz], plus[nz] + 1])
+            val = np.concatenate([[1.0], coef[r, nz], -coef[r, nz]])
+            starts.append(count)
+            index.append(idx)
+            value.append(val)
+            count += len(idx)
+        h.addRows(len(masks), self.v[masks] - self.b, self.v[masks] + self.b, count,
+                  np.array(starts, dtype=np.int32), np.concatenate(index).astype(np.int32),
+                  np.concatenate(value))
+        rows = start_row + np.arange(len(masks))
+        self.row_of[masks] = rows
+        self.row_masks += masks.tolist()
+        # slacks: +1 / -1 in each new row, exact-penalty cost
+        big = float((1 << self.n) + 1)
+        k = 2 * len(masks)
+        h.addCols(k, np.full(k, big), np.zeros(k), np.full(k, _require_highspy().kHighsInf), k,
+                  np.arange(k, dtype=np.int32), np.repeat(rows, 2).astype(np.int32),
+                  np.tile([1.0, -1.0], len(masks)))
+        self.column_count += k
+
     def rows_of(self, kind: int, mask: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rows and coefficients of the ``+`` column of one interaction."""
-        size = 1 << self.n
+        """LP rows and coefficients of the ``+`` column of one interaction."""
+        present = self.row_of >= 0
         if kind == AND_COL:
-            rows = self.masks[(self.masks & mask) == mask]
-            return rows, np.ones(len(rows))
-        rows = self.masks[(self.masks & mask) == 0]
-        return np.concatenate([rows, [size]]), np.concatenate([-np.ones(len(rows)), [1.0]])
+            masks = self.masks[present & ((self.masks & mask) == mask)]
+            return self.row_of[masks], np.ones(len(masks))
+        masks = self.masks[present & ((self.masks & mask) == 0)]
+        return (np.concatenate([self.row_of[masks], [0]]),
+                np.concatenate([-np.ones(len(masks)), [1.0]]))
 
     def add(self, new: list[tuple[int, int]]) -> None:
         new = [c for c in new if c not in self.have]
@@ -163,6 +215,8 @@ class _GameLP:
                 count += len(r)
             self.columns.append((kind, mask))
             self.have.add((kind, mask))
+            self.pair_start.append(self.column_count)
+            self.column_count += 2
         k = 2 * len(new)
         cost = np.ones(k) if self.cost is None else \
             np.repeat([self.cost[kind, mask] for kind, mask in new], 2)
@@ -171,18 +225,38 @@ class _GameLP:
                            np.concatenate(rows).astype(np.int32), np.concatenate(vals))
 
     def solve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Run the LP; return the row duals of the mask rows, and ``u``, ``w`` as dense arrays."""
+        """Run the LP; return the row duals of the mask rows (0 for masks not in the LP), and
+        ``u``, ``w`` as dense arrays."""
         h = self.model
+        # rows that joined leave the last basis dual feasible, columns primal feasible
+        h.setOptionValue("simplex_strategy",
+                         SIMPLEX["dual" if self.after_rows else self.simplex])
         h.run()
         self.rounds += 1
+        optimal = _require_highspy().HighsModelStatus.kOptimal
+        # Rarely the warm simplex ends without optimality at the tight tolerances (numerical
+        # trouble, "Unknown"): re-solve from scratch, then at HiGHS's default tolerances.
+        for tolerance in (DUAL_TOLERANCE, 1e-7):
+            if h.getModelStatus() == optimal:
+                break
+            self.fallbacks += 1
+            h.setOptionValue("dual_feasibility_tolerance", tolerance)
+            h.setOptionValue("primal_feasibility_tolerance", tolerance)
+            h.clearSolver()
+            h.run()
+        h.setOptionValue("dual_feasibility_tolerance", DUAL_TOLERANCE)
+        h.setOptionValue("primal_feasibility_tolerance", DUAL_TOLERANCE)
         status = h.getModelStatus()
-        if status != _require_highspy().HighsModelStatus.kOptimal:
+        if status != optimal:
             raise RuntimeError(f"HiGHS ended a restricted LP with status {h.modelStatusToString(status)}")
         sol = h.getSolution()
         size = 1 << self.n
-        y = np.asarray(sol.row_dual[:size], dtype=np.float64)
-        x = np.asarray(sol.col_value[self.first_column:], dtype=np.float64)
-        signed = x[0::2] - x[1::2]
+        y = np.zeros(size)
+        duals = np.asarray(sol.row_dual, dtype=np.float64)
+        y[self.row_masks] = duals[1:1 + len(self.row_masks)]
+        x = np.asarray(sol.col_value, dtype=np.float64)
+        plus = np.array(self.pair_start, dtype=np.int64)
+        signed = x[plus] - x[plus + 1]
         u, w = np.zeros(size), np.zeros(size)
         for (kind, mask), value in zip(self.columns, signed):
             (u if kind == AND_COL else w)[mask] += value
@@ -267,7 +341,7 @@ class ExactSolution:
 
 def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
           progress: bool = False, workers: int = 1, simplex: str = "primal",
-          start_columns: int = 3, canonical: bool = True) -> ExactSolution:
+          start_columns: int = 3, canonical: bool = True, rows: str = "auto") -> ExactSolution:
     """Solve the sparsification LP of every game of ``v`` (``[G, 2**n]``) to relative gap ``tol``.
 
     ``b``: the q bound of each game (``[G]``). Pricing and certificates run batched on ``v``'s
@@ -279,6 +353,9 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
     ``tol / 4 * tie_break(n)`` (lower orders first, then a fixed order), which is unique, and
     within ``tol`` of the plain objective's optimum (the certificate is of the plain objective).
     Without it, a game stops at the first vertex of the optimal face within ``tol``.
+    ``rows``: ``all`` masks are LP rows from the start, or they are ``generated`` (a mask joins
+    when the current solution violates its bounds); ``auto``: generated from ``n`` =
+    ``ROWS_GENERATED_FROM`` on. Both reach the same optimum.
     Raises RuntimeError naming the games that could not be certified (never returns them silently).
     """
     n = v.shape[-1].bit_length() - 1
@@ -292,8 +369,11 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
         raise ValueError(f"tol must lie in (0, 1), got {tol}")
     cost_np = 1.0 + tol / 4 * tie_break(n) if canonical else np.ones((2, size))
     cost = torch.from_numpy(cost_np).to(device, dtype)
-    lps = [_GameLP(v_np[g], float(b_np[g]), n, simplex, cost_np if canonical else None)
-           for g in range(games)]
+    if rows not in ("auto", "all", "generated"):
+        raise ValueError(f"rows must be 'auto', 'all' or 'generated', got {rows!r}")
+    all_rows = rows == "all" or (rows == "auto" and n < ROWS_GENERATED_FROM)
+    lps = [_GameLP(v_np[g], float(b_np[g]), n, simplex, cost_np if canonical else None,
+                   all_rows) for g in range(games)]
     top_and, top_or = _starting_columns(v, n, max(1, start_columns * n))
     for g, lp in enumerate(lps):
         lp.add([(AND_COL, int(m)) for m in top_and[g].tolist()]
@@ -325,6 +405,13 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
             p, q = split_of(u[idx], w[idx], vb, bb)
             i_and, i_or = and_or(vb, p, q)
             loss[idx] = i_and.abs().sum(-1) + i_or.abs().sum(-1)
+            # masks whose bounds the LP's solution breaks (only when rows are generated)
+            outside = None
+            if not all_rows:
+                r = reconstruct(u[idx], w[idx])
+                outside = torch.maximum(r - vb - bb[:, None], vb - bb[:, None] - r)
+                outside = outside - FEASIBILITY_TOLERANCE * (1 + vb.abs())
+                outside_np = outside.cpu().numpy()
             and_part, or_part = dual_prices(y, n)
             bound[idx] = torch.maximum(bound[idx], _bound(y, vb, bb, and_part, or_part))
             within = (relative_gap(loss[idx], bound[idx]) <= tol).tolist()
@@ -338,15 +425,28 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
             viol_np = viol.cpu().numpy()
             still = []
             for row, g in enumerate(active):
+                lp = lps[g]
+                broken = np.zeros(0, dtype=np.int64)
+                if outside is not None:
+                    broken = np.nonzero(outside_np[row] > 0)[0]
+                    broken = broken[lp.row_of[broken] < 0]
+                    if len(broken):
+                        worst = broken[np.argsort(-outside_np[row][broken], kind="stable")]
+                        lp.add_rows(worst[: max(4 * n, ROW_GROWTH * len(lp.row_masks))])
+                        done[row] = False
                 if done[row]:
                     if bar is not None:
                         bar.update()
                     continue
-                lp = lps[g]
                 kinds, masks = np.nonzero(viol_np[row] > PRICE_TOLERANCE)
                 order = np.argsort(-viol_np[row][kinds, masks], kind="stable")
                 new = [(int(kinds[i]), int(masks[i])) for i in order
                        if (int(kinds[i]), int(masks[i])) not in lp.have]
+                if len(broken):  # rows only this round: the dual simplex re-solves from the basis
+                    lp.after_rows = True
+                    still.append(g)
+                    continue
+                lp.after_rows = False
                 if not new:
                     if within[row]:  # the perturbed optimum, up to HiGHS's tolerances
                         done[row] = True
