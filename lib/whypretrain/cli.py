@@ -178,6 +178,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "study":
         return study(args.preset, overrides, args.root)
     if args.command == "book":
+        if not distributed.is_main():
+            return 0  # under torchrun, rank 0 alone executes the notebooks and builds the book
         return book(args.preset, overrides, args.root, force=args.force)
     params = _resolve(args.preset, overrides)
     {"train": train, "analyze": analyze}[args.command](params)
