@@ -1,4 +1,6 @@
 """The interaction engine against brute-force oracles and the identities the theory guarantees."""
+import weakref
+
 import pytest
 import torch
 
@@ -273,6 +275,33 @@ def test_tie_break_is_fixed_generic_and_orders_first():
     # a lower order always costs less than a higher one
     assert (torch.from_numpy(r)[:, order == 2].max() < torch.from_numpy(r)[:, order == 3].min())
     assert exact.tie_break(6).tobytes() == r.tobytes()  # a fixed rule, no random state
+
+
+def test_exact_holds_a_bounded_number_of_lps(real_games, monkeypatch):
+    """Games enter the solver a few at a time (memory bounded) and leave when solved: the same
+    interactions as when all are held at once."""
+    from whypretrain import exact
+    v = real_games[7].double().repeat(3, 1)  # 12 games
+    b = 0.04 * (v[:, -1] - v[:, 0]).abs()
+    together = exact.solve(v, b)
+    alive, most = [0], []
+    original = exact._GameLP.__post_init__
+
+    def tracked(self):
+        original(self)
+        alive[0] += 1
+        weakref.finalize(self, lambda: alive.__setitem__(0, alive[0] - 1))
+        most.append(alive[0])
+
+    monkeypatch.setattr(exact._GameLP, "__post_init__", tracked)
+    monkeypatch.setattr(exact, "LIVE_SIZE", 1 << 7)  # one game at a time at n = 7
+    alone = exact.solve(v, b)
+    # the one solving, and the last ones solved until the solver's locals let go of them
+    assert len(most) == v.shape[0] and max(most) <= 3
+    scale = float(v.abs().max())
+    torch.testing.assert_close(alone.p, together.p, rtol=0, atol=1e-9 * scale)
+    torch.testing.assert_close(alone.q, together.q, rtol=0, atol=1e-9 * scale)
+    torch.testing.assert_close(alone.loss, together.loss, rtol=1e-12, atol=0)
 
 
 def test_exact_on_games_without_interactions():

@@ -47,6 +47,7 @@ DUAL_TOLERANCE = 1e-10  # HiGHS's primal and dual feasibility tolerances
 PRICE_TOLERANCE = 1e-9  # an interaction joins when its reduced price exceeds this
 FEASIBILITY_TOLERANCE = 1e-9  # a mask joins when its bound is broken by this (relative to |v|)
 ROWS_GENERATED_FROM = 14  # n from which rows = "auto" generates the LP's rows
+LIVE_SIZE = 1 << 17  # at most LIVE_SIZE / 2**n games' LPs are held at once (at least workers)
 ROW_GROWTH = 4  # a round adds at most this many times the rows already in
 
 
@@ -372,17 +373,38 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
     if rows not in ("auto", "all", "generated"):
         raise ValueError(f"rows must be 'auto', 'all' or 'generated', got {rows!r}")
     all_rows = rows == "all" or (rows == "auto" and n < ROWS_GENERATED_FROM)
-    lps = [_GameLP(v_np[g], float(b_np[g]), n, simplex, cost_np if canonical else None,
-                   all_rows) for g in range(games)]
     top_and, top_or = _starting_columns(v, n, max(1, start_columns * n))
-    for g, lp in enumerate(lps):
-        lp.add([(AND_COL, int(m)) for m in top_and[g].tolist()]
-               + [(OR_COL, int(m)) for m in top_or[g].tolist()])
+    # At most ``live`` LPs exist at once (HiGHS holds about 12 MB per n = 10 game): a game's LP
+    # is built when it enters and freed when it is solved, so memory does not grow with games.
+    live = max(workers, LIVE_SIZE >> n, 1)
+    lps: dict[int, _GameLP] = {}
+    waiting = iter(range(games))
+    rounds = torch.zeros(games, dtype=torch.long)
+    columns = torch.zeros(games, dtype=torch.long)
+
+    def enter() -> list[int]:
+        new = []
+        while len(lps) < live:
+            g = next(waiting, None)
+            if g is None:
+                break
+            lp = _GameLP(v_np[g], float(b_np[g]), n, simplex,
+                         cost_np if canonical else None, all_rows)
+            lp.add([(AND_COL, int(m)) for m in top_and[g].tolist()]
+                   + [(OR_COL, int(m)) for m in top_or[g].tolist()])
+            lps[g] = lp
+            new.append(g)
+        return new
+
+    def leave(g: int) -> None:
+        lp = lps.pop(g)
+        rounds[g], columns[g] = lp.rounds, len(lp.have)
+
     u = torch.zeros_like(v)
     w = torch.zeros_like(v)
     loss = torch.full((games,), float("inf"), dtype=dtype, device=device)
     bound = torch.zeros(games, dtype=dtype, device=device)
-    active = list(range(games))
+    active = enter()
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -392,9 +414,7 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
         from concurrent.futures import ThreadPoolExecutor
         pool = ThreadPoolExecutor(workers)
     try:
-        for _ in range(max_rounds):
-            if not active:
-                break
+        while active:
             solved = list(pool.map(lambda g: lps[g].solve(), active)) if pool \
                 else [lps[g].solve() for g in active]
             idx = torch.tensor(active, device=device)
@@ -462,16 +482,19 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
                     f"exact sparsification could not certify {len(stuck)} game(s) "
                     f"(first: game {stuck[0]}, gap {gaps[0]:.2e} > tol {tol:g}) although no "
                     f"interaction is left to price in; try a larger tol")
-            active = still
-        if active:
-            raise RuntimeError(f"exact sparsification: {len(active)} game(s) not certified after "
-                               f"{max_rounds} rounds (gap {relative_gap(loss, bound)[active].max():.2e})")
+            for row, g in enumerate(active):
+                if done[row]:
+                    leave(g)
+            late = [g for g in still if lps[g].rounds >= max_rounds]
+            if late:
+                raise RuntimeError(
+                    f"exact sparsification: {len(late)} game(s) not certified after {max_rounds} "
+                    f"rounds (gap {relative_gap(loss, bound)[late].max():.2e})")
+            active = still + enter()
     finally:
         if pool is not None:
             pool.shutdown()
         if bar is not None:
             bar.close()
     p, q = split_of(u, w, v, b)
-    rounds = torch.tensor([lp.rounds for lp in lps])
-    columns = torch.tensor([len(lp.have) for lp in lps])
     return ExactSolution(p, q, loss, bound, rounds, columns)
