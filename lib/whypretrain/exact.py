@@ -21,7 +21,8 @@ by the engine on the returned ``p, q`` (never taken from the LP solver) and ``lo
 the dual point by the same transforms, so the certificate does not rest on HiGHS.
 
 Restricted LP of one game (rows: the ``2**n`` masks ``S`` with bounds ``[v_S - b, v_S + b]``,
-and one row defining ``t``):
+or from ``n = ROWS_GENERATED_FROM`` on only those the solution has broken so far; and one row
+defining ``t``):
 - ``u(S)``, S non-empty, split ``u+ - u-``: +1 in rows ``T ⊇ S`` (``zeta`` of a delta);
 - ``w(U)``, U non-empty, split: the OR part of ``R`` is ``w(empty) + sum_{U cap S != empty} w(U)
   = w(empty) + t - sum_{U subset N \\ S} w(U)`` with ``t = sum_U w(U)``, so ``w(U)`` is -1 in
