@@ -5,8 +5,10 @@ and after"), on one preset's trained runs.
 
 After: ``findings.judge`` on the preset's stored results (exact, every epoch: run
 ``whypretrain analyze`` first). Before: the same runs and games, extracted with
-``optimizer=sgd`` (10,000 steps at the study's lr), final models only (``finals_only``: what
-the knowledge claims read; the convergence claims need every epoch and are not recomputed).
+``optimizer=sgd`` (10,000 steps at the study's lr): every epoch where
+``whypretrain analyze --set optimizer=sgd`` has stored them, else the final models only
+(``finals_only``: what the knowledge claims read; the convergence claims are then not
+recomputed).
 Also per game on the final models: SGD's objective over the optimum, and the Jaccard of the
 two salient sets. Prints markdown and writes benchmarks/out/extraction-findings.json.
 """
@@ -44,7 +46,10 @@ def main() -> None:
         c.insert(0, "seed", seed)
         compared.append(c)
     seconds = time.perf_counter() - start
-    x = findings.Inputs(study.training_table(sgd, ds), pd.concat(tables, ignore_index=True))
+    try:  # every epoch extracted with SGD too (`whypretrain analyze ... --set optimizer=sgd`)
+        x = findings.Inputs(study.training_table(sgd, ds), study.table(sgd, datasets=ds))
+    except MissingResults:
+        x = findings.Inputs(study.training_table(sgd, ds), pd.concat(tables, ignore_index=True))
     rows = []
     for c in findings.CLAIMS:
         try:
