@@ -112,7 +112,6 @@ class _GameLP:
     cost: np.ndarray | None = None  # [2, 2**n] column costs (1 + the tie-break; None: all 1)
     all_rows: bool = True
     after_rows: bool = False  # the last change was rows joining
-    fallbacks: int = 0        # LP solves that needed a cold or looser re-solve
     model: object = None
     columns: list[tuple[int, int]] = field(default_factory=list)  # (kind, mask) per +/- pair
     have: set[tuple[int, int]] = field(default_factory=set)
@@ -124,9 +123,6 @@ class _GameLP:
         h = _new_model()
         h.setOptionValue("threads", 1)
         h.setOptionValue("random_seed", 0)
-        # Columns join between rounds, so the last basis stays primal feasible: primal simplex
-        # re-solves from it (2x faster than dual simplex on n = 10 games, benchmarks/README.md).
-        h.setOptionValue("simplex_strategy", SIMPLEX[self.simplex])
         h.setOptionValue("presolve", "off")
         # tight tolerances: the tie-break's cost differences (about tol / 4 / (n + 1) per unit)
         # must be resolved by the simplex, or it could stop at any vertex of the optimal face
@@ -230,7 +226,9 @@ class _GameLP:
         """Run the LP; return the row duals of the mask rows (0 for masks not in the LP), and
         ``u``, ``w`` as dense arrays."""
         h = self.model
-        # rows that joined leave the last basis dual feasible, columns primal feasible
+        # Columns that joined leave the last basis primal feasible: primal simplex re-solves
+        # from it (2x faster than dual simplex on n = 10 games, benchmarks/README.md); rows that
+        # joined leave it dual feasible
         h.setOptionValue("simplex_strategy",
                          SIMPLEX["dual" if self.after_rows else self.simplex])
         h.run()
@@ -241,7 +239,6 @@ class _GameLP:
         for tolerance in (DUAL_TOLERANCE, 1e-7):
             if h.getModelStatus() == optimal:
                 break
-            self.fallbacks += 1
             h.setOptionValue("dual_feasibility_tolerance", tolerance)
             h.setOptionValue("primal_feasibility_tolerance", tolerance)
             h.clearSolver()
