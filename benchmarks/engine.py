@@ -257,6 +257,51 @@ def study_games(path: Path) -> None:
     (OUT / "engine-study.json").write_text(json.dumps(row, indent=1))
 
 
+def dense_games(path: Path, sample: int, also: Path | None) -> list[dict]:
+    """The exact optimiser's column routes game by game: ``generated`` (column generation),
+    ``all`` (every interaction at once, dual simplex) and ``auto`` (``all`` for games whose spread
+    passes ``exact.DENSE_SPREAD``), on one sample's game under every model of a study seed
+    (``games.pt``: all epochs, so networks early in training are included), and on the games of
+    ``also`` (the benchmark's trained-model games). Same optimum on every route (checked)."""
+    from whypretrain import exact
+    sets = {}
+    values = torch.load(path, weights_only=True)["values"].double()
+    sets["study"] = values[:, sample].contiguous()
+    if also is not None:
+        sets["trained"] = torch.load(also, weights_only=True).double()
+        sets["trained"] = sets["trained"].reshape(-1, sets["trained"].shape[-1])
+    rows = []
+    for name, v in sets.items():
+        n = v.shape[-1].bit_length() - 1
+        zero = torch.zeros_like(v)
+        spread = exact.spread(I.and_or(v, v / 2, zero)[0], I.and_or(v, -v / 2, zero)[1], v)
+        b = 0.04 * (v[:, -1] - v[:, 0]).abs()
+        seconds = {c: torch.zeros(v.shape[0], dtype=torch.float64) for c in ("generated", "all")}
+        first = None
+        for g in range(v.shape[0]):
+            for c in seconds:
+                t, sol = clock(lambda: exact.solve(v[g:g + 1], b[g:g + 1], columns=c), 1)
+                seconds[c][g] = t
+                ia, io = I.and_or(v[g:g + 1], sol.p, sol.q)
+                if first is None:
+                    first = (ia, io)
+                else:
+                    scale = float(v[g].abs().max())
+                    assert float((ia - first[0]).abs().max()) <= 1e-6 * scale
+                    assert float((io - first[1]).abs().max()) <= 1e-6 * scale
+            first = None
+        dense = spread > exact.DENSE_SPREAD
+        auto = torch.where(dense, seconds["all"], seconds["generated"])
+        best = torch.minimum(seconds["all"], seconds["generated"])
+        rows.append(dict(games=name, n=n, count=v.shape[0], dense=int(dense.sum()),
+                         spread_median=float(spread.median()), spread_max=float(spread.max()),
+                         generated_s=float(seconds["generated"].sum()),
+                         all_s=float(seconds["all"].sum()), auto_s=float(auto.sum()),
+                         best_s=float(best.sum()), load=load()))
+        print(table(rows[-1:], DENSE_COLS), flush=True)
+    return rows
+
+
 def exact_settings(v):
     """The exact optimiser's speed settings on the same games: simplex variant and the number of
     starting columns (times n, of each extreme split), with and without the canonical tie-break.
@@ -403,6 +448,10 @@ SETTING_COLS = [("n", "n"), ("games", "games"), ("canonical", "canonical"), ("si
 FACE_COLS = [("game", "game"), ("optimum", "optimum"), ("items per optimum", "items"),
              ("Jaccard min", "jaccard_min"), ("Jaccard mean", "jaccard_mean"),
              ("ours vs them", "ours_vs_others_mean")]
+DENSE_COLS = [("games", "games"), ("n", "n"), ("count", "count"), ("dense", "dense"),
+              ("spread median", "spread_median"), ("spread max", "spread_max"),
+              ("generated s", "generated_s"), ("all s", "all_s"), ("auto s", "auto_s"),
+              ("best of both s", "best_s"), ("load", "load")]
 MASK_COLS = [("n", "n"), ("samples", "samples"), ("inputs", "inputs"), ("plain s", "plain_s"),
              ("evaluate s", "evaluate_s"), ("overhead", "overhead"),
              ("inputs/s", "inputs_per_s"), ("load", "load")]
@@ -426,6 +475,11 @@ def main() -> None:
                          "seed of a study (a results folder's games.pt); writes engine-study.json")
     ap.add_argument("--settings", action="store_true",
                     help="only the exact optimiser's settings table (n = 10, needs --games)")
+    ap.add_argument("--dense", type=Path, default=None, metavar="GAMES_PT",
+                    help="the exact optimiser's column routes (generated / all / auto) game by "
+                         "game on one sample of a study seed's games.pt (every model and epoch) "
+                         "and on --games's games10.pt; writes engine-dense.json")
+    ap.add_argument("--sample", type=int, default=3, help="the sample --dense uses")
     ap.add_argument("--child-memory", nargs=3, metavar=("SIDE", "N", "GAMES"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -437,6 +491,12 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     if args.study_games:
         study_games(args.study_games)
+        return
+    if args.dense:
+        rows = dense_games(args.dense, args.sample,
+                           args.games / "games10.pt" if args.games else None)
+        print("\n## exact column routes\n" + table(rows, DENSE_COLS))
+        (OUT / "engine-dense.json").write_text(json.dumps(rows, indent=1))
         return
     if args.settings:
         rows = exact_settings(torch.load(args.games / "games10.pt")[:32].double())

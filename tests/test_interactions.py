@@ -243,8 +243,8 @@ def test_exact_is_deterministic_and_keeps_leading_dimensions(real_games):
 def test_exact_returns_the_canonical_optimum(real_games, n):
     """The returned solution is the one optimum of the tie-broken objective (book/method.md,
     section 2): equal to a general LP solver's solution of that objective, and the same whatever
-    the solver's path (simplex variant, starting columns, all rows or generated rows), where
-    the plain objective's optima differ."""
+    the solver's path (simplex variant, starting columns, all rows or generated rows, every
+    column at once), where the plain objective's optima differ."""
     from whypretrain import exact
     v = real_games[n].double()
     b = 0.04 * (v[:, -1] - v[:, 0]).abs()
@@ -258,11 +258,40 @@ def test_exact_returns_the_canonical_optimum(real_games, n):
         scale = float(v[g].abs().max())
         torch.testing.assert_close(i_and[g], lp_and, rtol=0, atol=1e-9 * scale)
         torch.testing.assert_close(i_or[g], lp_or, rtol=0, atol=1e-9 * scale)
-    for simplex, start, rows in (("dual", 1, "all"), ("primal", 8, "generated")):
-        other = exact.solve(v, b, tol=tol, simplex=simplex, start_columns=start, rows=rows)
+    for simplex, start, rows, columns in (("dual", 1, "all", "generated"),
+                                          ("primal", 8, "generated", "generated"),
+                                          ("primal", 3, "all", "all")):
+        other = exact.solve(v, b, tol=tol, simplex=simplex, start_columns=start, rows=rows,
+                            columns=columns)
         o_and, o_or = I.and_or(v, other.p, other.q)
         torch.testing.assert_close(o_and, i_and, rtol=0, atol=1e-9 * float(v.abs().max()))
         torch.testing.assert_close(o_or, i_or, rtol=0, atol=1e-9 * float(v.abs().max()))
+
+
+def test_dense_games_get_every_interaction_at_once(real_games):
+    """``spread`` tells a trained network's game (a few interactions explain it) from noise (most
+    interactions needed); ``columns="auto"`` gives the dense one every interaction from the start
+    and grows the sparse one, and the optimum is the one the other route finds."""
+    from whypretrain import exact
+    n = 8
+    trained = real_games[n].double()[:1]
+    noise = torch.randn(1, 1 << n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    v = torch.cat([trained, noise])
+    b = 0.04 * (v[:, -1] - v[:, 0]).abs()
+    zero = torch.zeros_like(v)
+    s = exact.spread(I.and_or(v, v / 2, zero)[0], I.and_or(v, -v / 2, zero)[1], v)
+    assert s[0] < exact.DENSE_SPREAD < s[1]
+    auto = exact.solve(v, b)
+    every = (1 << (n + 1)) - 1  # the constant and the non-empty AND and OR terms
+    assert auto.columns[1] == every and auto.rounds[1] == 1 and auto.columns[0] < every
+    grown = exact.solve(v, b, columns="generated")
+    assert grown.columns[1] < every
+    for a, c in zip(I.and_or(v, auto.p, auto.q), I.and_or(v, grown.p, grown.q)):
+        torch.testing.assert_close(a, c, rtol=0, atol=1e-9 * float(v.abs().max()))
+    with pytest.raises(ValueError, match="columns"):
+        exact.solve(v, b, columns="some")
+    with pytest.raises(ValueError, match="every row"):
+        exact.solve(v, b, columns="all", rows="generated")
 
 
 def test_tie_break_is_fixed_generic_and_orders_first():

@@ -12,13 +12,15 @@ matching (``interactions.reconstruct``): the outputs that the interactions expla
 *any* ``y`` scaled by ``max(1, |R^T y|_inf)`` gives a certified lower bound of the optimum.
 
 The solver is column generation: a restricted LP holds the few interactions that can be
-non-zero (the optimum is sparse: that is the point of the extraction), HiGHS solves it (primal
-simplex, warm-started), the engine's transforms price every other interaction of every game at
-once (batched, on the games' device) from the LP's row duals, the most violated ones join, and
-a game stops when its relative gap ``(loss - loss_bound) / loss <= tol`` and no interaction is
-left to price in (``tie_break``: the canonical solution). ``loss`` is measured
-by the engine on the returned ``p, q`` (never taken from the LP solver) and ``loss_bound`` from
-the dual point by the same transforms, so the certificate does not rest on HiGHS.
+non-zero (the optimum is usually sparse: that is the point of the extraction), HiGHS solves it
+(primal simplex, warm-started), the engine's transforms price every other interaction of every
+game at once (batched, on the games' device) from the LP's row duals, the most violated ones
+join, and a game stops when its relative gap ``(loss - loss_bound) / loss <= tol`` and no
+interaction is left to price in (``tie_break``: the canonical solution). A dense game
+(``spread``: a network early in training, whose optimum holds most interactions) gets every
+interaction at once instead, solved by the dual simplex. ``loss`` is measured by the engine on
+the returned ``p, q`` (never taken from the LP solver) and ``loss_bound`` from the dual point by
+the same transforms, so the certificate does not rest on HiGHS.
 
 Restricted LP of one game (rows: the ``2**n`` masks ``S`` with bounds ``[v_S - b, v_S + b]``,
 or from ``n = ROWS_GENERATED_FROM`` on only those the solution has broken so far; and one row
@@ -50,6 +52,8 @@ FEASIBILITY_TOLERANCE = 1e-9  # a mask joins when its bound is broken by this (r
 ROWS_GENERATED_FROM = 14  # n from which rows = "auto" generates the LP's rows
 LIVE_SIZE = 1 << 17  # at most LIVE_SIZE / 2**n games' LPs are held at once (at least workers)
 ROW_GROWTH = 4  # a round adds at most this many times the rows already in
+DENSE_SPREAD = 64.0  # columns = "auto": a game whose spread (``spread``) passes this gets every
+# interaction in its LP from the start (benchmarks/README.md, "Dense games")
 
 
 def _splitmix64(k: np.ndarray) -> np.ndarray:
@@ -111,7 +115,8 @@ class _GameLP:
     simplex: str = "primal"
     cost: np.ndarray | None = None  # [2, 2**n] column costs (1 + the tie-break; None: all 1)
     all_rows: bool = True
-    after_rows: bool = False  # the last change was rows joining
+    full: bool = False  # every interaction is a column from the start (needs all_rows)
+    after_rows: bool = False  # the last change was rows joining (or every column joined at once)
     model: object = None
     columns: list[tuple[int, int]] = field(default_factory=list)  # (kind, mask) per +/- pair
     have: set[tuple[int, int]] = field(default_factory=set)
@@ -144,6 +149,9 @@ class _GameLP:
                    | {(size - 1) ^ (1 << i) for i in range(self.n)}))
         self.add_rows(first)
         self.add([(AND_COL, 0)])  # the constant: AND and OR of the empty set are one column
+        if self.full:  # the slack basis is dual feasible (every cost is >= 0): dual simplex
+            self.add([(kind, m) for kind in (AND_COL, OR_COL) for m in range(1, size)])
+            self.after_rows = True
 
     def _coefficients(self, masks: np.ndarray) -> np.ndarray:
         """``[len(masks), columns]`` coefficients of the + parts of the LP's interaction
@@ -288,16 +296,29 @@ def _bound(y: Tensor, v: Tensor, b: Tensor, and_part: Tensor, or_part: Tensor) -
     return ((y * v).sum(-1) - b * y.abs().sum(-1)).div(scale).clamp_min(0.0)
 
 
-def _starting_columns(v: Tensor, n: int, count: int) -> tuple[Tensor, Tensor]:
+def _starting_columns(v: Tensor, n: int, count: int) -> tuple[Tensor, Tensor, Tensor]:
     """The strongest terms of the two extreme splits (all AND: ``p = v/2``; all OR: ``p = -v/2``):
-    a cheap first guess of the support, so that most games need two or three rounds."""
+    a cheap first guess of the support, so that most games need two or three rounds; and each
+    game's spread (``spread``)."""
     zero = torch.zeros_like(v)
     i_and, _ = and_or(v, v / 2, zero)
     _, i_or = and_or(v, -v / 2, zero)
     k = min(count, (1 << n) - 1)
     top_and = i_and[..., 1:].abs().topk(k, dim=-1).indices + 1
     top_or = i_or[..., 1:].abs().topk(k, dim=-1).indices + 1
-    return top_and, top_or
+    return top_and, top_or, spread(i_and, i_or, v)
+
+
+def spread(i_and: Tensor, i_or: Tensor, v: Tensor) -> Tensor:
+    """How dense a game is: the L1 mass of its sparser extreme split's interactions (all AND or
+    all OR, order 0 left out) in units of its span ``|v(N) - v(empty)|`` (``inf`` for a game
+    with no span). A network early in training has games with a spread in the hundreds or
+    thousands, whose optimum holds most of the ``2**(n+1)`` interactions; a trained one about
+    2-30 (benchmarks/README.md, "Dense games")."""
+    mass = torch.minimum(i_and[..., 1:].abs().sum(-1), i_or[..., 1:].abs().sum(-1))
+    span = (v[..., -1] - v[..., 0]).abs()
+    return torch.where(span > 0, mass / span.clamp_min(torch.finfo(v.dtype).tiny),
+                       torch.full_like(mass, float("inf")))
 
 
 def split_of(u: Tensor, w: Tensor, v: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -340,7 +361,8 @@ class ExactSolution:
 
 def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
           progress: bool = False, workers: int = 1, simplex: str = "primal",
-          start_columns: int = 3, canonical: bool = True, rows: str = "auto") -> ExactSolution:
+          start_columns: int = 3, canonical: bool = True, rows: str = "auto",
+          columns: str = "auto") -> ExactSolution:
     """Solve the sparsification LP of every game of ``v`` (``[G, 2**n]``) to relative gap ``tol``.
 
     ``b``: the q bound of each game (``[G]``). Pricing and certificates run batched on ``v``'s
@@ -355,6 +377,10 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
     ``rows``: ``all`` masks are LP rows from the start, or they are ``generated`` (a mask joins
     when the current solution violates its bounds); ``auto``: generated from ``n`` =
     ``ROWS_GENERATED_FROM`` on. Both reach the same optimum.
+    ``columns``: interactions join the LP when they price in (``generated``), or ``all`` are in
+    from the start (dual simplex from the slack basis, no pricing rounds; needs every row);
+    ``auto``: ``all`` for the dense games, whose ``spread`` exceeds ``DENSE_SPREAD`` (networks
+    early in training), where growing the LP round by round costs 2-6x more. Same optimum.
     Raises RuntimeError naming the games that could not be certified (never returns them silently).
     """
     n = v.shape[-1].bit_length() - 1
@@ -371,7 +397,14 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
     if rows not in ("auto", "all", "generated"):
         raise ValueError(f"rows must be 'auto', 'all' or 'generated', got {rows!r}")
     all_rows = rows == "all" or (rows == "auto" and n < ROWS_GENERATED_FROM)
-    top_and, top_or = _starting_columns(v, n, max(1, start_columns * n))
+    if columns not in ("auto", "all", "generated"):
+        raise ValueError(f"columns must be 'auto', 'all' or 'generated', got {columns!r}")
+    top_and, top_or, spreads = _starting_columns(v, n, max(1, start_columns * n))
+    every = [columns == "all" or (columns == "auto" and all_rows and s > DENSE_SPREAD)
+             for s in spreads.tolist()]
+    if columns == "all" and not all_rows:
+        raise ValueError("columns='all' needs every row: use rows='all' (or 'auto' below "
+                         f"n = {ROWS_GENERATED_FROM})")
     # At most ``live`` LPs exist at once (HiGHS holds about 12 MB per n = 10 game): a game's LP
     # is built when it enters and freed when it is solved, so memory does not grow with games.
     live = max(workers, LIVE_SIZE >> n, 1)
@@ -387,9 +420,10 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
             if g is None:
                 break
             lp = _GameLP(v_np[g], float(b_np[g]), n, simplex,
-                         cost_np if canonical else None, all_rows)
-            lp.add([(AND_COL, int(m)) for m in top_and[g].tolist()]
-                   + [(OR_COL, int(m)) for m in top_or[g].tolist()])
+                         cost_np if canonical else None, all_rows, every[g])
+            if not every[g]:
+                lp.add([(AND_COL, int(m)) for m in top_and[g].tolist()]
+                       + [(OR_COL, int(m)) for m in top_or[g].tolist()])
             lps[g] = lp
             new.append(g)
         return new
