@@ -273,8 +273,7 @@ def dense_games(path: Path, sample: int, also: Path | None) -> list[dict]:
     rows = []
     for name, v in sets.items():
         n = v.shape[-1].bit_length() - 1
-        zero = torch.zeros_like(v)
-        spread = exact.spread(I.and_or(v, v / 2, zero)[0], I.and_or(v, -v / 2, zero)[1], v)
+        spread = exact.spread(v)
         b = 0.04 * (v[:, -1] - v[:, 0]).abs()
         seconds = {c: torch.zeros(v.shape[0], dtype=torch.float64) for c in ("generated", "all")}
         first = None

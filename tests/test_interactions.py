@@ -278,8 +278,7 @@ def test_dense_games_get_every_interaction_at_once(real_games):
     noise = torch.randn(1, 1 << n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     v = torch.cat([trained, noise])
     b = 0.04 * (v[:, -1] - v[:, 0]).abs()
-    zero = torch.zeros_like(v)
-    s = exact.spread(I.and_or(v, v / 2, zero)[0], I.and_or(v, -v / 2, zero)[1], v)
+    s = exact.spread(v)
     assert s[0] < exact.DENSE_SPREAD < s[1]
     auto = exact.solve(v, b)
     every = (1 << (n + 1)) - 1  # the constant and the non-empty AND and OR terms

@@ -296,25 +296,30 @@ def _bound(y: Tensor, v: Tensor, b: Tensor, and_part: Tensor, or_part: Tensor) -
     return ((y * v).sum(-1) - b * y.abs().sum(-1)).div(scale).clamp_min(0.0)
 
 
-def _starting_columns(v: Tensor, n: int, count: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The strongest terms of the two extreme splits (all AND: ``p = v/2``; all OR: ``p = -v/2``):
-    a cheap first guess of the support, so that most games need two or three rounds; and each
-    game's spread (``spread``)."""
+def extreme_splits(v: Tensor) -> tuple[Tensor, Tensor]:
+    """The AND interactions of the all-AND split (``p = v/2``) and the OR interactions of the
+    all-OR split (``p = -v/2``), ``q = 0``."""
     zero = torch.zeros_like(v)
-    i_and, _ = and_or(v, v / 2, zero)
-    _, i_or = and_or(v, -v / 2, zero)
+    return and_or(v, v / 2, zero)[0], and_or(v, -v / 2, zero)[1]
+
+
+def _starting_columns(i_and: Tensor, i_or: Tensor, n: int, count: int) -> tuple[Tensor, Tensor]:
+    """The strongest terms of the two extreme splits: a cheap first guess of the support, so
+    that most games need two or three rounds."""
     k = min(count, (1 << n) - 1)
     top_and = i_and[..., 1:].abs().topk(k, dim=-1).indices + 1
     top_or = i_or[..., 1:].abs().topk(k, dim=-1).indices + 1
-    return top_and, top_or, spread(i_and, i_or, v)
+    return top_and, top_or
 
 
-def spread(i_and: Tensor, i_or: Tensor, v: Tensor) -> Tensor:
+def spread(v: Tensor, splits: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """How dense a game is: the L1 mass of its sparser extreme split's interactions (all AND or
-    all OR, order 0 left out) in units of its span ``|v(N) - v(empty)|`` (``inf`` for a game
-    with no span). A network early in training has games with a spread in the hundreds or
-    thousands, whose optimum holds most of the ``2**(n+1)`` interactions; a trained one about
-    2-30 (benchmarks/README.md, "Dense games")."""
+    all OR, order 0 left out; ``splits``: ``extreme_splits(v)`` where already computed) in units
+    of its span ``|v(N) - v(empty)|`` (``inf`` for a game with no span). A network early in
+    training has games with a spread in the hundreds or thousands, whose optimum holds most of
+    the ``2**(n+1)`` interactions; a trained one about 2-30 (benchmarks/README.md, "Dense
+    games")."""
+    i_and, i_or = extreme_splits(v) if splits is None else splits
     mass = torch.minimum(i_and[..., 1:].abs().sum(-1), i_or[..., 1:].abs().sum(-1))
     span = (v[..., -1] - v[..., 0]).abs()
     return torch.where(span > 0, mass / span.clamp_min(torch.finfo(v.dtype).tiny),
@@ -399,9 +404,10 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
     all_rows = rows == "all" or (rows == "auto" and n < ROWS_GENERATED_FROM)
     if columns not in ("auto", "all", "generated"):
         raise ValueError(f"columns must be 'auto', 'all' or 'generated', got {columns!r}")
-    top_and, top_or, spreads = _starting_columns(v, n, max(1, start_columns * n))
+    splits = extreme_splits(v)
+    top_and, top_or = _starting_columns(*splits, n, max(1, start_columns * n))
     every = [columns == "all" or (columns == "auto" and all_rows and s > DENSE_SPREAD)
-             for s in spreads.tolist()]
+             for s in spread(v, splits).tolist()]
     if columns == "all" and not all_rows:
         raise ValueError("columns='all' needs every row: use rows='all' (or 'auto' below "
                          f"n = {ROWS_GENERATED_FROM})")
