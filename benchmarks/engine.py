@@ -276,19 +276,13 @@ def dense_games(path: Path, sample: int, also: Path | None) -> list[dict]:
         spread = exact.spread(v)
         b = 0.04 * (v[:, -1] - v[:, 0]).abs()
         seconds = {c: torch.zeros(v.shape[0], dtype=torch.float64) for c in ("generated", "all")}
-        first = None
         for g in range(v.shape[0]):
+            found = []
             for c in seconds:
                 t, sol = clock(lambda: exact.solve(v[g:g + 1], b[g:g + 1], columns=c), 1)
                 seconds[c][g] = t
-                ia, io = I.and_or(v[g:g + 1], sol.p, sol.q)
-                if first is None:
-                    first = (ia, io)
-                else:
-                    scale = float(v[g].abs().max())
-                    assert float((ia - first[0]).abs().max()) <= 1e-6 * scale
-                    assert float((io - first[1]).abs().max()) <= 1e-6 * scale
-            first = None
+                found.append(torch.stack(I.and_or(v[g:g + 1], sol.p, sol.q)))
+            assert float((found[0] - found[1]).abs().max()) <= 1e-6 * float(v[g].abs().max())
         dense = spread > exact.DENSE_SPREAD
         auto = torch.where(dense, seconds["all"], seconds["generated"])
         best = torch.minimum(seconds["all"], seconds["generated"])

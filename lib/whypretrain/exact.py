@@ -404,13 +404,13 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
     all_rows = rows == "all" or (rows == "auto" and n < ROWS_GENERATED_FROM)
     if columns not in ("auto", "all", "generated"):
         raise ValueError(f"columns must be 'auto', 'all' or 'generated', got {columns!r}")
+    if columns == "all" and not all_rows:
+        raise ValueError("columns='all' needs every row: use rows='all' (or 'auto' below "
+                         f"n = {ROWS_GENERATED_FROM})")
     splits = extreme_splits(v)
     top_and, top_or = _starting_columns(*splits, n, max(1, start_columns * n))
     every = [columns == "all" or (columns == "auto" and all_rows and s > DENSE_SPREAD)
              for s in spread(v, splits).tolist()]
-    if columns == "all" and not all_rows:
-        raise ValueError("columns='all' needs every row: use rows='all' (or 'auto' below "
-                         f"n = {ROWS_GENERATED_FROM})")
     # At most ``live`` LPs exist at once (HiGHS holds about 12 MB per n = 10 game): a game's LP
     # is built when it enters and freed when it is solved, so memory does not grow with games.
     live = max(workers, LIVE_SIZE >> n, 1)
