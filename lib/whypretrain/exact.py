@@ -17,7 +17,7 @@ non-zero (the optimum is usually sparse: that is the point of the extraction), H
 game at once (batched, on the games' device) from the LP's row duals, the most violated ones
 join, and a game stops when its relative gap ``(loss - loss_bound) / loss <= tol`` and no
 interaction is left to price in (``tie_break``: the canonical solution). A dense game
-(``spread``: a network early in training, whose optimum holds most interactions) gets every
+(``spread``: a network early in training, whose optimum holds hundreds of interactions) gets every
 interaction at once instead, solved by the dual simplex. ``loss`` is measured by the engine on
 the returned ``p, q`` (never taken from the LP solver) and ``loss_bound`` from the dual point by
 the same transforms, so the certificate does not rest on HiGHS.
@@ -316,9 +316,9 @@ def spread(v: Tensor, splits: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """How dense a game is: the L1 mass of its sparser extreme split's interactions (all AND or
     all OR, order 0 left out; ``splits``: ``extreme_splits(v)`` where already computed) in units
     of its span ``|v(N) - v(empty)|`` (``inf`` for a game with no span). A network early in
-    training has games with a spread in the hundreds or thousands, whose optimum holds most of
-    the ``2**(n+1)`` interactions; a trained one about 2-30 (benchmarks/README.md, "Dense
-    games")."""
+    training has games with a spread in the hundreds or thousands, whose optimum holds hundreds
+    of interactions (up to about half of the ``2**(n+1) - 1``); a trained one about 2-30
+    (benchmarks/README.md, "Dense games")."""
     i_and, i_or = extreme_splits(v) if splits is None else splits
     mass = torch.minimum(i_and[..., 1:].abs().sum(-1), i_or[..., 1:].abs().sum(-1))
     span = (v[..., -1] - v[..., 0]).abs()
