@@ -78,3 +78,23 @@ def test_the_check_finds_what_it_must():
     assert cites("no file here: methods, mdash, a.mdx") == []
     assert any(p.search("see " + "../" + "shared/docs/x") for p in OUTSIDE)
     assert any(p.search("open " + "/" + "work/main/README") for p in OUTSIDE)
+
+
+# A tab or a form feed in prose, code or a formula is the mark of an escape slip: "\text" or
+# "\frac" written in a normal Python string becomes a tab + "ext" or a form feed + "rac".
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\t")
+PLAIN = (".md", ".py", ".ipynb", ".toml", ".yml", ".yaml", ".cfg", ".txt", ".json")
+
+
+def test_no_text_file_holds_a_control_character():
+    bad = []
+    for rel in tracked():
+        text = _text(rel) if rel.endswith(PLAIN) else None
+        if text is None:
+            continue
+        for number, line in enumerate(text.split("\n"), 1):
+            if CONTROL.search(line.rstrip("\r")):
+                bad.append(f"{rel}:{number}: {line.strip()[:80]!r}")
+    assert not bad, "\n".join(bad)
+    assert CONTROL.search("c_{\text{and}}") and CONTROL.search("1 + \frac12")
+    assert not CONTROL.search(r"c_{\text{and}} + \frac12")
