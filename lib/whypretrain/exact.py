@@ -17,11 +17,11 @@ non-zero (the optimum is usually sparse: that is the point of the extraction), H
 game at once (batched, on the games' device) from the LP's row duals, the most violated ones
 join, and a game stops when its relative gap ``(loss - loss_bound) / loss <= tol`` and no
 interaction is left to price in (``tie_break``: the canonical solution). A dense game
-(``spread``: a network early in training, whose optimum holds hundreds of interactions) gets every
-interaction at once instead, solved by HiGHS's interior point with crossover to an optimal
-vertex. ``loss`` is measured by the engine on
-the returned ``p, q`` (never taken from the LP solver) and ``loss_bound`` from the dual point by
-the same transforms, so the certificate does not rest on HiGHS.
+(``spread``: a network early in training, whose optimum holds hundreds of interactions) gets
+every interaction at once instead, solved by HiGHS's interior point with crossover to an optimal
+vertex. ``loss`` is measured by the engine on the returned ``p, q`` (never taken from the LP
+solver) and ``loss_bound`` from the dual point by the same transforms, so the certificate does
+not rest on HiGHS.
 
 Restricted LP of one game (rows: the ``2**n`` masks ``S`` with bounds ``[v_S - b, v_S + b]``,
 or from ``n = ROWS_GENERATED_FROM`` on only those the solution has broken so far; and one row
