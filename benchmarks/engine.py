@@ -259,8 +259,9 @@ def study_games(path: Path) -> None:
 
 def dense_games(path: Path, sample: int, also: Path | None) -> list[dict]:
     """The exact optimiser's column routes game by game: ``generated`` (column generation),
-    ``all`` (every interaction at once, one LP: ``exact.DENSE_SOLVER``) and ``auto`` (``all`` for games whose spread
-    passes ``exact.DENSE_SPREAD``), on one sample's game under every model of a study seed
+    ``all`` (every interaction at once, one LP: ``exact.DENSE_SOLVER``) and ``auto`` (``all``
+    for games whose spread passes ``exact.DENSE_SPREAD``), on one sample's game under every
+    model of a study seed
     (``games.pt``: all epochs, so networks early in training are included), and on the games of
     ``also`` (the benchmark's trained-model games). Same optimum on every route (checked)."""
     from whypretrain import exact
