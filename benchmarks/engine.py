@@ -296,6 +296,42 @@ def dense_games(path: Path, sample: int, also: Path | None) -> list[dict]:
     return rows
 
 
+def column_growth(path: Path, samples: list[int], also: Path | None,
+                  growths=(1.0, 0.5, 0.25)) -> list[dict]:
+    """How many interactions a round of column generation may add (``exact.COLUMN_GROWTH``, a
+    share of those already in): one ``exact.solve`` of all the games of each set per setting,
+    side by side: every model's game on each of ``samples`` of a study seed's ``games.pt``, and
+    the games of ``also``. Same optimum for every setting (checked)."""
+    from whypretrain import exact
+    sets = {}
+    values = torch.load(path, weights_only=True)["values"].double()
+    for k in samples:
+        sets[f"study, sample {k}"] = values[:, k].contiguous()
+    if also is not None:
+        trained = torch.load(also, weights_only=True).double()
+        sets["trained"] = trained.reshape(-1, trained.shape[-1])
+    shipped = exact.COLUMN_GROWTH
+    rows = []
+    try:
+        for name, v in sets.items():
+            b = 0.04 * (v[:, -1] - v[:, 0]).abs()
+            first = None
+            for growth in growths:
+                exact.COLUMN_GROWTH = growth
+                t, sol = clock(lambda: exact.solve(v, b), 1)
+                found = torch.stack(I.and_or(v, sol.p, sol.q))
+                first = found if first is None else first
+                diff = float(((found - first).abs().amax((0, -1)) / v.abs().amax(-1)).max())
+                rows.append(dict(games=name, count=v.shape[0], growth=growth, seconds=t,
+                                 rounds_mean=float(sol.rounds.double().mean()),
+                                 columns_mean=float(sol.columns.double().mean()),
+                                 gap_max=float(sol.gap.max()), difference=diff, load=load()))
+                print(table(rows[-1:], GROWTH_COLS), flush=True)
+    finally:
+        exact.COLUMN_GROWTH = shipped
+    return rows
+
+
 def exact_settings(v):
     """The exact optimiser's speed settings on the same games: simplex variant and the number of
     starting columns (times n, of each extreme split), with and without the canonical tie-break.
@@ -446,6 +482,9 @@ DENSE_COLS = [("games", "games"), ("n", "n"), ("count", "count"), ("dense", "den
               ("spread median", "spread_median"), ("spread max", "spread_max"),
               ("generated s", "generated_s"), ("all s", "all_s"), ("auto s", "auto_s"),
               ("best of both s", "best_s"), ("load", "load")]
+GROWTH_COLS = [("games", "games"), ("count", "count"), ("growth", "growth"), ("s", "seconds"),
+               ("rounds (mean)", "rounds_mean"), ("interactions priced in (mean)", "columns_mean"),
+               ("gap max", "gap_max"), ("largest difference", "difference"), ("load", "load")]
 MASK_COLS = [("n", "n"), ("samples", "samples"), ("inputs", "inputs"), ("plain s", "plain_s"),
              ("evaluate s", "evaluate_s"), ("overhead", "overhead"),
              ("inputs/s", "inputs_per_s"), ("load", "load")]
@@ -474,6 +513,10 @@ def main() -> None:
                          "game on one sample of a study seed's games.pt (every model and epoch) "
                          "and on --games's games10.pt; writes engine-dense.json")
     ap.add_argument("--sample", type=int, default=3, help="the sample --dense uses")
+    ap.add_argument("--growth", type=Path, default=None, metavar="GAMES_PT",
+                    help="column growth per round (exact.COLUMN_GROWTH 1, 0.5, 0.25) on samples 3 "
+                         "and 11 of a study seed's games.pt and on --games's games10.pt; writes "
+                         "engine-growth.json")
     ap.add_argument("--child-memory", nargs=3, metavar=("SIDE", "N", "GAMES"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -491,6 +534,12 @@ def main() -> None:
                            args.games / "games10.pt" if args.games else None)
         print("\n## exact column routes\n" + table(rows, DENSE_COLS))
         (OUT / "engine-dense.json").write_text(json.dumps(rows, indent=1))
+        return
+    if args.growth:
+        rows = column_growth(args.growth, [3, 11],
+                             args.games / "games10.pt" if args.games else None)
+        print("\n## exact column growth\n" + table(rows, GROWTH_COLS))
+        (OUT / "engine-growth.json").write_text(json.dumps(rows, indent=1))
         return
     if args.settings:
         rows = exact_settings(torch.load(args.games / "games10.pt")[:32].double())

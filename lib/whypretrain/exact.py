@@ -53,6 +53,9 @@ FEASIBILITY_TOLERANCE = 1e-9  # a mask joins when its bound is broken by this (r
 ROWS_GENERATED_FROM = 14  # n from which rows = "auto" generates the LP's rows
 LIVE_SIZE = 1 << 17  # at most LIVE_SIZE / 2**n games' LPs are held at once (at least workers)
 ROW_GROWTH = 4  # a round adds at most this many times the rows already in
+COLUMN_GROWTH = 0.25  # a round adds at most this share of the interactions already in (at least
+# 2n): fewer interactions the optimum does not need, cheaper re-solves than with doubling
+# (1.12-1.31x on one thread on n = 10 games; benchmarks/README.md, "Column growth")
 DENSE_SPREAD = 64.0  # columns = "auto": a game whose spread (``spread``) passes this gets every
 # interaction in its LP from the start (benchmarks/README.md, "Dense games")
 DENSE_SOLVER = "ipm"  # HiGHS's solver for an LP that holds every interaction: interior point with
@@ -521,7 +524,7 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
                         if bar is not None:
                             bar.update()
                     continue  # otherwise no column can help: reported below as not certified
-                lp.add(new[: max(2 * n, len(lp.have))])
+                lp.add(new[: max(2 * n, int(COLUMN_GROWTH * len(lp.have)))])
                 still.append(g)
             stuck = [g for row, g in enumerate(active) if not done[row] and g not in still]
             if stuck:
