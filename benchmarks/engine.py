@@ -257,6 +257,17 @@ def study_games(path: Path) -> None:
     (OUT / "engine-study.json").write_text(json.dumps(row, indent=1))
 
 
+def study_sets(path: Path, samples: dict[str, int], also: Path | None) -> dict[str, torch.Tensor]:
+    """Named sets of games: each named sample's games under every model of a study seed
+    (``games.pt``: ``[models, samples, 2**n]``), and the games of ``also`` as "trained"."""
+    values = torch.load(path, weights_only=True)["values"].double()
+    sets = {name: values[:, k].contiguous() for name, k in samples.items()}
+    if also is not None:
+        trained = torch.load(also, weights_only=True).double()
+        sets["trained"] = trained.reshape(-1, trained.shape[-1])
+    return sets
+
+
 def dense_games(path: Path, sample: int, also: Path | None) -> list[dict]:
     """The exact optimiser's column routes game by game: ``generated`` (column generation),
     ``all`` (every interaction at once, one LP: ``exact.DENSE_SOLVER``) and ``auto`` (``all``
@@ -265,12 +276,7 @@ def dense_games(path: Path, sample: int, also: Path | None) -> list[dict]:
     (``games.pt``: all epochs, so networks early in training are included), and on the games of
     ``also`` (the benchmark's trained-model games). Same optimum on every route (checked)."""
     from whypretrain import exact
-    sets = {}
-    values = torch.load(path, weights_only=True)["values"].double()
-    sets["study"] = values[:, sample].contiguous()
-    if also is not None:
-        sets["trained"] = torch.load(also, weights_only=True).double()
-        sets["trained"] = sets["trained"].reshape(-1, sets["trained"].shape[-1])
+    sets = study_sets(path, {"study": sample}, also)
     rows = []
     for name, v in sets.items():
         n = v.shape[-1].bit_length() - 1
@@ -303,13 +309,7 @@ def column_growth(path: Path, samples: list[int], also: Path | None,
     side by side: every model's game on each of ``samples`` of a study seed's ``games.pt``, and
     the games of ``also``. Same optimum for every setting (checked)."""
     from whypretrain import exact
-    sets = {}
-    values = torch.load(path, weights_only=True)["values"].double()
-    for k in samples:
-        sets[f"study, sample {k}"] = values[:, k].contiguous()
-    if also is not None:
-        trained = torch.load(also, weights_only=True).double()
-        sets["trained"] = trained.reshape(-1, trained.shape[-1])
+    sets = study_sets(path, {f"study, sample {k}": k for k in samples}, also)
     shipped = exact.COLUMN_GROWTH
     rows = []
     try:
