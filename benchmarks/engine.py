@@ -36,6 +36,7 @@ from whypretrain import interactions as I  # noqa: E402
 
 OUT = HERE / "out"
 FULL_STEPS = 10000
+Q_BOUND = 0.04  # interactions.sparsify's default q bound, in units of |v(N) - v(empty)|
 # (n, games): (dense-reference steps, our steps); None: not run (matrices of 32 GiB at n = 16).
 # Ours runs the full 10,000 except at n = 14 with 64 games (1,000 steps, extrapolated).
 CASES = {(10, 1): (2000, 10000), (10, 64): (500, 10000), (12, 1): (500, 10000),
@@ -257,6 +258,11 @@ def study_games(path: Path) -> None:
     (OUT / "engine-study.json").write_text(json.dumps(row, indent=1))
 
 
+def q_bounds(v: torch.Tensor) -> torch.Tensor:
+    """Each game's q bound ``b``, as ``interactions.sparsify`` gives it to ``exact.solve``."""
+    return Q_BOUND * (v[..., -1] - v[..., 0]).abs()
+
+
 def study_sets(path: Path, samples: dict[str, int], also: Path | None) -> dict[str, torch.Tensor]:
     """Named sets of games: each named sample's games under every model of a study seed
     (``games.pt``: ``[models, samples, 2**n]``), and the games of ``also`` as "trained"."""
@@ -281,7 +287,7 @@ def dense_games(path: Path, sample: int, also: Path | None) -> list[dict]:
     for name, v in sets.items():
         n = v.shape[-1].bit_length() - 1
         spread = exact.spread(v)
-        b = 0.04 * (v[:, -1] - v[:, 0]).abs()
+        b = q_bounds(v)
         seconds = {c: torch.zeros(v.shape[0], dtype=torch.float64) for c in ("generated", "all")}
         for g in range(v.shape[0]):
             found = []
@@ -314,7 +320,7 @@ def column_growth(path: Path, samples: list[int], also: Path | None,
     rows = []
     try:
         for name, v in sets.items():
-            b = 0.04 * (v[:, -1] - v[:, 0]).abs()
+            b = q_bounds(v)
             first = None
             for growth in growths:
                 exact.COLUMN_GROWTH = growth
@@ -338,7 +344,7 @@ def exact_settings(v):
     Objectives agree to the tolerance; ``jaccard_*``: the salient sets (tau 0.05) against those
     of primal simplex with 3n columns and the same tie-break setting (1.0 = the same knowledge)."""
     from whypretrain import exact
-    b = 0.04 * (v[:, -1] - v[:, 0]).abs()
+    b = q_bounds(v)
     rows = []
     for canonical in (False, True):
         ref = None
@@ -412,7 +418,7 @@ def face_spread(v, draws=5, seed=0):
     rows = []
     for g in range(v.shape[0]):
         values = v[g].numpy()
-        b = 0.04 * abs(values[-1] - values[0])
+        b = Q_BOUND * abs(values[-1] - values[0])
         b_ub = np.concatenate([values + b, b - values])
         best = linprog(cost, A_ub=box, b_ub=b_ub, A_eq=a_eq, b_eq=np.zeros(2 * size),
                        bounds=bounds, method="highs").fun

@@ -82,7 +82,7 @@ def test_the_check_finds_what_it_must():
 
 # A tab or a form feed in prose, code or a formula is the mark of an escape slip: "\text" or
 # "\frac" written in a normal Python string becomes a tab + "ext" or a form feed + "rac".
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\t")
+CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 PLAIN = (".md", ".py", ".ipynb", ".toml", ".yml", ".yaml", ".cfg", ".txt", ".json")
 
 

@@ -398,7 +398,7 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
     ``columns``: interactions join the LP when they price in (``generated``), or ``all`` are in
     from the start (one LP, ``DENSE_SOLVER``, no pricing rounds; needs every row);
     ``auto``: ``all`` for the dense games, whose ``spread`` exceeds ``DENSE_SPREAD`` (networks
-    early in training), where growing the LP round by round costs 1.7-7x more. Same optimum.
+    early in training), where growing the LP round by round costs 1.3-9x more. Same optimum.
     Raises RuntimeError naming the games that could not be certified (never returns them silently).
     """
     n = v.shape[-1].bit_length() - 1
