@@ -137,8 +137,8 @@ def test_method_page_is_early_in_the_book_and_numbered():
     from whypretrain.presets import PARAMS
     section4 = text.split("## 4. ")[1].split("## 5. ")[0]
     named = set(re.findall(r"`([a-z_]+)`", section4))
-    # or_merge, empty_set, tol, player_seed_offset land in presets with the library's half
-    expected = set(PARAMS) | {"or_merge", "empty_set", "tol", "player_seed_offset"}
+    # or_merge, empty_set, tol, player_seed land in presets with the library's half
+    expected = set(PARAMS) | {"or_merge", "empty_set", "tol", "player_seed"}
     assert named and named <= expected, named - expected
     for word in ("loss_bound", "`tol`", "empty_set", "or_merge", "weighted Jaccard",
                  "area", "first epoch"):

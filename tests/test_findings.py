@@ -103,13 +103,13 @@ def test_sensitivity_grid_names_every_choice():
     params = presets.resolve("default")
     grid = study.sensitivity_grid(params)
     assert set(grid) == {"tau", "n", "baseline", "optimizer", "empty_set", "or_merge",
-                         "player_seed_offset", "samples_per_class"}
+                         "player_seed", "samples_per_class"}
     for key, values in grid.items():
         assert params[key] in values, key          # the preset's own value is a point
     assert set(grid["empty_set"]) == {"exclude", "include"}
     assert set(grid["or_merge"]) == {"and", "keep"}
     assert "sgd" in grid["optimizer"]
-    assert len(grid["player_seed_offset"]) == 2 and len(grid["samples_per_class"]) == 3
+    assert len(grid["player_seed"]) == 2 and len(grid["samples_per_class"]) == 3
     settings = list(study.sensitivity_settings(params, grid))
     # only values other than the preset's, of parameters that change games, need new results
     new = [(k, v) for k, v, _, finals in settings if finals]

@@ -5,13 +5,14 @@ import pandas as pd
 import pytest
 import torch
 
-from whypretrain import errors, interactions, knowledge, presets, results, study
+from whypretrain import data, errors, interactions, knowledge, presets, results, study
 from whypretrain.provenance import sources_of
 
 
 @pytest.fixture(scope="module")
 def ci(tmp_path_factory):
     params = presets.resolve("ci", {"workdir": str(tmp_path_factory.mktemp("ci"))})
+    study.compute(params, progress=False)  # every seed: they share their games
     return params, results.compute(params, seed=0, progress=False)
 
 
@@ -22,7 +23,10 @@ def test_games_cover_every_checkpoint_and_the_probe(ci):
         + [("scratch", e) for e in epochs]
     assert a.result.values.shape == (len(a.labels), len(a.sample_ids), 1 << params["n"])
     assert a.players.shape == (len(a.sample_ids), params["n"])
-    assert 1 <= len(a.sample_ids) <= params["samples_per_class"] * 5
+    # ci explains digits whether or not its models get them right: every class is there
+    assert not params["only_correct"]
+    assert len(a.sample_ids) == params["samples_per_class"] * 10
+    assert a.eligible == a.candidates
 
 
 def test_interactions_explain_the_games(ci):
@@ -89,12 +93,40 @@ def test_other_engine_parameters_reuse_the_games(ci):
     assert not torch.equal(other.result.I_and, a.result.I_and)
 
 
+def test_every_seed_reads_the_same_games(ci):
+    """The nulls compare models of two seeds: same samples, same players, other models."""
+    params, a = ci
+    b = results.compute(params, seed=1, progress=False)
+    assert b.path != a.path and b.runs != a.runs
+    assert b.sample_ids == a.sample_ids
+    assert torch.equal(b.x, a.x) and torch.equal(b.players, a.players)
+    assert not torch.equal(b.result.values, a.result.values)
+
+
+def test_samples_are_those_every_given_model_gets_right(ci):
+    """choose_samples keeps what all models classify correctly (ci's scratch models are at
+    chance, so the rule is checked on the two seeds' fine-tuned models and a probe)."""
+    params, _ = ci
+    ds = data.load_datasets(params)
+    chosen = [results.find_runs(params, s, ds)[k].load_model().eval()
+              for s, k in ((0, "finetune"), (1, "finetune"), (0, "probe"))]
+    ids, looked, eligible = results.choose_samples(ds.target_test, chosen, 3, True)
+    x, y = (torch.stack([torch.as_tensor(ds.target_test[i][k]) for i in
+                         range(len(ds.target_test))]) for k in (0, 1))
+    right = torch.stack([m(x).argmax(-1) == y for m in chosen]).all(0)
+    assert looked == len(ds.target_test) and eligible == int(right.sum()) > 0
+    assert right[ids].all()
+    per_class = {c: [i for i in right.nonzero()[:, 0].tolist() if y[i] == c][:3]
+                 for c in range(10)}
+    assert ids == sorted(i for c in per_class.values() for i in c)
+
+
 def test_players_are_shared_by_every_model_and_fixed_by_the_seed(ci):
     params, a = ci
     import whypretrain.masking as masking
     for j, i in enumerate(a.sample_ids):
         expected = masking.choose_players(a.x[j], params["n"], params["patch"],
-                                          results.player_seed(0, i), params["player_choice"])
+                                          results.player_seed(i, params["player_seed"]), params["player_choice"])
         assert torch.equal(a.players[j], expected)
 
 
@@ -148,8 +180,9 @@ def test_reading_finds_what_compute_stored_and_names_its_sources(ci):
     assert read.sources().results == (a.hash,)
     assert set(read.sources().runs) == set(a.runs.values()) and len(a.runs) == 4
     table = study.table(params)
-    assert sources_of(table).results == (a.hash,)
-    pd.testing.assert_frame_equal(table, a.table())
+    b = results.load(params, seed=1)
+    assert sources_of(table).results == (a.hash, b.hash)
+    pd.testing.assert_frame_equal(table, pd.concat([a.table(), b.table()], ignore_index=True))
 
 
 def test_or_merge_keep_leaves_low_order_or_terms_and_explains_the_same_games(ci):
@@ -193,5 +226,5 @@ def test_explorer_shows_the_empty_set_only_under_include(ci):
     # the chart builds from these tables (whichever data transformer an earlier test enabled:
     # vegafusion only serialises to Vega)
     import altair as alt
-    with alt.data_transformers.enable("default"):
+    with alt.data_transformers.enable("default", max_rows=None):
         charts.explorer(a, tau=params["tau"]).to_dict()

@@ -43,10 +43,11 @@ from .runs import Run, atomic_write, git_commit, run_hash
 
 # the parameters that change the games, and those that change their interactions
 # (tau, empty_set, workdir, device change neither)
-GAME_KEYS = ("n", "patch", "player_choice", "player_seed_offset", "baseline", "subtract_empty",
+GAME_KEYS = ("n", "patch", "player_choice", "player_seed", "baseline", "subtract_empty",
              "samples_per_class", "only_correct", "checkpoints", "threads")
 ENGINE_KEYS = ("mode", "optimizer", "iterations", "sparsify_lr", "q_bound", "tol", "or_merge")
-RESULTS_FORMAT = 3  # 3: model labels probe/finetune/scratch with real epochs; or_merge; offset
+# 4: games shared by every seed (the same samples and players; the seeds are in the hash)
+RESULTS_FORMAT = 4
 MODELS = ("probe", "finetune", "scratch")  # rows of the games, in this order
 EVERY_EPOCH = 0  # the value of ``checkpoints`` that analyses every epoch (the default)
 
@@ -73,6 +74,7 @@ class SeedResults:
     result: interactions.Interactions  # games and interactions [M, S, 2**n]
     final_epoch: int
     candidates: int              # samples looked at before keeping the correct ones
+    eligible: int                # of those, the ones every final model of every seed gets right
     runs: dict[str, str]
 
     @property
@@ -156,10 +158,14 @@ class SeedResults:
 # --------------------------------------------------------------------------------------------
 @torch.inference_mode()
 def choose_samples(dataset, finals: list[torch.nn.Module], per_class: int, only_correct: bool,
-                   batch: int = 256) -> tuple[list[int], int]:
+                   batch: int = 256) -> tuple[list[int], int, int]:
     """Target test samples to explain: the first ``per_class`` of each class (in the test set's
-    fixed order) that every final model classifies correctly (when ``only_correct``). Reads the
-    test set one batch at a time. Returns the indices and how many samples were looked at."""
+    fixed order) that every model of ``finals`` classifies correctly (when ``only_correct``).
+    ``finals`` are the final models of every seed, so that every seed explains the same
+    samples (book/method.md, section 4: the nulls compare models across seeds on one set of
+    games). Reads the test set one batch at a time. Returns the indices, how many samples
+    were looked at, and how many of them every model gets right (all, without
+    ``only_correct``)."""
     ys, oks = [], []
     for x, y in torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False):
         ok = torch.ones(len(y), dtype=torch.bool)
@@ -174,20 +180,22 @@ def choose_samples(dataset, finals: list[torch.nn.Module], per_class: int, only_
     chosen = []
     for c in sorted(set(y.tolist())):
         chosen += [i for i in (y == c).nonzero()[:, 0].tolist() if ok[i]][:per_class]
-    return sorted(chosen), len(y)
+    return sorted(chosen), len(y), int(ok.sum())
 
 
-def player_seed(seed: int, sample_id: int, offset: int = 0) -> int:
-    """Players of a sample depend on the seed of player choice (the training seed plus
-    ``player_seed_offset``) and the sample only, not on the model."""
-    return (seed + offset) * 1_000_003 + sample_id
+def player_seed(sample_id: int, seed: int = 0) -> int:
+    """The seed that draws a sample's players: the study's ``player_seed`` and the sample, not
+    the training seed nor the model, so every model of every seed is read on the same
+    players."""
+    return seed * 1_000_003 + sample_id
 
 
 def results_spec(params: dict, seed: int, runs: dict[str, str], finals_only: bool = False
                  ) -> dict[str, Any]:
     spec = {k: params[k] for k in GAME_KEYS}
+    # the samples are chosen by the final models of every seed of the study
     spec.update(seed=seed, runs=dict(runs), finals_only=finals_only,
-                results_format=RESULTS_FORMAT)
+                sample_seeds=list(params["seeds"]), results_format=RESULTS_FORMAT)
     return spec
 
 
@@ -272,7 +280,8 @@ def compute(params: dict, seed: int, progress: bool = True,
 
 def _compute(params, seed, progress, datasets, finals_only) -> SeedResults:
     ds = datasets or data.load_datasets(params)
-    runs = training.ensure_runs(params, seed, progress, datasets=ds)
+    # every seed's runs: the explained samples are chosen by all of them (shared_samples)
+    runs = training.train_study(params, progress, ds)[seed]
     path = results_path(params, seed, runs, finals_only)
     path.mkdir(parents=True, exist_ok=True)
     main = distributed.is_main()
@@ -386,7 +395,8 @@ def _results(path, tag, params, seed, games, result, runs) -> SeedResults:
     labels = [(str(m), int(e)) for m, e in games["labels"]]
     return SeedResults(path, tag, params, seed, games["sample_ids"].tolist(), games["x"],
                        games["y"], games["players"], labels, result, int(games["final_epoch"]),
-                       int(games["candidates"]), {k: r.path.name for k, r in runs.items()})
+                       int(games["candidates"]), int(games["eligible"]),
+                       {k: r.path.name for k, r in runs.items()})
 
 
 def game_units(models: int, samples: int, n: int, mask_batch: int
@@ -403,18 +413,12 @@ def game_units(models: int, samples: int, n: int, mask_batch: int
 def _games(params, seed, runs, ds, device, progress, finals_only) -> dict[str, Any] | None:
     """The games of one seed (under torchrun: on rank 0; None on the others, which evaluate
     their block of ``game_units``)."""
-    finals = [runs[k].load_model(device=device) for k in MODELS]
-    # every rank chooses the same samples; rank 0's choice is the one kept, whatever happens
-    ids, candidates = distributed.agree(choose_samples(
-        ds.target_test, finals, params["samples_per_class"], params["only_correct"]))
-    if not ids:
-        raise RuntimeError("no target test sample is classified correctly by all three final "
-                           "models; train longer or set only_correct=false")
+    finals = {k: runs[k].load_model(device=device) for k in MODELS}
+    ids, candidates, eligible = shared_samples(params, ds, device, progress)
     x = torch.stack([ds.target_test[i][0] for i in ids])
     y = torch.as_tensor([ds.target_test[i][1] for i in ids])
-    offset = params["player_seed_offset"]
     players = torch.stack([masking.choose_players(x[j], params["n"], params["patch"],
-                                                  player_seed(seed, i, offset),
+                                                  player_seed(i, params["player_seed"]),
                                                   params["player_choice"])
                            for j, i in enumerate(ids)])
     labels: list[tuple[str, int]] = [("probe", runs["probe"].epochs()[-1])]
@@ -425,7 +429,7 @@ def _games(params, seed, runs, ds, device, progress, finals_only) -> dict[str, A
 
     def model_of(row: int) -> torch.nn.Module:
         kind, epoch = labels[row]
-        return finals[0] if kind == "probe" else runs[kind].load_model(epoch, device=device)
+        return finals["probe"] if kind == "probe" else runs[kind].load_model(epoch, device=device)
 
     size = 1 << params["n"]
     units = game_units(len(labels), len(ids), params["n"], params["mask_batch"])
@@ -449,7 +453,23 @@ def _games(params, seed, runs, ds, device, progress, finals_only) -> dict[str, A
         values[row, i:j] = part
     return dict(sample_ids=torch.as_tensor(ids), x=x, y=y, players=players, values=values,
                 labels=[list(label) for label in labels], candidates=candidates,
-                final_epoch=max(runs["finetune"].epochs()))
+                eligible=eligible, final_epoch=max(runs["finetune"].epochs()))
+
+
+def shared_samples(params: dict, ds: data.Datasets, device: str, progress: bool = False
+                   ) -> tuple[list[int], int, int]:
+    """``choose_samples`` with the three final models of every seed of the study (trains the
+    runs that are missing): the samples every seed explains. Under torchrun every rank
+    chooses, and rank 0's choice is the one kept."""
+    every = training.train_study(params, progress, ds)
+    finals = [every[s][k].load_model(device=device) for s in params["seeds"] for k in MODELS]
+    ids, candidates, eligible = distributed.agree(choose_samples(
+        ds.target_test, finals, params["samples_per_class"], params["only_correct"]))
+    if not ids:
+        raise RuntimeError(f"no target test sample is classified correctly by the final models "
+                           f"of every seed ({len(finals)} models); train longer or set "
+                           f"only_correct=false")
+    return ids, candidates, eligible
 
 
 def _save(path: Path, obj: Any) -> None:

@@ -31,7 +31,7 @@ FAR_PRESETS = {"ci": "imagenet-uci-ci"}
 # parameters of a study's scale and reading that the far setting takes over from the preset
 # being run when they differ from the `default` preset (so `ci` gets a ci-sized far setting)
 FAR_CARRY = ("seeds", "epochs", "pretrain_epochs", "n", "iterations", "samples_per_class",
-             "tau", "empty_set", "or_merge", "optimizer", "player_seed_offset", "checkpoints",
+             "tau", "empty_set", "or_merge", "optimizer", "player_seed", "checkpoints",
              "workdir", "device", "threads")
 
 
@@ -278,9 +278,8 @@ def sensitivity_grid(params: dict) -> dict[str, list]:
         "optimizer": optimizers,
         "empty_set": list(presets.PARAMS["empty_set"].choices),
         "or_merge": list(presets.PARAMS["or_merge"].choices),
-        # players drawn with the training seed (0) and with another seed (1)
-        "player_seed_offset": sorted({params["player_seed_offset"],
-                                      params["player_seed_offset"] + 1}),
+        # players drawn with the study's player seed and with another one
+        "player_seed": sorted({params["player_seed"], params["player_seed"] + 1}),
         "samples_per_class": sorted({max(1, per_class // 2), per_class, per_class * 2}),
     }
 

@@ -264,9 +264,10 @@ def ensure_runs(params: dict, seed: int, progress: bool = True,
     return _ensure(params, [seed], progress, datasets)[seed]
 
 
-def train_study(params: dict, progress: bool = True) -> dict[int, dict[str, Run]]:
+def train_study(params: dict, progress: bool = True, datasets: data.Datasets | None = None
+                ) -> dict[int, dict[str, Run]]:
     """``ensure_runs`` for every seed in ``params["seeds"]``."""
-    return _ensure(params, list(params["seeds"]), progress, seeds_bar=True)
+    return _ensure(params, list(params["seeds"]), progress, datasets, seeds_bar=True)
 
 
 # Under torchrun the runs are spread over ranks in two phases (a run is trained by one rank,
