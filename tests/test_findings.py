@@ -62,12 +62,31 @@ def hand_made_inputs():
         add(seed, "ratio_learnable", [0.3, np.nan])   # undefined ratio: left out
         add(seed, "count_discard", [3, 3], order=3)
         add(seed, "count_preserve", [2, 2], order=1)
+        add(seed, "chance_share_discarded", [0.9, 0.9])
+        add(seed, "chance_share_new", [0.9, 0.9])
+        add(seed, "chance_ratio_learnable", [0.1, 0.1])
+        add(seed, "chance_count_discard", [3, 3], order=4)
+        add(seed, "chance_count_preserve", [2, 2], order=1)
+        add(seed, "weighted_share_discarded", [0.5, 0.5])
         for model, own, ref in (("finetune", [0.6, 0.8, 0.9, 1.0], [0.6, 0.8, 0.9, 1.0]),
                                 ("scratch", [0.1, 0.3, 0.6, 1.0], [0.1, 0.2, 0.3, 0.4])):
             for epoch in range(4):
                 add(seed, "jaccard_weighted", [own[epoch]] * 2, model, epoch)
                 add(seed, "jaccard_weighted_vs_finetune", [ref[epoch]] * 2, model, epoch)
-    return findings.Inputs(pd.DataFrame(metrics), pd.DataFrame(rows))
+    table = pd.DataFrame(rows)
+    # the nulls: the same table as if read across seeds, with other values
+    comparisons = []
+    for name, discarded in (("replication", {0: 0.50, 1: 0.50}), ("unrelated", {0: 0.9, 1: 0.7}),
+                            ("scratch_other", {0: 0.8, 1: 0.8})):
+        c = table[table["measure"].isin(["share_discarded", "share_new", "count_discard",
+                                         "count_preserve", "ratio_learnable"])].copy()
+        c.insert(0, "comparison", name)
+        c.insert(2, "partner", 1 - c["seed"])
+        is_discarded = c["measure"] == "share_discarded"
+        c.loc[is_discarded, "value"] = c.loc[is_discarded, "seed"].map(discarded)
+        comparisons.append(c)
+    return findings.Inputs(pd.DataFrame(metrics), table, pd.concat(comparisons,
+                                                                   ignore_index=True))
 
 
 def test_claims_on_a_hand_made_table():
@@ -77,17 +96,46 @@ def test_claims_on_a_hand_made_table():
     # 95% of final: fine-tuned at epoch 2 in both seeds, scratch at 3
     assert out.loc["accuracy_speed", "mean"] == pytest.approx(1.0)
     assert out.loc["share_discarded", "mean"] == pytest.approx(0.7)
+    # null: replication 0.5 in both seeds, so the effect is 0.2 with sd 0
+    assert out.loc["share_discarded", "null"] == pytest.approx(0.5)
+    assert out.loc["share_discarded", "effect_mean"] == pytest.approx(0.2)
     assert out.loc["share_discarded", "verdict"] == "yes"          # sd 0: interval = 0.7
+    assert out.loc["share_discarded", "reference"] == pytest.approx(0.8)   # unrelated
+    assert out.loc["share_discarded", "chance"] == pytest.approx(0.9)
+    assert out.loc["share_discarded", "weighted"] == pytest.approx(0.5)
     assert out.loc["share_new", "verdict"] == "no"
     assert out.loc["learnable", "mean"] == pytest.approx(0.3)
+    assert out.loc["learnable", "null"] == pytest.approx(0.1)      # chance
     assert out.loc["learnable", "verdict"] == "yes"
     assert out.loc["discard_order", "mean"] == pytest.approx(2.0)  # order 3 vs order 1
+    assert out.loc["discard_order", "chance"] == pytest.approx(3.0)  # order 4 vs order 1
+    assert out.loc["discard_order", "effect_mean"] == pytest.approx(0.0)
+    # the replication null has the same gap: an interval [0, 0] that contains 0
+    assert out.loc["discard_order", "verdict"] == findings.INDISTINCT
     # area: mean over epochs 0..2 of own curve: (0.6+0.8+0.9)/3 - (0.1+0.3+0.6)/3
     assert out.loc["convergence_area", "mean"] == pytest.approx((2.3 - 1.0) / 3)
     # reach 0.5 of the final fine-tuned: fine-tuned at epoch 0, scratch never (T + 1 = 4)
     assert out.loc["convergence_reach", "mean"] == pytest.approx(4.0)
     assert set(out["verdict"]) <= set(findings.VERDICTS)
     assert (out["n_seeds"] == 2).all()
+
+
+def test_an_effect_whose_interval_contains_zero_cannot_be_told_from_its_null():
+    claim = findings.CLAIMS[findings.CLAIM_KEYS.index("share_discarded")]
+    value = est([0.70, 0.72, 0.74])                 # the threshold alone says yes
+    assert findings.verdict(claim, value, est([0.10, 0.12, 0.14])) == "yes"
+    assert findings.verdict(claim, value, est([-0.05, 0.02, 0.06])) == findings.INDISTINCT
+    assert findings.verdict(claim, value, est([-0.10, -0.12, -0.14])) == "no"
+    assert findings.verdict(claim, value, est([])) == "yes"       # no null: the rule alone
+    assert findings.verdict(claim, est([0.7]), est([-0.01])) == "no"  # one seed: the sign
+    undecided = hand_made_inputs()
+    c = undecided.comparisons
+    flip = (c["comparison"] == "replication") & (c["measure"] == "share_discarded")
+    c.loc[flip, "value"] = c.loc[flip, "seed"].map({0: 0.6, 1: 0.8})  # effects +0.2 and -0.2
+    out = findings.judge_inputs(undecided).set_index("claim")
+    assert out.loc["share_discarded", "verdict"] == findings.INDISTINCT
+    assert out.loc["share_discarded", "effect_low"] < 0 < out.loc["share_discarded",
+                                                                  "effect_high"]
 
 
 def test_paper_range_is_written_once():
@@ -130,9 +178,9 @@ def test_transfer_settings_near_disjoint_far():
 
 
 def test_command_names_the_preset_and_what_differs():
-    params = presets.resolve("ci", {"tau": 0.1, "seeds": "0,1"})
+    params = presets.resolve("ci", {"tau": 0.1, "seeds": "0,2"})
     assert provenance.command("analyze", params) == \
-        "whypretrain analyze --preset ci --set seeds=0,1 --set tau=0.1"
+        "whypretrain analyze --preset ci --set seeds=0,2 --set tau=0.1"
 
 
 # --- on ci-sized studies ---------------------------------------------------------------------
@@ -150,10 +198,17 @@ def test_findings_table_has_all_three_settings(ci_transfer):
     table = findings.transfer_table(params)
     assert list(dict.fromkeys(table["setting"])) == ["near", "disjoint", "far"]
     assert len(table) == 3 * len(findings.CLAIMS)
-    assert table["verdict"].isin(["yes", "partly", "no", findings.NOT_RUN]).all()
+    assert table["verdict"].isin(findings.VERDICTS).all()
     for setting in ("near", "disjoint", "far"):  # every setting measured most claims
         ran = table[table["setting"] == setting]
         assert ran["mean"].notna().sum() >= 6, setting
+        # two seeds: every knowledge claim has a null, an effect and its interval
+        knowledge_claims = ran[ran["claim"].isin(["share_discarded", "share_new", "learnable",
+                                                  "discard_order"])]
+        for column in ("null", "effect_mean", "effect_low", "effect_high", "weighted",
+                       "weighted_null"):
+            assert knowledge_claims[column].notna().all(), (setting, column)
+        assert (ran["effect_low"] <= ran["effect_mean"]).all()
     # both settings' results and runs are named
     sources = sources_of(table)
     assert len(sources.results) >= 3 and len(sources.runs) >= 11
@@ -173,8 +228,8 @@ def test_reading_before_analysing_names_the_analyze_command(ci_transfer):
 
 def test_game_counts_of_the_ci_preset():
     counts = study.game_counts(presets.resolve("ci")).set_index("part")
-    # 1 seed x (probe + 4 fine-tuning + 4 scratch checkpoints) x 10 classes x 1 sample
-    assert counts.loc["main", "games"] == 1 * 9 * 10
+    # 2 seeds x (probe + 4 fine-tuning + 4 scratch checkpoints) x 10 classes x 1 sample
+    assert counts.loc["main", "games"] == 2 * 9 * 10
     assert counts.loc["transfer disjoint", "samples"] == 5   # target digits 5..9
     # the far setting (imagenet-uci-ci, 3 epochs) analyses every epoch as main does
     assert counts.loc["transfer far", "models"] == 9

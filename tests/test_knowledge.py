@@ -146,7 +146,8 @@ def test_sign_disagreement_is_not_shared():
 def test_hand_made_measures():
     m = kn.knowledge_measures(PRE, FIN, SCR, TAU)
     assert list(m) == list(kn.KNOWLEDGE_MEASURES)
-    assert set(m) == set(EXPECTED)
+    # the item measures by hand; the weighted and chance ones have tests of their own below
+    assert set(m) - set(EXPECTED) == {k for k in m if k.startswith(("weighted_", "chance_"))}
     for name, expected in EXPECTED.items():
         assert_same(m[name], expected)
         if name.startswith("count_"):
@@ -175,7 +176,8 @@ def test_empty_sample_gives_zero_counts_and_undefined_ratios():
     m = kn.knowledge_measures(zero, zero, zero, TAU)
     for name, v in m.items():
         assert v.shape == (5,)
-        if name.startswith(("count_", "strength_")):
+        if name.startswith(("count_", "strength_", "chance_count_")) or name in (
+                "weighted_preserve", "weighted_discard"):
             assert (v == 0).all(), name
         else:
             assert torch.isnan(v).all(), name
@@ -235,7 +237,8 @@ def test_sets_partition_and_orders_sum_to_totals():
             assert v.shape == (3, 7, n + 2)
             if name.startswith("count_"):
                 assert torch.equal(v[..., :-1].sum(-1), v[..., -1]), name
-            elif name.startswith("strength_"):
+            elif name.startswith(("strength_", "chance_count_")) or name in (
+                    "weighted_preserve", "weighted_discard"):
                 assert torch.allclose(v[..., :-1].sum(-1), v[..., -1]), name
             else:
                 ok = ~torch.isnan(v)
@@ -348,7 +351,8 @@ def test_knowledge_table_is_tidy_and_complete():
         assert set(t.loc[t.measure == measure, "model"]) == {model}
     # NaN only in ratios
     nan_measures = set(t.loc[t.value.isna(), "measure"])
-    assert nan_measures <= {"share_preserved", "share_discarded", "share_new", "ratio_learnable"}
+    assert all(m.startswith(("share_", "ratio_", "weighted_share_", "weighted_ratio_",
+                             "chance_share_", "chance_ratio_")) for m in nan_measures)
     # the values are the per-sample measures, order -1 = all orders
     m = kn.knowledge_measures(pre, fin, scr, 0.5)
     for measure in ("count_discard", "ratio_learnable", "strength_new"):
@@ -476,3 +480,67 @@ def test_aggregate_of_a_knowledge_table_counts_undefined_ratios():
     r = agg[(agg.measure == "ratio_learnable") & (agg.order == -1)].iloc[0]
     assert (r["mean"], r.n, r.n_undefined) == (0.5, 1, 1)
     assert np.isnan(r.ci_low)
+
+
+# --- weighted measures and the chance level -------------------------------------------------
+
+def test_weighted_shares_are_zero_for_one_model_and_one_for_opposite_signs():
+    g = torch.Generator().manual_seed(3)
+    I = torch.randn(5, 2, 32, generator=g, dtype=torch.float64)
+    same = kn.weighted_measures(I, I, I)
+    zeros, ones = torch.zeros(5, dtype=torch.float64), torch.ones(5, dtype=torch.float64)
+    assert torch.equal(same["weighted_share_discarded"][:, -1], zeros)
+    assert torch.equal(same["weighted_share_new"][:, -1], zeros)
+    assert torch.allclose(same["weighted_ratio_learnable"][:, -1], ones)
+    flip = kn.weighted_measures(I, -I, I)
+    assert torch.equal(flip["weighted_share_discarded"][:, -1], ones)
+    assert torch.isnan(flip["weighted_ratio_learnable"][:, -1]).all()  # nothing preserved
+    # the parts add up: preserve + discard = the probe's strength, order by order
+    total = kn.strength_by_order(torch.ones_like(I, dtype=torch.bool),
+                                 kn.without_empty_set(I))
+    other = torch.randn(5, 2, 32, generator=g, dtype=torch.float64)
+    m = kn.weighted_measures(I, other, other)
+    torch.testing.assert_close(m["weighted_preserve"] + m["weighted_discard"], total)
+
+
+def test_shared_strength_is_the_smallest_strength_where_every_sign_agrees():
+    a = torch.tensor([[[1.0, -2.0, 3.0, 0.0], [0.5, 0.5, -1.0, 2.0]]])
+    b = torch.tensor([[[2.0, -1.0, -3.0, 1.0], [0.25, 1.0, -4.0, 2.0]]])
+    expected = torch.tensor([[[1.0, 1.0, 0.0, 0.0], [0.25, 0.5, 1.0, 2.0]]],
+                            dtype=torch.float64)
+    torch.testing.assert_close(kn.shared_strength(a, b), expected)
+
+
+def test_chance_overlap_matches_random_placements_within_kind_and_order():
+    """Oracle: the mean overlap over many random placements of the second set's items (each
+    moved to a random subset of its kind and order, sign kept)."""
+    n = 5
+    g = torch.Generator().manual_seed(0)
+    K1 = kn.salient_items(torch.randn(3, 2, 1 << n, generator=g, dtype=torch.float64), 0.3)
+    K2 = kn.salient_items(torch.randn(3, 2, 1 << n, generator=g, dtype=torch.float64), 0.3)
+    order = kn.orders(n)
+    total, draws = 0, 3000
+    for _ in range(draws):
+        moved = K2.clone()
+        for kind in range(2):
+            for o in range(n + 1):
+                where = (order == o).nonzero()[:, 0]
+                moved[..., kind, where] = K2[..., kind, where[torch.randperm(len(where),
+                                                                            generator=g)]]
+        total = total + kn.count_by_order(kn.shared(K1, moved)).double()
+    expected = kn.chance_overlap(K1, K2)
+    torch.testing.assert_close(total / draws, expected, atol=0.08, rtol=0)
+    # every subset salient with one sign in both: every item coincides
+    full = torch.ones(1, 2, 1 << n, dtype=torch.int8)
+    torch.testing.assert_close(kn.chance_overlap(full, full),
+                               kn.count_by_order(full != 0).double())
+
+
+def test_chance_shares_partition_like_the_item_shares():
+    g = torch.Generator().manual_seed(4)
+    I = [torch.randn(4, 2, 64, generator=g, dtype=torch.float64) for _ in range(3)]
+    m = kn.knowledge_measures(*I, 0.2)
+    torch.testing.assert_close(m["chance_count_preserve"] + m["chance_count_discard"],
+                               m["count_probe"].double())
+    chance = m["chance_share_discarded"][:, -1]
+    assert ((chance >= 0) & (chance <= 1)).all()

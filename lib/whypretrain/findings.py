@@ -1,10 +1,14 @@
-"""The paper's claims as data, judged on our results.
+"""The paper's claims as data, judged on our results against their nulls.
 
-Each claim is one ``Claim`` record: the paper's statement, our measure (a number per seed), the
-rule that turns its mean and 95% interval over seeds into a verdict, and the paper's range when
-it gives one. ``judge(params)`` reads one setting's results and returns one row per claim
-(value with interval, verdict); ``transfer_table(params)`` does it for the near, disjoint and
-far transfer settings side by side. Reads only (``study``): computes nothing new.
+Each claim is one ``Claim`` record: the paper's statement, our measure (a number per seed), its
+null (what the same measure gives between models that should not differ, ``nulls``; 0 for the
+claims that compare two runs of one seed), the rule that turns the mean and 95% interval over
+seeds into a verdict, and the paper's range when it gives one. The effect is our value minus
+its null, per seed; a verdict of "yes" needs the effect's interval above 0 as well as the
+paper's threshold, and where the effect's interval contains 0 the verdict is
+``INDISTINCT``: the data cannot tell the claim from its null. ``judge(params)`` reads one
+setting's results and returns one row per claim; ``transfer_table(params)`` does it for the
+near, disjoint and far transfer settings side by side. Reads only (``study``).
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ LEARNABLE_RANGE = (0.13, 0.45)  # the paper's range of the learnable share (Figu
 ACCURACY_FRACTION = study.ACCURACY_FRACTION
 REACH_LEVEL = study.REACH_LEVEL
 NOT_RUN = "not run"
-VERDICTS = ("yes", "partly", "no", NOT_RUN)
+INDISTINCT = "cannot tell from null"
+VERDICTS = ("yes", "partly", "no", INDISTINCT, NOT_RUN)
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,8 @@ class Estimate:
 
     @classmethod
     def of(cls, per_seed: pd.Series) -> "Estimate":
+        if per_seed.dropna().empty:
+            return cls(np.nan, np.nan, np.nan, np.nan, 0)
         frame = pd.DataFrame({"sample": range(len(per_seed)), "g": 0,
                               "value": per_seed.to_numpy(dtype=float)})
         row = knowledge.aggregate(frame, by=["g"]).iloc[0]
@@ -92,9 +99,12 @@ def inside(low: float, high: float) -> Rule:
 
 @dataclass
 class Inputs:
-    """What the claims of one setting read: training metrics and the knowledge table."""
+    """What the claims of one setting read: training metrics, the knowledge table and the
+    cross-seed comparisons (``nulls.comparison_table``; empty with one seed)."""
     metrics: pd.DataFrame
     table: pd.DataFrame
+    comparisons: pd.DataFrame | None = None
+    replicates: pd.DataFrame | None = None
 
 
 def accuracy_gap(x: Inputs) -> pd.Series:
@@ -122,7 +132,18 @@ def mean_order(t: pd.DataFrame, measure: str) -> pd.Series:
 
 
 def order_gap(x: Inputs) -> pd.Series:
-    return mean_order(x.table, "count_discard") - mean_order(x.table, "count_preserve")
+    return order_gap_of("count_discard", "count_preserve")(x.table)
+
+
+def order_gap_of(discard: str, preserve: str) -> Callable[[pd.DataFrame], pd.Series]:
+    """Per seed: the mean order of ``discard`` minus that of ``preserve`` (counts, expected
+    counts or strengths by order, pooled over samples)."""
+    return lambda t: mean_order(t, discard) - mean_order(t, preserve)
+
+
+def share_of(measure: str) -> Callable[[pd.DataFrame], pd.Series]:
+    """Per seed: the mean over samples of ``measure`` over all orders."""
+    return lambda t: _final_measure(t, measure)
 
 
 def _convergence(x: Inputs, measure: str) -> pd.DataFrame:
@@ -146,6 +167,20 @@ def reach_gap(x: Inputs) -> pd.Series:
 # --- the claims ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class Knowledge:
+    """How a knowledge claim reads its tables: ``items`` (the claim's measure on a knowledge
+    table), its ``null`` (a comparison of ``nulls.COMPARISONS``, or ``"chance"``: ``chance``
+    on the same seed's table), a ``reference`` comparison shown beside it, the ``chance``
+    level, and the ``weighted`` measure (no tau) with its own null comparison."""
+    items: Callable[[pd.DataFrame], pd.Series]
+    null: str
+    reference: str
+    chance: Callable[[pd.DataFrame], pd.Series]
+    weighted: Callable[[pd.DataFrame], pd.Series]
+    weighted_null: str
+
+
+@dataclass(frozen=True)
 class Claim:
     key: str
     paper: str            # the paper's statement
@@ -153,8 +188,17 @@ class Claim:
     value: Callable[[Inputs], pd.Series]
     rule: Rule
     pct: bool = False     # shown as a percentage
+    knowledge: Knowledge | None = None  # None: the null is 0 (two runs of one seed compared)
+    null_text: str = "0 (two runs of the same seed compared)"
 
 
+def _knowledge_claim(key: str, paper: str, measure: str, rule: Rule, pct: bool,
+                     k: Knowledge, null_text: str) -> Claim:
+    return Claim(key, paper, measure, lambda x: k.items(x.table), rule, pct, k, null_text)
+
+
+REPLICATION = ("a fine-tuned model of another seed: the share of a fine-tuned model's items "
+               "that it lacks (two runs of one recipe)")
 FIGURE4 = "Fine-tuning reaches its final knowledge faster and more directly (Figure 4)"
 CLAIMS: tuple[Claim, ...] = (
     Claim("accuracy_gap", "Fine-tuned models beat models trained from scratch on the target "
@@ -163,19 +207,35 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("accuracy_speed", "Fine-tuning converges in fewer epochs",
           f"epochs to {ACCURACY_FRACTION:.0%} of the final test accuracy, scratch minus "
           "fine-tuned", accuracy_speed, above(0.0)),
-    Claim("share_discarded", "Most pre-trained knowledge is discarded by fine-tuning (only a "
-          "small amount is preserved)", "share of K_probe (the paper's K_pretrain) discarded",
-          lambda x: _final_measure(x.table, "share_discarded"), above(0.5, pct=True), pct=True),
-    Claim("share_new", "Fine-tuning learns much new knowledge (Figure 2)",
-          "share of K_finetune that is new", lambda x: _final_measure(x.table, "share_new"),
-          above(0.5, pct=True), pct=True),
-    Claim("learnable", f"Only {LEARNABLE_RANGE[0]:.0%}-{LEARNABLE_RANGE[1]:.0%} of the "
-          "preserved knowledge is learnable from scratch (Figure 3)",
-          "share of K_preserve the scratch model also has",
-          lambda x: _final_measure(x.table, "ratio_learnable"), inside(*LEARNABLE_RANGE),
-          pct=True),
-    Claim("discard_order", "Discarded knowledge is mostly high-order",
-          "mean order |S| of discarded minus preserved items", order_gap, above(0.0)),
+    _knowledge_claim(
+        "share_discarded", "Most pre-trained knowledge is discarded by fine-tuning (only a "
+        "small amount is preserved)", "share of K_probe (the paper's K_pretrain) discarded",
+        above(0.5, pct=True), True,
+        Knowledge(share_of("share_discarded"), "replication", "unrelated",
+                  share_of("chance_share_discarded"), share_of("weighted_share_discarded"),
+                  "replication"), REPLICATION),
+    _knowledge_claim(
+        "share_new", "Fine-tuning learns much new knowledge (Figure 2)",
+        "share of K_finetune that is new", above(0.5, pct=True), True,
+        Knowledge(share_of("share_new"), "replication", "unrelated",
+                  share_of("chance_share_new"), share_of("weighted_share_new"), "replication"),
+        REPLICATION),
+    _knowledge_claim(
+        "learnable", f"Only {LEARNABLE_RANGE[0]:.0%}-{LEARNABLE_RANGE[1]:.0%} of the "
+        "preserved knowledge is learnable from scratch (Figure 3)",
+        "share of K_preserve the scratch model also has", inside(*LEARNABLE_RANGE), True,
+        Knowledge(share_of("ratio_learnable"), "chance", "scratch_other",
+                  share_of("chance_ratio_learnable"), share_of("weighted_ratio_learnable"),
+                  "scratch_other"),
+        "chance: the scratch model's items on random subsets of the same kind and order"),
+    _knowledge_claim(
+        "discard_order", "Discarded knowledge is mostly high-order",
+        "mean order |S| of discarded minus preserved items", above(0.0), False,
+        Knowledge(order_gap_of("count_discard", "count_preserve"), "replication", "unrelated",
+                  order_gap_of("chance_count_discard", "chance_count_preserve"),
+                  order_gap_of("weighted_discard", "weighted_preserve"), "replication"),
+        "a fine-tuned model of another seed: the same gap between the items of a fine-tuned "
+        "model it lacks and those it shares"),
     Claim("convergence_area", FIGURE4,
           "area under the weighted-Jaccard curve to the run's own final model (epochs before "
           "the last), fine-tuned minus scratch", area_gap, above(0.0)),
@@ -191,15 +251,84 @@ def fmt(e: Estimate, pct: bool = False) -> str:
     return study.describe(dict(mean=e.mean, std=e.sd, ci_low=e.low, ci_high=e.high), pct)
 
 
+def per_comparison(x: Inputs, name: str, measure: Callable[[pd.DataFrame], pd.Series]
+                   ) -> pd.Series:
+    """Per seed s: ``measure`` on comparison ``name`` (pooled over the partners s' != s);
+    empty when there is no other seed."""
+    c = x.comparisons
+    if c is None or c.empty:
+        return pd.Series(dtype=float)
+    return measure(c[c["comparison"] == name])
+
+
+def null_of(claim: Claim, x: Inputs, weighted: bool = False) -> pd.Series:
+    """Per seed: the claim's null (``Knowledge``), or 0 for the claims without one."""
+    k = claim.knowledge
+    if k is None:
+        return pd.Series(0.0, index=claim.value(x).index)
+    name = k.weighted_null if weighted else k.null
+    if name == "chance":
+        return k.chance(x.table)
+    return per_comparison(x, name, k.weighted if weighted else k.items)
+
+
+def effect_of(value: pd.Series, null: pd.Series) -> pd.Series:
+    """Per seed: value minus null, on the seeds that have both."""
+    both = value.index.intersection(null.index)
+    return (value[both] - null[both]).dropna()
+
+
+def verdict(claim: Claim, value: Estimate, effect: Estimate) -> str:
+    """The claim's rule on ``value``, once the effect (value minus null) is on the claimed side
+    (above 0): ``INDISTINCT`` where its 95% interval contains 0, "no" where it lies below.
+    Without an interval (one seed) the effect's sign decides; without a null (no other seed
+    to compare with) the rule alone."""
+    if not np.isfinite(value.mean):
+        return "no"
+    if effect.has_interval:
+        if effect.low <= 0.0 <= effect.high:
+            return INDISTINCT
+        if effect.high < 0.0:
+            return "no"
+    elif np.isfinite(effect.mean) and effect.mean <= 0.0:
+        return "no"
+    return claim.rule.judge(value)
+
+
 def judge_inputs(x: Inputs, setting: str = "near") -> pd.DataFrame:
-    """One row per claim: setting, claim, paper, measure, rule, mean, sd, ci_low, ci_high,
-    n_seeds, ours (formatted), verdict."""
+    """One row per claim: setting, claim, paper, measure, rule, null_text; the value's mean,
+    sd, ci_low, ci_high, n_seeds and ``ours`` (formatted); the null's mean (``null``), the
+    effect's (``effect_mean``, ``effect_low``, ``effect_high``, ``effect``: formatted), the
+    reference comparison and the chance level (means); the weighted measure (``weighted``,
+    ``weighted_null``, ``weighted_effect*``); and the verdict."""
     rows = []
     for c in CLAIMS:
-        e = Estimate.of(c.value(x))
-        rows.append(dict(setting=setting, claim=c.key, paper=c.paper, measure=c.measure,
-                         rule=c.rule.text, mean=e.mean, sd=e.sd, ci_low=e.low, ci_high=e.high,
-                         n_seeds=e.n_seeds, ours=fmt(e, c.pct), verdict=c.rule.judge(e)))
+        value = c.value(x)
+        e = Estimate.of(value)
+        null = null_of(c, x)
+        effect = Estimate.of(effect_of(value, null))
+        row = dict(setting=setting, claim=c.key, paper=c.paper, measure=c.measure,
+                   rule=c.rule.text, null_text=c.null_text, mean=e.mean, sd=e.sd,
+                   ci_low=e.low, ci_high=e.high, n_seeds=e.n_seeds, ours=fmt(e, c.pct),
+                   null=float(null.mean()) if len(null) else np.nan,
+                   effect_mean=effect.mean, effect_low=effect.low, effect_high=effect.high,
+                   effect=fmt(effect, c.pct), reference=np.nan, chance=np.nan,
+                   weighted=np.nan, weighted_null=np.nan, weighted_effect_mean=np.nan,
+                   weighted_effect_low=np.nan, weighted_effect_high=np.nan,
+                   weighted_effect="", verdict=verdict(c, e, effect))
+        k = c.knowledge
+        if k is not None:
+            reference = per_comparison(x, k.reference, k.items)
+            w_value, w_null = k.weighted(x.table), null_of(c, x, weighted=True)
+            w_effect = Estimate.of(effect_of(w_value, w_null))
+            row.update(reference=float(reference.mean()) if len(reference) else np.nan,
+                       chance=float(k.chance(x.table).mean()),
+                       weighted=float(w_value.mean()),
+                       weighted_null=float(w_null.mean()) if len(w_null) else np.nan,
+                       weighted_effect_mean=w_effect.mean, weighted_effect_low=w_effect.low,
+                       weighted_effect_high=w_effect.high,
+                       weighted_effect=fmt(w_effect, c.pct))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -207,16 +336,22 @@ def judge(params: dict, setting: str = "near", datasets: data.Datasets | None = 
           ) -> pd.DataFrame:
     """``judge_inputs`` on the stored results of ``params`` (reads only)."""
     ds = datasets or data.load_datasets(params)
-    x = Inputs(study.training_table(params, ds), study.table(params, datasets=ds))
+    comparisons, replicates = study.null_tables(params, datasets=ds)
+    x = Inputs(study.training_table(params, ds), study.table(params, datasets=ds), comparisons,
+               replicates)
     out = judge_inputs(x, setting)
     return attach(out, sources_of(x.metrics) + sources_of(x.table))
 
 
 def not_run(setting: str, command: str) -> pd.DataFrame:
+    empty = dict(mean=np.nan, sd=np.nan, ci_low=np.nan, ci_high=np.nan, n_seeds=0, null=np.nan,
+                 effect_mean=np.nan, effect_low=np.nan, effect_high=np.nan, effect="",
+                 reference=np.nan, chance=np.nan, weighted=np.nan, weighted_null=np.nan,
+                 weighted_effect_mean=np.nan, weighted_effect_low=np.nan,
+                 weighted_effect_high=np.nan, weighted_effect="")
     return pd.DataFrame([dict(setting=setting, claim=c.key, paper=c.paper, measure=c.measure,
-                              rule=c.rule.text, mean=np.nan, sd=np.nan, ci_low=np.nan,
-                              ci_high=np.nan, n_seeds=0, ours=f"not run: `{command}`",
-                              verdict=NOT_RUN) for c in CLAIMS])
+                              rule=c.rule.text, null_text=c.null_text, **empty,
+                              ours=f"not run: `{command}`", verdict=NOT_RUN) for c in CLAIMS])
 
 
 def transfer_table(params: dict) -> pd.DataFrame:
@@ -243,9 +378,21 @@ def transfer_table(params: dict) -> pd.DataFrame:
                   combine(sources).rebuilt_by(command("study", params)))
 
 
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell (a bare ``|`` would end the cell)."""
+    return str(text).replace("|", "\\|")
+
+
+def _null_cell(r, pct: bool) -> str:
+    f = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.2f}")
+    if not np.isfinite(r["null"]):
+        return "null: n/a (one seed)"
+    return f"null {f(r['null'])}, effect {r['effect']}"
+
+
 def as_markdown(table: pd.DataFrame) -> str:
-    """The claims (rows) by setting (columns): our value and verdict, then each claim's measure
-    and rule."""
+    """The claims (rows) by setting (columns): our value, its null and the effect (value minus
+    null) with its 95% interval, and the verdict; then each claim's measure, null and rule."""
     settings = list(dict.fromkeys(table["setting"]))
     wide = {s: table[table["setting"] == s].set_index("claim") for s in settings}
     lines = ["| claim (paper) | " + " | ".join(settings) + " |",
@@ -254,11 +401,16 @@ def as_markdown(table: pd.DataFrame) -> str:
         cells = []
         for s in settings:
             r = wide[s].loc[c.key]
-            cells.append(f"{r['ours']}<br>**{r['verdict']}**" if r["verdict"] != NOT_RUN
-                         else r["ours"])
-        lines.append(f"| {c.paper} | " + " | ".join(cells) + " |")
-    lines += ["", "| claim | our measure (per seed) | verdict rule |", "|---|---|---|"]
-    lines += [f"| {c.key} | {c.measure} | {c.rule.text} |" for c in CLAIMS]
+            cells.append(f"{r['ours']}<br>{_null_cell(r, c.pct)}<br>**{r['verdict']}**"
+                         if r["verdict"] != NOT_RUN else r["ours"])
+        lines.append(f"| {_cell(c.paper)} | " + " | ".join(cells) + " |")
+    lines += ["", "| claim | our measure (per seed) | null | verdict rule |",
+              "|---|---|---|---|"]
+    lines += [f"| {c.key} | {_cell(c.measure)} | {_cell(c.null_text)} | {_cell(c.rule.text)}"
+              f" |" for c in CLAIMS]
+    lines += ["", f"Every rule applies once the effect (our value minus its null, per seed) is "
+              f"on the claimed side: where the effect's 95% interval over seeds contains 0 the "
+              f"verdict is **{INDISTINCT}**, where it lies below 0 it is **no**."]
     return "\n".join(lines)
 
 

@@ -50,6 +50,22 @@ Measures (``measure`` column of ``knowledge_table``; each by order and in total)
   By order, a ratio's numerator and denominator are both restricted to that order, so a ratio
   is NaN at every order where its denominator set has no items.
 
+  Weighted (no tau): the same questions asked of interaction strength instead of item counts.
+  The strength two models share on a term is min(|I1|, |I2|) where their signs agree, else 0.
+    weighted_preserve   shared strength of probe and fine-tuned, by order
+    weighted_discard    the probe's |I| minus weighted_preserve, by order
+    weighted_share_discarded   weighted_discard / sum |I_probe|   (NaN when all zero)
+    weighted_share_new  1 - weighted_preserve / sum |I_finetune|   (NaN when all zero)
+    weighted_ratio_learnable   strength all three share (min of the three where the three
+                        signs agree) / weighted_preserve   (NaN when that is 0)
+  Chance (``chance_overlap``): what the item measures would be if the second model's items
+  stood on random subsets of the same kind and order (signs kept): per (kind, order, sign),
+  E|K1 & R| = |K1| |K2| / C(n, order). The same shares, from expected counts:
+    chance_count_preserve, chance_count_discard   expected |K_probe & R| and the rest, R drawn
+                        from the fine-tuned model's order profile
+    chance_share_discarded, chance_share_new, chance_ratio_learnable   (R from K_scratch's
+                        profile for the last; K_preserve as it is)
+
   The sets partition: |K_preserve| + |K_discard| = |K_probe| and
   |K_preserve| + |K_new| = |K_finetune| (at every order). An item of K_probe whose S stays
   salient in the fine-tuned model with the opposite sign is discarded, and the flipped item
@@ -111,6 +127,16 @@ KNOWLEDGE_MEASURES: dict[str, str] = {
     "share_discarded": PAIR,
     "share_new": PAIR,
     "ratio_learnable": TRIPLE,
+    "weighted_preserve": PAIR,
+    "weighted_discard": PAIR,
+    "weighted_share_discarded": PAIR,
+    "weighted_share_new": PAIR,
+    "weighted_ratio_learnable": TRIPLE,
+    "chance_count_preserve": PAIR,
+    "chance_count_discard": PAIR,
+    "chance_share_discarded": PAIR,
+    "chance_share_new": PAIR,
+    "chance_ratio_learnable": TRIPLE,
 }
 
 
@@ -275,7 +301,64 @@ def knowledge_measures(I_probe: torch.Tensor, I_finetune: torch.Tensor,
     out["share_discarded"] = ratio(out["count_discard"], out["count_probe"])
     out["share_new"] = ratio(out["count_new"], out["count_finetune"])
     out["ratio_learnable"] = ratio(out["count_learnable"], out["count_preserve"])
+    out.update(weighted_measures(I_probe, I_finetune, I_scratch, empty_set))
+    out.update(chance_measures(K["probe"], K["finetune"], K["scratch"], sets["preserve"]))
     return {m: out[m] for m in KNOWLEDGE_MEASURES}
+
+
+def shared_strength(*Is: torch.Tensor) -> torch.Tensor:
+    """Per term, the strength every one of ``Is`` holds with one sign: ``min |I|`` where all
+    signs agree (and none is 0), else 0. float64 ``[..., 2, 2**n]``."""
+    a = torch.stack([I.double() for I in Is])
+    same = ((a > 0).all(0)) | ((a < 0).all(0))
+    return torch.where(same, a.abs().amin(0), torch.zeros_like(a[0]))
+
+
+def weighted_measures(I_probe: torch.Tensor, I_finetune: torch.Tensor, I_scratch: torch.Tensor,
+                      empty_set: str = "exclude") -> dict[str, torch.Tensor]:
+    """The ``weighted_*`` measures (module docstring): the item shares with strength in place
+    of counts, so no ``tau``. float64 ``[..., n + 2]``."""
+    n = _same_shape(I_probe, I_finetune, I_scratch)
+    p, f, s = (without_empty_set(I, empty_set) for I in (I_probe, I_finetune, I_scratch))
+    keep = _by_order(shared_strength(p, f).sum(-2), n)
+    total_p = _by_order(p.double().abs().sum(-2), n)
+    total_f = _by_order(f.double().abs().sum(-2), n)
+    learned = _by_order(shared_strength(p, f, s).sum(-2), n)
+    return {"weighted_preserve": keep, "weighted_discard": total_p - keep,
+            "weighted_share_discarded": ratio(total_p - keep, total_p),
+            "weighted_share_new": ratio(total_f - keep, total_f),
+            "weighted_ratio_learnable": ratio(learned, keep)}
+
+
+def chance_overlap(K1: torch.Tensor, K2: torch.Tensor) -> torch.Tensor:
+    """Expected ``|K1 & R|`` by order (float64 ``[..., n + 2]``), where ``R`` puts each item
+    of ``K2`` on a subset drawn at random among those of its kind and order (its sign kept).
+
+    Per kind, order and sign there are ``C(n, order)`` subsets, ``a`` items of ``K1`` and
+    ``b`` of ``K2``, so ``a * b / C(n, order)`` of them coincide on average.
+    """
+    n = _same_shape(K1, K2)
+    subsets = torch.bincount(orders(n), minlength=n + 1).double()  # C(n, order)
+    out = 0
+    for sign in (1, -1):
+        a = _by_order((K1 == sign).double(), n)[..., :-1]  # [..., kind, order]
+        b = _by_order((K2 == sign).double(), n)[..., :-1]
+        out = out + (a * b / subsets).sum(-2)
+    return torch.cat([out, out.sum(-1, keepdim=True)], dim=-1)
+
+
+def chance_measures(K_probe: torch.Tensor, K_finetune: torch.Tensor, K_scratch: torch.Tensor,
+                    preserve: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The ``chance_*`` measures (module docstring): the shares when the second model's items
+    stand on random subsets of their kind and order. float64 ``[..., n + 2]``."""
+    kept = chance_overlap(K_probe, K_finetune)
+    K_preserve = torch.where(preserve, K_finetune, torch.zeros_like(K_finetune))
+    probe, finetune = count_by_order(K_probe != 0), count_by_order(K_finetune != 0)
+    return {"chance_count_preserve": kept, "chance_count_discard": probe - kept,
+            "chance_share_discarded": ratio(probe - kept, probe),
+            "chance_share_new": ratio(finetune - kept, finetune),
+            "chance_ratio_learnable": ratio(chance_overlap(K_preserve, K_scratch),
+                                            count_by_order(preserve))}
 
 
 # --- convergence -----------------------------------------------------------------------------

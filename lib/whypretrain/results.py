@@ -13,7 +13,7 @@ runs, samples, players, masking parameters, seed):
 - ``games.pt``: samples, labels, players and the games ``[model, sample, 2**n]``;
 - ``engine-<tag>.json``: the engine's parameters, named by their hash ``<tag>``;
 - ``interactions-<tag>.pt``: the engine's result for all games (``Interactions.state_dict``);
-- ``table-<tag>-tau<tau>-<empty_set>.csv``: the tidy knowledge + convergence table.
+- ``table<format>-<tag>-tau<tau>-<empty_set>.csv``: the tidy knowledge + convergence table.
 Games do not depend on the engine's parameters, so changing those re-uses them. Each file is
 written atomically and reused when present, so an interrupted computation resumes at the stage
 it reached. ``tau`` and ``empty_set`` only change tables, which are cheap to rebuild.
@@ -49,6 +49,7 @@ ENGINE_KEYS = ("mode", "optimizer", "iterations", "sparsify_lr", "q_bound", "tol
 # 4: games shared by every seed (the same samples and players; the seeds are in the hash)
 RESULTS_FORMAT = 4
 MODELS = ("probe", "finetune", "scratch")  # rows of the games, in this order
+TABLE_FORMAT = 2  # 2: the weighted_* and chance_* measures (knowledge.KNOWLEDGE_MEASURES)
 EVERY_EPOCH = 0  # the value of ``checkpoints`` that analyses every epoch (the default)
 
 
@@ -112,7 +113,7 @@ class SeedResults:
         return attach(pd.DataFrame(rows), self.sources())
 
     def _table_path(self, tau: float, empty_set: str) -> Path:
-        return self.path / f"table-{self.engine_tag}-tau{tau:g}-{empty_set}.csv"
+        return self.path / f"table{TABLE_FORMAT}-{self.engine_tag}-tau{tau:g}-{empty_set}.csv"
 
     def table(self, tau: float | None = None, empty_set: str | None = None) -> pd.DataFrame:
         """Tidy knowledge and convergence table (the stored one; computed in memory, not

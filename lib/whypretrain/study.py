@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from . import data, distributed, knowledge, masking, presets, results
+from . import data, distributed, knowledge, masking, nulls, presets, results
 from .errors import MissingResults, UserError
 from .provenance import Sources, attach, combine, command, sources_of
 
@@ -120,6 +120,20 @@ def table(params: dict, tau: float | None = None, empty_set: str | None = None,
     loaded = load(params, finals_only, datasets)
     out = pd.concat([r.table(tau, empty_set) for r in loaded], ignore_index=True)
     return attach(out, combine(r.sources() for r in loaded))
+
+
+def null_tables(params: dict, tau: float | None = None, empty_set: str | None = None,
+                datasets: data.Datasets | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The cross-seed comparisons (``nulls.comparison_table``) and the final models'
+    similarity across seeds (``nulls.replicate_table``) of every ordered pair of seeds, at the
+    preset's ``tau`` and ``empty_set`` unless given. Reads only; both are empty with one
+    seed."""
+    loaded = load(params, datasets=datasets)
+    tau = params["tau"] if tau is None else tau
+    empty_set = empty_set or params["empty_set"]
+    sources = combine(r.sources() for r in loaded)
+    return (attach(nulls.comparison_table(loaded, tau, empty_set), sources),
+            attach(nulls.replicate_table(loaded, tau, empty_set), sources))
 
 
 def training_table(params: dict, datasets: data.Datasets | None = None) -> pd.DataFrame:

@@ -1,0 +1,94 @@
+"""Nulls: what a knowledge measure gives between models that should not differ
+(book/method.md, section 5).
+
+Every seed of a study reads the same games (the same samples and players, ``results``), so the
+final models of two seeds can be compared item by item. A *comparison* puts models of a seed
+``s`` and of another seed ``s'`` in the three roles of ``knowledge.knowledge_table`` (the
+probe's, the fine-tuned model's and the scratch model's role), and every knowledge measure is
+then read off as usual:
+
+- ``replication``: fine-tuned(s), fine-tuned(s'), scratch(s'). Its ``share_discarded`` is the
+  share of a fine-tuned model's items that a fine-tuned model of another seed lacks: how much
+  two runs of one recipe disagree. The null of the shares and of the order claim.
+- ``unrelated``: probe(s), fine-tuned(s'), scratch(s). Fine-tuning that did not start from
+  this probe's backbone: a reference for what "preserved" means by coincidence.
+- ``scratch_other``: probe(s), fine-tuned(s), scratch(s'). A scratch model that shares no seed
+  with the pre-trained one: a reference for the learnable share.
+
+``comparison_table`` stacks them for every ordered pair of seeds (``seed`` = s, ``partner`` =
+s'); ``replicate_table`` holds the weighted and set Jaccard between the final models of two
+seeds (the level two equivalent final models reach, for the convergence curves). Pure
+functions of loaded results: nothing is trained or written.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from . import knowledge
+from .results import SeedResults
+
+OWN, OTHER = "own", "other"
+# comparison -> the (model, seed) in the probe's, the fine-tuned model's and the scratch role
+COMPARISONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "replication": (("finetune", OWN), ("finetune", OTHER), ("scratch", OTHER)),
+    "unrelated": (("probe", OWN), ("finetune", OTHER), ("scratch", OWN)),
+    "scratch_other": (("probe", OWN), ("finetune", OWN), ("scratch", OTHER)),
+}
+REPLICATED = ("finetune", "scratch")  # the runs whose final models replicate_table compares
+
+
+def check_shared_games(loaded: list[SeedResults]) -> None:
+    """Raise ``ValueError`` unless every seed's results hold the same samples and players."""
+    first = loaded[0]
+    for r in loaded[1:]:
+        if r.sample_ids != first.sample_ids or not torch.equal(r.players, first.players):
+            raise ValueError(f"seeds {first.seed} and {r.seed} explain different games; "
+                             f"nulls need results computed with shared games "
+                             f"(results format 4 or later)")
+
+
+def pairs(loaded: list[SeedResults]) -> list[tuple[SeedResults, SeedResults]]:
+    """Every ordered pair of two different seeds' results."""
+    return [(a, b) for a in loaded for b in loaded if a.seed != b.seed]
+
+
+def comparison_table(loaded: list[SeedResults], tau: float, empty_set: str) -> pd.DataFrame:
+    """Knowledge tables (``knowledge.TABLE_COLUMNS``) of every comparison and ordered pair of
+    seeds, with columns ``comparison``, ``seed`` (s) and ``partner`` (s') in front. Empty with
+    fewer than two seeds."""
+    check_shared_games(loaded)
+    frames = []
+    for own, other in pairs(loaded):
+        for name, roles in COMPARISONS.items():
+            I = [(own if who == OWN else other).interactions_of(model) for model, who in roles]
+            t = knowledge.knowledge_table(*I, tau, own.sample_ids, epoch=own.final_epoch,
+                                          empty_set=empty_set)
+            t.insert(0, "comparison", name)
+            t.insert(1, "seed", own.seed)
+            t.insert(2, "partner", other.seed)
+            frames.append(t)
+    columns = ["comparison", "seed", "partner", *knowledge.TABLE_COLUMNS]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def replicate_table(loaded: list[SeedResults], tau: float, empty_set: str) -> pd.DataFrame:
+    """Per ordered pair of seeds, run (fine-tuned, scratch) and sample: the weighted and the
+    set Jaccard between the two seeds' final models. Columns ``seed, partner, model, sample,
+    measure, value``."""
+    check_shared_games(loaded)
+    rows = []
+    for own, other in pairs(loaded):
+        for model in REPLICATED:
+            a, b = own.interactions_of(model), other.interactions_of(model)
+            measures = {
+                "jaccard_weighted": knowledge.weighted_jaccard(a, b, empty_set),
+                "jaccard_set": knowledge.set_jaccard(knowledge.salient_items(a, tau, empty_set),
+                                                     knowledge.salient_items(b, tau, empty_set)),
+            }
+            for measure, values in measures.items():
+                rows += [dict(seed=own.seed, partner=other.seed, model=model, sample=sid,
+                              measure=measure, value=float(v))
+                         for sid, v in zip(own.sample_ids, values.tolist())]
+    return pd.DataFrame(rows, columns=["seed", "partner", "model", "sample", "measure",
+                                       "value"])
