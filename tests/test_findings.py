@@ -103,7 +103,9 @@ def test_claims_on_a_hand_made_table():
     assert out.loc["share_discarded", "reference"] == pytest.approx(0.8)   # unrelated
     assert out.loc["share_discarded", "chance"] == pytest.approx(0.9)
     assert out.loc["share_discarded", "weighted"] == pytest.approx(0.5)
-    assert out.loc["share_new", "verdict"] == "no"
+    # the comparisons hold the same share new as the seeds themselves: effect 0
+    assert out.loc["share_new", "effect_mean"] == pytest.approx(0.0)
+    assert out.loc["share_new", "verdict"] == findings.INDISTINCT
     assert out.loc["learnable", "mean"] == pytest.approx(0.3)
     assert out.loc["learnable", "null"] == pytest.approx(0.1)      # chance
     assert out.loc["learnable", "verdict"] == "yes"
