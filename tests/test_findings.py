@@ -236,3 +236,14 @@ def test_game_counts_of_the_ci_preset():
     # the far setting (imagenet-uci-ci, 3 epochs) analyses every epoch as main does
     assert counts.loc["transfer far", "models"] == 9
     assert (counts.drop(index=["main", "transfer disjoint", "transfer far"])["models"] == 3).all()
+
+
+def test_seeds_to_decide_is_the_fewest_seeds_whose_interval_excludes_zero():
+    from scipy import stats
+    e = est([0.10, 0.12, 0.14])                  # mean 0.12, sd 0.02
+    k = findings.seeds_to_decide(e)
+    assert k == 3
+    assert stats.t.ppf(0.975, k - 1) * 0.02 / np.sqrt(k) < 0.12
+    assert stats.t.ppf(0.975, k - 2) * 0.02 / np.sqrt(k - 1) >= 0.12
+    assert findings.seeds_to_decide(est([-0.05, 0.02, 0.06])) > 10
+    assert np.isnan(findings.seeds_to_decide(est([0.3])))          # no spread to go on

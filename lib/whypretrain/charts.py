@@ -282,6 +282,44 @@ def convergence_chart(summary: pd.DataFrame, measure: str = "jaccard_weighted") 
                                   "the paper: fine-tuning rises faster and more steadily"]))
 
 
+SETTING_COLORS = {"near": "#4c78a8", "disjoint": "#f58518", "far": "#54a24b"}
+
+
+def forest(table: pd.DataFrame) -> alt.Chart:
+    """Each claim's effect (our value minus its null) with its 95% interval over seeds, one
+    row per claim and a point per transfer setting; the null is the line at 0. ``table``:
+    ``findings.transfer_table`` (or ``judge``). Claims are in their own units, so each row
+    has its own x scale."""
+    data = table[table["effect_mean"].notna()].copy()
+    data["label"] = data["claim"].str.replace("_", " ")
+    data["interval"] = data["effect_low"].notna()
+    settings = list(dict.fromkeys(data["setting"]))
+    color = alt.Color("setting:N", title="setting", sort=settings, scale=alt.Scale(
+        domain=settings, range=[SETTING_COLORS.get(s, "#888") for s in settings]))
+    y = alt.Y("setting:N", title=None, sort=settings, axis=None)
+    base = alt.Chart().encode(y=y, color=color)
+    zero = alt.Chart().mark_rule(color="#555", strokeDash=[4, 3]).encode(x=alt.datum(0))
+    whiskers = base.mark_rule(strokeWidth=2).encode(
+        x=alt.X("effect_low:Q", title=None), x2="effect_high:Q")
+    points = base.mark_point(filled=True, size=70).encode(
+        x="effect_mean:Q", shape=alt.Shape("verdict:N", title="verdict"),
+        tooltip=["label:N", "setting:N", "verdict:N", alt.Tooltip("mean:Q", format=".3f"),
+                 alt.Tooltip("null:Q", format=".3f"),
+                 alt.Tooltip("effect_mean:Q", format=".3f", title="effect"),
+                 alt.Tooltip("effect_low:Q", format=".3f", title="95% low"),
+                 alt.Tooltip("effect_high:Q", format=".3f", title="95% high"), "n_seeds:Q"])
+    return alt.layer(zero, whiskers, points, data=data).properties(
+        width=420, height=18 * max(1, len(settings))).facet(
+        row=alt.Row("label:N", title=None, sort=[c.replace("_", " ") for c in
+                                                 dict.fromkeys(data["claim"])],
+                    header=alt.Header(labelAngle=0, labelAlign="left"))).resolve_scale(
+        x="independent").properties(title=alt.Title(
+            "Each claim against its null", subtitle=[
+                "effect = our value minus its null, in the claim's own units; point: mean over "
+                "seeds, line: its 95% interval", "dashed: the null (effect 0). A line across "
+                "0: the data cannot tell the claim from its null"]))
+
+
 def sensitivity_chart(table: pd.DataFrame, measures: list[str]) -> alt.Chart:
     """How each headline measure moves as one parameter varies (``study.sensitivity``)."""
     data = table[table["measure"].isin(measures)].rename(columns={"mean": "v"})

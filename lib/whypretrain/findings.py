@@ -278,6 +278,22 @@ def effect_of(value: pd.Series, null: pd.Series) -> pd.Series:
     return (value[both] - null[both]).dropna()
 
 
+MAX_SEEDS = 100  # seeds_to_decide looks no further
+
+
+def seeds_to_decide(effect: Estimate) -> float:
+    """The fewest seeds whose 95% interval would exclude 0 if the effect's mean and sd over
+    seeds stayed what they are now: the smallest k >= 2 with t(k - 1) sd / sqrt(k) < |mean|.
+    NaN without an sd (one seed) or when the mean is 0; ``MAX_SEEDS + 1`` beyond that."""
+    from scipy import stats
+    if not (np.isfinite(effect.sd) and np.isfinite(effect.mean)) or effect.mean == 0:
+        return np.nan
+    for k in range(2, MAX_SEEDS + 1):
+        if stats.t.ppf(0.975, k - 1) * effect.sd / np.sqrt(k) < abs(effect.mean):
+            return float(k)
+    return float(MAX_SEEDS + 1)
+
+
 def verdict(claim: Claim, value: Estimate, effect: Estimate) -> str:
     """The claim's rule on ``value``, once the effect (value minus null) is on the claimed side
     (above 0): ``INDISTINCT`` where its 95% interval contains 0, "no" where it lies below.
@@ -300,7 +316,7 @@ def judge_inputs(x: Inputs, setting: str = "near") -> pd.DataFrame:
     sd, ci_low, ci_high, n_seeds and ``ours`` (formatted); the null's mean (``null``), the
     effect's (``effect_mean``, ``effect_low``, ``effect_high``, ``effect``: formatted), the
     reference comparison and the chance level (means); the weighted measure (``weighted``,
-    ``weighted_null``, ``weighted_effect*``); and the verdict."""
+    ``weighted_null``, ``weighted_effect*``); ``seeds_to_decide``; and the verdict."""
     rows = []
     for c in CLAIMS:
         value = c.value(x)
@@ -312,7 +328,8 @@ def judge_inputs(x: Inputs, setting: str = "near") -> pd.DataFrame:
                    ci_low=e.low, ci_high=e.high, n_seeds=e.n_seeds, ours=fmt(e, c.pct),
                    null=float(null.mean()) if len(null) else np.nan,
                    effect_mean=effect.mean, effect_low=effect.low, effect_high=effect.high,
-                   effect=fmt(effect, c.pct), reference=np.nan, chance=np.nan,
+                   effect=fmt(effect, c.pct), seeds_to_decide=seeds_to_decide(effect),
+                   reference=np.nan, chance=np.nan,
                    weighted=np.nan, weighted_null=np.nan, weighted_effect_mean=np.nan,
                    weighted_effect_low=np.nan, weighted_effect_high=np.nan,
                    weighted_effect="", verdict=verdict(c, e, effect))
@@ -335,17 +352,56 @@ def judge_inputs(x: Inputs, setting: str = "near") -> pd.DataFrame:
 def judge(params: dict, setting: str = "near", datasets: data.Datasets | None = None
           ) -> pd.DataFrame:
     """``judge_inputs`` on the stored results of ``params`` (reads only)."""
+    x = inputs(params, datasets)
+    return attach(judge_inputs(x, setting), sources_of(x.table))
+
+
+NOISE_FLOOR = {  # key -> (row label, where its share of lacking items is read)
+    "claim": ("probe → fine-tuned, same seed (the claim)", "table", "share_discarded"),
+    "replication": ("fine-tuned → fine-tuned of another seed (replication)", "replication",
+                    "share_discarded"),
+    "unrelated": ("probe → fine-tuned of another seed (unrelated pre-training)", "unrelated",
+                  "share_discarded"),
+    "chance": ("probe → fine-tuned's items on random subsets (chance)", "table",
+               "chance_share_discarded"),
+}
+
+
+def noise_floor(x: Inputs, sample: int | None = None) -> pd.DataFrame:
+    """The share of one model's items that another lacks, for the claim's pair and for pairs
+    that should not differ (``NOISE_FLOOR``): mean, sd and 95% interval over seeds (over
+    samples, then seeds; one ``sample`` only when given). Indexed by the keys of
+    ``NOISE_FLOOR``."""
+    rows = {}
+    for key, (label, where, measure) in NOISE_FLOOR.items():
+        t = x.table if where == "table" else x.comparisons[x.comparisons["comparison"] == where]
+        if sample is not None:
+            t = t[t["sample"] == sample]
+        e = Estimate.of(_final_measure(t, measure))
+        rows[key] = dict(pair=label, mean=e.mean, sd=e.sd, ci_low=e.low, ci_high=e.high,
+                         n_seeds=e.n_seeds, share=fmt(e, pct=True))
+    return attach(pd.DataFrame.from_dict(rows, orient="index"), sources_of(x.table))
+
+
+def glue_texts(table: pd.DataFrame, prefix: str, column: str = "share") -> dict[str, str]:
+    """``{prefix-<index>: table[column]}``: a table's formatted values as texts to glue."""
+    return {f"{prefix}-{key}": str(text) for key, text in table[column].items()}
+
+
+def inputs(params: dict, datasets: data.Datasets | None = None) -> Inputs:
+    """What ``judge`` reads for ``params``, with the sources of all of it on ``table``."""
     ds = datasets or data.load_datasets(params)
     comparisons, replicates = study.null_tables(params, datasets=ds)
     x = Inputs(study.training_table(params, ds), study.table(params, datasets=ds), comparisons,
                replicates)
-    out = judge_inputs(x, setting)
-    return attach(out, sources_of(x.metrics) + sources_of(x.table))
+    attach(x.table, sources_of(x.metrics) + sources_of(x.table))
+    return x
 
 
 def not_run(setting: str, command: str) -> pd.DataFrame:
     empty = dict(mean=np.nan, sd=np.nan, ci_low=np.nan, ci_high=np.nan, n_seeds=0, null=np.nan,
                  effect_mean=np.nan, effect_low=np.nan, effect_high=np.nan, effect="",
+                 seeds_to_decide=np.nan,
                  reference=np.nan, chance=np.nan, weighted=np.nan, weighted_null=np.nan,
                  weighted_effect_mean=np.nan, weighted_effect_low=np.nan,
                  weighted_effect_high=np.nan, weighted_effect="")
@@ -423,6 +479,19 @@ def verdict_counts(table: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+def by_verdict(table: pd.DataFrame) -> dict[str, str]:
+    """Per setting, the claims grouped by verdict in one sentence (or "not run")."""
+    out = {}
+    for s, g in table.groupby("setting", sort=False):
+        if (g["verdict"] == NOT_RUN).all():
+            out[s] = NOT_RUN
+            continue
+        parts = [f"*{v}*: " + ", ".join(g.loc[g["verdict"] == v, "claim"].str.replace("_", " "))
+                 for v in VERDICTS if (g["verdict"] == v).any()]
+        out[s] = "; ".join(parts)
+    return out
+
+
 def movement(table: pd.DataFrame) -> dict[str, str]:
     """Per claim, one sentence on how our value moves from the near setting to the others:
     higher / lower when the other setting's mean lies outside the near setting's 95% interval
@@ -456,6 +525,8 @@ def narrative(table: pd.DataFrame) -> dict[str, str]:
         out[f"{r.setting}-{r.claim}-verdict"] = r.verdict
     for setting, text in verdict_counts(table).items():
         out[f"count-{setting}"] = text
+    for setting, text in by_verdict(table).items():
+        out[f"verdicts-{setting}"] = text
     for claim, text in movement(table).items():
         out[f"move-{claim}"] = text
     out["disjoint-setting"] = " → ".join(f"`{study.DISJOINT[k]}`" for k in ("source", "target"))

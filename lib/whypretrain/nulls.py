@@ -1,5 +1,5 @@
 """Nulls: what a knowledge measure gives between models that should not differ
-(book/method.md, section 5).
+(book/method.md, section 6).
 
 Every seed of a study reads the same games (the same samples and players, ``results``), so the
 final models of two seeds can be compared item by item. A *comparison* puts models of a seed
