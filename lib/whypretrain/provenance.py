@@ -8,10 +8,16 @@ every table and chart: lines ``results <hash12>`` and ``run <hash12>`` (folders
 """
 from __future__ import annotations
 
+import html
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
 
 SHORT = 12  # characters of a hash shown in captions; the folders carry the full hash
+# parameters that hold a path: a rebuild command writes them relative to the repository
+PATH_PARAMS = ("data_root", "workdir", "source_folder", "target_folder", "weights")
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -33,11 +39,17 @@ class Sources:
         return Sources(self.results, self.runs, (command,))
 
     def markdown(self) -> str:
-        """A Markdown caption: one line per results folder and run, then the command(s)."""
+        """A Markdown caption that takes one line until opened: the rebuild command and how
+        many results folders and runs, then one line per folder and run."""
         lines = [f"results `{h[:SHORT]}`" for h in self.results]
         lines += [f"run `{h[:SHORT]}`" for h in self.runs]
-        lines += [f"rebuild: `{c}`" for c in self.commands]
-        return "<small>\n\n" + "<br>\n".join(lines) + "\n\n</small>" if lines else ""
+        if not lines and not self.commands:
+            return ""
+        rebuild = "; ".join(f"rebuild: <code>{html.escape(c)}</code>" for c in self.commands)
+        summary = f"sources: {len(self.results)} results, {len(self.runs)} runs"
+        return (f"<details><summary><small>{summary}{'; ' if rebuild else ''}{rebuild}"
+                f"</small></summary>\n\n<small>\n\n" + "<br>\n".join(lines)
+                + "\n\n</small>\n\n</details>")
 
 
 def combine(items: Iterable[Sources]) -> Sources:
@@ -83,16 +95,28 @@ def show(obj: Any, *sources: Any) -> None:
     display(caption(*(sources or (obj,))))
 
 
+def portable(value: str) -> str:
+    """A path as a reader can paste it: relative to the repository when it lies inside it
+    (``.`` for the repository itself), else as it is."""
+    if not value or not os.path.isabs(value):
+        return value
+    path = Path(value).resolve()
+    return os.path.relpath(path, REPO) if path.is_relative_to(REPO) else value
+
+
 def command(verb: str, params: dict) -> str:
     """The ``whypretrain <verb>`` command that makes ``params``' runs or results: its preset and
-    every parameter that differs from the preset's value."""
+    every parameter that differs from the preset's value (paths inside the repository written
+    relative to it, so the command works in any clone)."""
     from . import presets
     preset = params.get("preset", "default")
     base = presets.resolve(preset)
     parts = [f"whypretrain {verb} --preset {preset}"]
     for key in presets.PARAMS:
-        if key in params and params[key] != base[key]:
-            value = params[key]
+        if key not in params:
+            continue
+        value = portable(params[key]) if key in PATH_PARAMS else params[key]
+        if value != base[key]:
             if isinstance(value, tuple):
                 value = ",".join(map(str, value))
             parts.append(f"--set {key}={value}")
