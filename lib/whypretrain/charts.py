@@ -23,7 +23,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-BOOK_ENV = "WHYPRETRAIN_BOOK"  # set by the runner for the kernels it starts
+from .distributed import BOOK_ENV, in_book  # noqa: F401  (where a kernel runs)
+
 RENDERER = "whypretrain"
 THEME = "whypretrain"
 
@@ -100,11 +101,6 @@ def theme() -> dict[str, Any]:
 
 alt.renderers.register(RENDERER, book_renderer)
 alt.theme.register(THEME, enable=False)(theme)
-
-
-def in_book() -> bool:
-    """True inside a kernel the runner started for the book."""
-    return os.environ.get(BOOK_ENV, "") not in ("", "0")
 
 
 def setup(book: bool | None = None, vegafusion: bool = True) -> str:

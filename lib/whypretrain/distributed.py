@@ -34,6 +34,13 @@ import torch
 COLLECTIVE_TIMEOUT = timedelta(minutes=5)
 _FAILED = "whypretrain/failed"
 _barriers = 0
+BOOK_ENV = "WHYPRETRAIN_BOOK"  # set by the book's runner (execute) for the kernels it starts
+
+
+def in_book() -> bool:
+    """True inside a kernel the runner started for the book (no progress bars there, the
+    book's chart renderer)."""
+    return os.environ.get(BOOK_ENV, "") not in ("", "0")
 
 
 def _env(name: str, default: int) -> int:

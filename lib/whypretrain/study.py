@@ -43,8 +43,7 @@ def _progress(progress: bool | None) -> bool:
     everything before executing the notebooks, and a bar is no content for a reader), and not
     on a rank other than 0 under torchrun."""
     if progress is None:
-        from .charts import in_book
-        progress = not in_book()
+        progress = not distributed.in_book()
     return progress and distributed.is_main()
 
 
