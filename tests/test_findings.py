@@ -247,3 +247,14 @@ def test_seeds_to_decide_is_the_fewest_seeds_whose_interval_excludes_zero():
     assert stats.t.ppf(0.975, k - 2) * 0.02 / np.sqrt(k - 1) >= 0.12
     assert findings.seeds_to_decide(est([-0.05, 0.02, 0.06])) > 10
     assert np.isnan(findings.seeds_to_decide(est([0.3])))          # no spread to go on
+
+
+def test_replicate_level_is_the_mean_similarity_of_two_seeds_final_models():
+    rows = [dict(seed=s, partner=1 - s, model=m, sample=i, measure="jaccard_weighted", value=v)
+            for s in (0, 1) for m, v in (("finetune", 0.4 + 0.1 * s), ("scratch", 0.2))
+            for i in range(3)]
+    x = findings.Inputs(pd.DataFrame(), pd.DataFrame(), None, pd.DataFrame(rows))
+    level = findings.replicate_level(x)
+    assert level.loc["finetune", "mean"] == pytest.approx(0.45)
+    assert level.loc["scratch", "sd"] == pytest.approx(0.0)
+    assert level.loc["finetune", "n_seeds"] == 2

@@ -47,7 +47,7 @@ def test_table_is_complete_and_nan_only_where_undefined(ci):
     assert set(know["measure"]) == set(knowledge.KNOWLEDGE_MEASURES)
     assert len(know) == samples * len(knowledge.KNOWLEDGE_MEASURES) * (n + 2)
     nan = table[table["value"].isna()]
-    assert nan["measure"].str.match("share_|ratio_").all()
+    assert nan["measure"].str.match("(weighted_|chance_)?(share_|ratio_)").all()
     # where K_preserve has items the ratio is defined
     wide = know[know["order"] == -1].pivot(index="sample", columns="measure", values="value")
     defined = wide["count_preserve"] > 0

@@ -383,6 +383,24 @@ def noise_floor(x: Inputs, sample: int | None = None) -> pd.DataFrame:
     return attach(pd.DataFrame.from_dict(rows, orient="index"), sources_of(x.table))
 
 
+def replicate_level(x: Inputs, measure: str = "jaccard_weighted") -> pd.DataFrame:
+    """Per run (fine-tuned, scratch): how similar the final models of two seeds are
+    (``nulls.replicate_table``; mean over samples and partners per seed, then mean, sd and 95%
+    interval over seeds): the level a convergence curve can be expected to reach against a
+    model it does not descend from. "n/a" with one seed."""
+    rows = {}
+    r = x.replicates if x.replicates is not None else pd.DataFrame(
+        columns=["seed", "model", "measure", "value"])
+    for model in ("finetune", "scratch"):
+        part = r[(r["model"] == model) & (r["measure"] == measure)]
+        e = Estimate.of(part.groupby("seed")["value"].mean().astype(float))
+        rows[model] = dict(mean=e.mean, sd=e.sd, ci_low=e.low, ci_high=e.high,
+                           n_seeds=e.n_seeds, level=fmt(e))
+    out = pd.DataFrame.from_dict(rows, orient="index",
+                                 columns=["mean", "sd", "ci_low", "ci_high", "n_seeds", "level"])
+    return attach(out, sources_of(x.table)) if "sources" in x.table.attrs else out
+
+
 def glue_texts(table: pd.DataFrame, prefix: str, column: str = "share") -> dict[str, str]:
     """``{prefix-<index>: table[column]}``: a table's formatted values as texts to glue."""
     return {f"{prefix}-{key}": str(text) for key, text in table[column].items()}
