@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from whypretrain import data, findings, presets, results, study
+from whypretrain import data, findings, presets, results, stats, study
 from whypretrain.errors import MissingResults
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -53,8 +53,8 @@ def main() -> None:
     rows = []
     for c in findings.CLAIMS:
         try:
-            e = findings.Estimate.of(c.value(x))
-            rows.append(dict(claim=c.key, sgd=findings.fmt(e, c.pct), sgd_verdict=c.rule.judge(e)))
+            e = stats.Estimate.of(c.value(x))
+            rows.append(dict(claim=c.key, sgd=e.text(c.pct), sgd_verdict=c.rule.judge(e)))
         except MissingResults:
             rows.append(dict(claim=c.key, sgd="not recomputed (every epoch)", sgd_verdict="-"))
     before = pd.DataFrame(rows)

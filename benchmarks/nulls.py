@@ -15,7 +15,7 @@ import time
 
 import pandas as pd
 
-from whypretrain import findings, presets, study
+from whypretrain import findings, presets, stats, study
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     null_seconds = time.perf_counter() - start
     x = findings.inputs(params)
     table = findings.judge_inputs(x)
-    table["threshold_only"] = [c.rule.judge(findings.Estimate.of(c.value(x)))
+    table["threshold_only"] = [c.rule.judge(stats.Estimate.of(c.value(x)))
                                for c in findings.CLAIMS]
     pd.set_option("display.width", 220)
     pd.set_option("display.max_columns", 30)

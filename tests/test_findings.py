@@ -4,12 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from whypretrain import errors, findings, presets, provenance, study
+from whypretrain import errors, findings, presets, provenance, stats, study
 from whypretrain.provenance import sources_of
 
 
 def est(values):
-    return findings.Estimate.of(pd.Series(values, dtype=float))
+    return stats.Estimate.of(pd.Series(values, dtype=float))
 
 
 # --- rules -------------------------------------------------------------------------------------
@@ -30,16 +30,6 @@ def test_inside_rule_for_the_learnable_range():
     assert rule.judge(est([0.50, 0.52, 0.54])) == "no"
     assert rule.judge(est([0.30, 0.60, 0.70])) == "partly"   # mean 0.53 above, interval overlaps
     assert "13%-45%" in rule.text
-
-
-def test_estimate_is_mean_sd_and_t_interval_over_seeds():
-    from scipy import stats
-    v = [0.2, 0.5, 0.6]
-    e = est(v)
-    half = stats.t.ppf(0.975, 2) * np.std(v, ddof=1) / np.sqrt(3)
-    assert e.mean == pytest.approx(np.mean(v)) and e.sd == pytest.approx(np.std(v, ddof=1))
-    assert (e.low, e.high) == pytest.approx((np.mean(v) - half, np.mean(v) + half))
-    assert findings.fmt(est([0.5]), pct=True) == "50.0%"  # one seed: no sd, no interval
 
 
 def hand_made_inputs():

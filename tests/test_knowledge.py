@@ -1,14 +1,12 @@
 """Knowledge measures on hand-made and random interaction tensors (book/method.md, section 3)."""
-import math
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy import stats
-
 from whypretrain import knowledge as kn
+from whypretrain import stats
 
 NAN = float("nan")
 AND_, OR_ = kn.AND, kn.OR
@@ -398,85 +396,11 @@ def test_convergence_table():
     assert (ref["model"] == "finetune").all()
 
 
-# --- aggregates ------------------------------------------------------------------------------
-
-def random_table(seed):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for measure in ("a", "b"):
-        for order in (-1, 0, 1):
-            k = rng.integers(3, 12)
-            v = rng.normal(size=k)
-            v[rng.random(k) < 0.3] = np.nan
-            rows += [dict(sample=i, model="m", epoch=-1, measure=measure, order=order, value=x)
-                     for i, x in enumerate(v)]
-    # a group with a single defined value, and one with none
-    rows += [dict(sample=0, model="m", epoch=-1, measure="c", order=-1, value=2.5),
-             dict(sample=1, model="m", epoch=-1, measure="c", order=-1, value=np.nan),
-             dict(sample=0, model="m", epoch=-1, measure="d", order=-1, value=np.nan),
-             dict(sample=1, model="m", epoch=-1, measure="d", order=-1, value=np.nan)]
-    return pd.DataFrame(rows)
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_aggregate_matches_numpy_and_scipy(seed):
-    table = random_table(seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        agg = kn.aggregate(table)
-    assert list(agg.columns) == ["model", "epoch", "measure", "order", "mean", "std", "ci_low",
-                                 "ci_high", "n", "n_undefined"]
-    assert len(agg) == table.groupby(["measure", "order"]).ngroups
-    for _, row in agg.iterrows():
-        v = table[(table.measure == row.measure) & (table.order == row.order)]["value"].to_numpy()
-        ok = v[~np.isnan(v)]
-        assert row.n == len(ok) and row.n_undefined == np.isnan(v).sum()
-        if len(ok) >= 2:
-            mean, std = ok.mean(), ok.std(ddof=1)
-            half = stats.t.ppf(0.975, len(ok) - 1) * std / math.sqrt(len(ok))
-            assert row["mean"] == pytest.approx(mean)
-            assert row["std"] == pytest.approx(std)
-            assert row.ci_low == pytest.approx(mean - half)
-            assert row.ci_high == pytest.approx(mean + half)
-            lo, hi = stats.t.interval(0.95, len(ok) - 1, loc=mean, scale=stats.sem(ok))
-            assert (row.ci_low, row.ci_high) == (pytest.approx(lo), pytest.approx(hi))
-        elif len(ok) == 1:
-            assert row["mean"] == ok[0]
-            assert np.isnan(row["std"]) and np.isnan(row.ci_low) and np.isnan(row.ci_high)
-        else:
-            assert np.isnan(row["mean"]) and np.isnan(row.ci_low)
-    c = agg[agg.measure == "c"].iloc[0]
-    assert (c.n, c.n_undefined) == (1, 1)
-    d = agg[agg.measure == "d"].iloc[0]
-    assert (d.n, d.n_undefined) == (0, 2)
-
-
-def test_aggregate_by_and_over_seeds():
-    tables = []
-    for seed in range(3):
-        t = random_table(seed)
-        t["seed"] = seed
-        tables.append(t)
-    table = pd.concat(tables, ignore_index=True)
-    per_seed = kn.aggregate(table, by=["seed", "measure"])
-    assert len(per_seed) == 3 * 4
-    over_seeds = kn.aggregate(per_seed, by=["measure"], value="mean")
-    a = over_seeds.set_index("measure").loc["a"]
-    seed_means = [np.nanmean(t.loc[t.measure == "a", "value"]) for t in tables]
-    assert a["mean"] == pytest.approx(np.mean(seed_means))
-    assert a["std"] == pytest.approx(np.std(seed_means, ddof=1))
-    assert a.n == 3
-    # a narrower confidence gives a narrower interval around the same mean
-    narrow = kn.aggregate(table, by=["measure"], confidence=0.5).set_index("measure").loc["a"]
-    wide = kn.aggregate(table, by=["measure"]).set_index("measure").loc["a"]
-    assert narrow.ci_high - narrow.ci_low < wide.ci_high - wide.ci_low
-
-
 def test_aggregate_of_a_knowledge_table_counts_undefined_ratios():
     pre = torch.stack([PRE, inter([0, 1, 0, 0], [0, 0, 0, 0])])
     fin = torch.stack([FIN, inter([0, 0, 1, 0], [0, 0, 0, 0])])
     scr = torch.stack([SCR, inter([0, 0, 1, 0], [0, 0, 0, 0])])
-    agg = kn.aggregate(kn.knowledge_table(pre, fin, scr, TAU, epoch=3))
+    agg = stats.aggregate(kn.knowledge_table(pre, fin, scr, TAU, epoch=3))
     r = agg[(agg.measure == "ratio_learnable") & (agg.order == -1)].iloc[0]
     assert (r["mean"], r.n, r.n_undefined) == (0.5, 1, 1)
     assert np.isnan(r.ci_low)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from whypretrain import data, errors, interactions, knowledge, presets, results, study
+from whypretrain import data, errors, interactions, knowledge, presets, results, stats, study
 from whypretrain.provenance import sources_of
 
 
@@ -133,7 +133,7 @@ def test_players_are_shared_by_every_model_and_fixed_by_the_seed(ci):
 def test_summary_over_seeds_has_spread_columns(ci):
     params, a = ci
     table = a.table(params["tau"])
-    summary = study.summarize(table)
+    summary = stats.summarize(table)
     row = summary[(summary["measure"] == "count_probe")
                   & (summary["order"] == knowledge.ALL_ORDERS)]
     assert len(row) == 1 and row["n_seeds"].item() == 1

@@ -58,9 +58,9 @@ def test_ci_book_names_the_results_and_runs_under_its_tables(ci_study):
         assert any(f"run {h}" in text for h in runs), name
         assert "rebuild: whypretrain" in text and "--preset ci" in text, name
     # the narrative's numbers are glued: the share discarded of the knowledge page is there
-    from whypretrain import presets, study
+    from whypretrain import presets, stats, study
     params = presets.resolve("ci", overrides)
-    share = study.headline(study.summarize(study.table(params)), "share_discarded", pct=True)
+    share = study.headline(stats.summarize(study.table(params)), "share_discarded", pct=True)
     assert f"fine-tuning discards {share} of the probe" in text_of("03-knowledge")
 
 

@@ -168,7 +168,7 @@ def training_curves(metrics: pd.DataFrame, value: str = "test_acc") -> alt.Chart
     ``metrics``: columns ``seed, model, epoch`` and the metric (``test_acc``, ``train_loss``,
     ...), as ``study.training_table`` returns it.
     """
-    from .knowledge import aggregate
+    from .stats import aggregate
     agg = aggregate(metrics.rename(columns={value: "value"})[["seed", "model", "epoch", "value"]]
                     .rename(columns={"seed": "sample"}), by=["model", "epoch"])
     agg = agg.rename(columns={"n": "n_seeds"})
@@ -184,7 +184,7 @@ def knowledge_bars(summary: pd.DataFrame, kind: str = "count") -> alt.Chart:
     """Figure 2: K_probe (the paper's K_pretrain) = discarded + preserved,
     K_finetune = preserved + new.
 
-    ``summary``: ``study.summarize`` output (all-orders rows are used); ``kind``: ``count``
+    ``summary``: ``stats.summarize`` output (all-orders rows are used); ``kind``: ``count``
     or ``strength``.
     """
     from .knowledge import ALL_ORDERS
@@ -244,7 +244,7 @@ def knowledge_by_order(summary: pd.DataFrame, kind: str = "count") -> alt.Chart:
 def learnability_chart(per_seed: pd.DataFrame) -> alt.Chart:
     """Figure 3: share of preserved knowledge that scratch training also learns, per seed,
     with the paper's range (``findings.LEARNABLE_RANGE``) shaded. ``per_seed``: columns
-    ``seed, mean, ci_low, ci_high, n`` (``knowledge.aggregate`` of ratio_learnable by seed)."""
+    ``seed, mean, ci_low, ci_high, n`` (``stats.aggregate`` of ratio_learnable by seed)."""
     from .findings import LEARNABLE_RANGE
     low, high = LEARNABLE_RANGE
     band = alt.Chart(pd.DataFrame([{"low": low, "high": high}])
@@ -266,7 +266,7 @@ def learnability_chart(per_seed: pd.DataFrame) -> alt.Chart:
 
 def convergence_chart(summary: pd.DataFrame, measure: str = "jaccard_weighted") -> alt.Chart:
     """Figure 4: similarity of each epoch's interactions to the run's final ones, fine-tuning
-    vs scratch, mean and 95% interval over seeds (``study.summarize`` rows of ``measure``)."""
+    vs scratch, mean and 95% interval over seeds (``stats.summarize`` rows of ``measure``)."""
     data = summary[(summary["measure"] == measure) & (summary["epoch"] >= 0)].copy()
     data["model"] = data["model"].map(lambda m: MODEL_NAMES.get(m, m))
     reference = "the fine-tuned model's final" if measure.endswith("_vs_finetune") \

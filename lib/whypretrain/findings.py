@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import data, knowledge, study
+from .stats import Estimate
 from .errors import MissingResults, UserError
 from .provenance import attach, combine, command, sources_of
 
@@ -28,30 +29,6 @@ REACH_LEVEL = study.REACH_LEVEL
 NOT_RUN = "not run"
 INDISTINCT = "cannot tell from null"
 VERDICTS = ("yes", "partly", "no", INDISTINCT, NOT_RUN)
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A measure over seeds: mean, sd and 95% interval (NaN with fewer than 2 seeds)."""
-    mean: float
-    sd: float
-    low: float
-    high: float
-    n_seeds: int
-
-    @classmethod
-    def of(cls, per_seed: pd.Series) -> "Estimate":
-        if per_seed.dropna().empty:
-            return cls(np.nan, np.nan, np.nan, np.nan, 0)
-        frame = pd.DataFrame({"sample": range(len(per_seed)), "g": 0,
-                              "value": per_seed.to_numpy(dtype=float)})
-        row = knowledge.aggregate(frame, by=["g"]).iloc[0]
-        return cls(float(row["mean"]), float(row["std"]), float(row["ci_low"]),
-                   float(row["ci_high"]), int(row["n"]))
-
-    @property
-    def has_interval(self) -> bool:
-        return self.n_seeds >= 2 and np.isfinite(self.low)
 
 
 # --- rules -----------------------------------------------------------------------------------
@@ -246,11 +223,6 @@ CLAIMS: tuple[Claim, ...] = (
 CLAIM_KEYS = tuple(c.key for c in CLAIMS)
 
 
-def fmt(e: Estimate, pct: bool = False) -> str:
-    """``mean ± sd [low, high]`` (sd and interval left out when undefined)."""
-    return study.describe(dict(mean=e.mean, std=e.sd, ci_low=e.low, ci_high=e.high), pct)
-
-
 def per_comparison(x: Inputs, name: str, measure: Callable[[pd.DataFrame], pd.Series]
                    ) -> pd.Series:
     """Per seed s: ``measure`` on comparison ``name`` (pooled over the partners s' != s);
@@ -325,10 +297,10 @@ def judge_inputs(x: Inputs, setting: str = "near") -> pd.DataFrame:
         effect = Estimate.of(effect_of(value, null))
         row = dict(setting=setting, claim=c.key, paper=c.paper, measure=c.measure,
                    rule=c.rule.text, null_text=c.null_text, mean=e.mean, sd=e.sd,
-                   ci_low=e.low, ci_high=e.high, n_seeds=e.n_seeds, ours=fmt(e, c.pct),
+                   ci_low=e.low, ci_high=e.high, n_seeds=e.n_seeds, ours=e.text(c.pct),
                    null=float(null.mean()) if len(null) else np.nan,
                    effect_mean=effect.mean, effect_low=effect.low, effect_high=effect.high,
-                   effect=fmt(effect, c.pct), seeds_to_decide=seeds_to_decide(effect),
+                   effect=effect.text(c.pct), seeds_to_decide=seeds_to_decide(effect),
                    reference=np.nan, chance=np.nan,
                    weighted=np.nan, weighted_null=np.nan, weighted_effect_mean=np.nan,
                    weighted_effect_low=np.nan, weighted_effect_high=np.nan,
@@ -344,7 +316,7 @@ def judge_inputs(x: Inputs, setting: str = "near") -> pd.DataFrame:
                        weighted_null=float(w_null.mean()) if len(w_null) else np.nan,
                        weighted_effect_mean=w_effect.mean, weighted_effect_low=w_effect.low,
                        weighted_effect_high=w_effect.high,
-                       weighted_effect=fmt(w_effect, c.pct))
+                       weighted_effect=w_effect.text(c.pct))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -379,7 +351,7 @@ def noise_floor(x: Inputs, sample: int | None = None) -> pd.DataFrame:
             t = t[t["sample"] == sample]
         e = Estimate.of(_final_measure(t, measure))
         rows[key] = dict(pair=label, mean=e.mean, sd=e.sd, ci_low=e.low, ci_high=e.high,
-                         n_seeds=e.n_seeds, share=fmt(e, pct=True))
+                         n_seeds=e.n_seeds, share=e.text(pct=True))
     return attach(pd.DataFrame.from_dict(rows, orient="index"), sources_of(x.table))
 
 
@@ -395,7 +367,7 @@ def replicate_level(x: Inputs, measure: str = "jaccard_weighted") -> pd.DataFram
         part = r[(r["model"] == model) & (r["measure"] == measure)]
         e = Estimate.of(part.groupby("seed")["value"].mean().astype(float))
         rows[model] = dict(mean=e.mean, sd=e.sd, ci_low=e.low, ci_high=e.high,
-                           n_seeds=e.n_seeds, level=fmt(e))
+                           n_seeds=e.n_seeds, level=e.text())
     out = pd.DataFrame.from_dict(rows, orient="index",
                                  columns=["mean", "sd", "ci_low", "ci_high", "n_seeds", "level"])
     return attach(out, sources_of(x.table)) if "sources" in x.table.attrs else out

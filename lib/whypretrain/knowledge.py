@@ -46,7 +46,7 @@ Measures (``measure`` column of ``knowledge_table``; each by order and in total)
     share_discarded     |K_discard|  / |K_probe|   (NaN when K_probe is empty)
     share_new           |K_new|      / |K_finetune|   (NaN when K_finetune is empty)
     ratio_learnable     r = |K_preserve & K_scratch| / |K_preserve|   (NaN when K_preserve is
-                        empty: undefined, counted by ``aggregate`` as ``n_undefined``)
+                        empty: undefined, counted by ``stats.aggregate`` as ``n_undefined``)
   By order, a ratio's numerator and denominator are both restricted to that order, so a ratio
   is NaN at every order where its denominator set has no items.
 
@@ -471,40 +471,3 @@ def convergence_table(I_by_epoch: Mapping[int, torch.Tensor], I_final: torch.Ten
         blocks.append((model, epoch, f"jaccard_weighted{suffix}", jw, order_labels, ids))
         blocks.append((model, epoch, f"jaccard_set{suffix}", js, order_labels, ids))
     return _tidy(blocks)
-
-
-# --- aggregates ------------------------------------------------------------------------------
-
-def aggregate(table: pd.DataFrame, by: Sequence[str] | None = None, value: str = "value",
-              confidence: float = 0.95) -> pd.DataFrame:
-    """Mean, std (ddof=1), Student-t confidence interval and counts of ``value`` per group.
-
-    ``by`` defaults to every column but ``sample`` and ``value`` (i.e. over samples). NaN
-    values (undefined ratios) are left out: ``n`` counts the values used, ``n_undefined`` the
-    NaN ones. The interval is ``mean +/- t_{(1+confidence)/2, n-1} * std / sqrt(n)``; it is NaN
-    when ``n < 2`` (as is ``std``), and ``mean`` is NaN when ``n == 0``. To aggregate over
-    seeds, aggregate per seed first and then aggregate the ``mean`` column again.
-    """
-    from scipy import stats
-
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    if by is None:
-        by = [c for c in table.columns if c not in ("sample", value)]
-    by = list(by)
-    if not by:
-        raise ValueError("aggregate needs at least one column to group by")
-    grouped = table.groupby(by, dropna=False, sort=True)[value]
-    out = grouped.agg(mean="mean", std="std", n="count", size="size").reset_index()
-    n = out["n"].to_numpy(dtype=np.int64)
-    std = out["std"].to_numpy(dtype=float)
-    ok = n >= 2
-    t = np.full(len(out), np.nan)
-    t[ok] = stats.t.ppf(0.5 + confidence / 2.0, n[ok] - 1)
-    half = np.full(len(out), np.nan)
-    half[ok] = t[ok] * std[ok] / np.sqrt(n[ok])
-    out["std"] = np.where(ok, std, np.nan)
-    out["ci_low"] = out["mean"] - half
-    out["ci_high"] = out["mean"] + half
-    out["n_undefined"] = out.pop("size") - out["n"]
-    return out[by + ["mean", "std", "ci_low", "ci_high", "n", "n_undefined"]]

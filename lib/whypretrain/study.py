@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import data, distributed, knowledge, masking, nulls, presets, results
+from .stats import interval_text, over_seeds
 from .errors import MissingResults, UserError
 from .provenance import Sources, attach, combine, command, sources_of
 
@@ -153,55 +154,13 @@ def training_table(params: dict, datasets: data.Datasets | None = None) -> pd.Da
     return attach(out, Sources(runs=tuple(hashes), commands=(command("train", params),)))
 
 
-def summarize(table: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
-    """Mean over samples per seed, then mean, spread and 95% interval over seeds (keeps the
-    table's sources).
-
-    ``n_seeds`` is the number of seeds with a defined value; ``n_samples`` the samples with a
-    defined value, summed over seeds.
-    """
-    by = by or ["model", "epoch", "measure", "order"]
-    per_seed = knowledge.aggregate(table, by=["seed", *by])
-    over = knowledge.aggregate(per_seed, by=by, value="mean")
-    counts = per_seed.groupby(by, dropna=False)["n"].sum().rename("n_samples").reset_index()
-    over = over.rename(columns={"n": "n_seeds", "n_undefined": "n_seeds_undefined"})
-    out = over.merge(counts, on=by, how="left")
-    if "sources" in table.attrs:
-        attach(out, sources_of(table))
-    return out
-
-
-def describe(row: Any, pct: bool = False) -> str:
-    """``mean ± sd [low, high]`` of a row with ``mean, std, ci_low, ci_high`` (a summary row);
-    sd and interval left out where undefined (one seed)."""
-    f = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.2f}")
-    mean, sd = float(row["mean"]), float(row["std"])
-    if not np.isfinite(mean):
-        return "n/a"
-    text = f(mean)
-    if np.isfinite(sd):
-        text += f" ± {f(sd)}"
-    if np.isfinite(float(row["ci_low"])):
-        text += f" [{f(float(row['ci_low']))}, {f(float(row['ci_high']))}]"
-    return text
-
-
 def headline(summary: pd.DataFrame, measure: str, pct: bool = False) -> str:
-    """``describe`` of one measure over all orders of the final models in a ``summarize``
-    table."""
+    """``stats.interval_text`` of one measure over all orders of the final models in a
+    ``stats.summarize`` table."""
     row = summary[(summary["measure"] == measure) & (summary["order"] == knowledge.ALL_ORDERS)]
     if len(row) != 1:
         raise ValueError(f"{measure!r} is not a measure of this summary")
-    return describe(row.iloc[0], pct)
-
-
-def over_seeds(per_seed: pd.DataFrame, by: list[str], value: str = "value") -> pd.DataFrame:
-    """Mean, sd and 95% interval over seeds of a table with one ``value`` per seed and group."""
-    out = knowledge.aggregate(per_seed.rename(columns={"seed": "sample"}), by=by, value=value)
-    out = out.rename(columns={"n": "n_seeds"}).drop(columns="n_undefined")
-    if "sources" in per_seed.attrs:
-        attach(out, sources_of(per_seed))
-    return out
+    return interval_text(row.iloc[0], pct)
 
 
 ACCURACY_FRACTION = 0.95  # "epochs to reach 95% of the final test accuracy"
@@ -399,6 +358,6 @@ def game_counts(params: dict) -> pd.DataFrame:
 
 
 __all__ = ["MissingResults", "compute", "compute_all", "compute_sensitivity", "compute_transfer",
-           "load", "table", "training_table", "summarize", "over_seeds", "sensitivity_grid",
+           "load", "table", "training_table", "sensitivity_grid",
            "sensitivity_settings", "sensitivity", "transfer_settings", "far_command",
            "game_counts"]
