@@ -95,6 +95,16 @@ def test_bad_parameters_stop_at_once_with_one_line(tmp_path, monkeypatch, capsys
     assert list(tmp_path.iterdir()) == []
 
 
+def test_study_checks_the_settings_it_derives_at_once(tmp_path, monkeypatch, capsys):
+    """n=1 on one 20-pixel patch is a valid preset, but the study's sensitivity grid also
+    explains n=4: `study` says so before it trains (`analyze` would run the preset alone)."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["study", "--preset", "ci", "--set", "n=1", "--set", "patch=20"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "sensitivity grid" in line and "n=4" in line and "1 patches" in line
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_missing_results_name_the_command_that_makes_them(monkeypatch, capsys):
     def read(params):  # a reading function that finds nothing on disk
         raise MissingResults("the runs of preset ci, seed 0", "whypretrain train --preset ci")

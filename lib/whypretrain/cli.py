@@ -48,16 +48,20 @@ def _resolve_study(preset: str, overrides: Mapping[str, Any] | None) -> dict[str
     """``presets.resolve``, and the settings the study derives from the result (its
     sensitivity grid and transfer settings, which ``study`` computes and the book reads): one
     that is not valid stops here, not after the training."""
-    from .study import sensitivity_settings, transfer_settings
+    from .study import DISJOINT, sensitivity_settings, transfer_settings
 
     params = presets.resolve(preset, overrides)
-    try:
-        list(sensitivity_settings(params))
-        transfer_settings(params)
-    except ParameterError as err:
-        raise ParameterError(f"a setting the study derives from these parameters (its "
-                             f"sensitivity grid or transfer settings) is not valid: {err}"
-                             ) from None
+    derived = [("the sensitivity grid around these parameters", sensitivity_settings),
+               (f"the transfer settings (disjoint: these parameters with "
+                f"{', '.join(f'{k}={v}' for k, v in DISJOINT.items())}; far: an ImageNet "
+                f"preset)", transfer_settings)]
+    for what, settings in derived:
+        try:
+            list(settings(params))
+        except ParameterError as err:
+            raise ParameterError(f"the study cannot run: {what} holds a setting that is not "
+                                 f"valid: {err} (`whypretrain analyze` runs the preset alone)"
+                                 ) from None
     return params
 
 
