@@ -276,18 +276,21 @@ def _check_together(p: Mapping[str, Any]) -> None:
         raise ParameterError(f"source=imagenet with arch={arch} needs its ImageNet weights: "
                              f"--set weights=PATH (only efficientnet_lite0's are packaged)")
     seen = trained_on(p)
-    channels = {role: DATASETS[_family(p[role])].channels for role in seen}
+    channels = {role: DATASETS[_family(p[role])].channels for role in ("source", "target")
+                if p[role] != "imagenet"}
     for role in seen:
         if arch in TORCHVISION and channels[role] == 1:
             raise ParameterError(f"arch={arch} takes colour (3-channel) images but {role}="
                                  f"{p[role]} is 1-channel digits: use arch=smallcnn or "
                                  f"efficientnet_lite0, or a cifar10 / folder set")
-    if len(set(channels.values())) > 1:
+    # smallcnn's first layer and efficientnet_lite0's input adapter take their channels from
+    # both sets (data.channels), whether or not a weights file replaces pre-training
+    if arch not in TORCHVISION and len(set(channels.values())) > 1:
         raise ParameterError(
             f"source={p['source']} ({channels['source']}-channel images) and target={target} "
-            f"({channels['target']}-channel) differ in colour channels, and the model is "
-            f"trained on both: choose both among mnist/uci or both among cifar10/folder, or "
-            f"a pre-trained source (source=imagenet, or weights=PATH)")
+            f"({channels['target']}-channel) differ in colour channels, which arch={arch} "
+            f"cannot take: choose both among mnist/uci or both among cifar10/folder"
+            + (", or source=imagenet" if arch == "efficientnet_lite0" else ""))
     low, high = ARCH_SIDES.get(arch, (1, None))
     for role in seen:
         side = image_side(p, role)
