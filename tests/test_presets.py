@@ -120,7 +120,8 @@ def _accepted_downstream(p: dict) -> None:
             resolution = p["resolution"] if p["arch"] == "efficientnet_lite0" else 0
             assert _forward(p["arch"], c, resolution, s) == (2, 3)
     n = min(p["n"], 4)  # small games: the engine's parameters are what is checked
-    values = torch.randn(2, 1 << n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    values = torch.randn(2, 1 << n, dtype=torch.float64, generator=gen)
     engine = results.run_engine(values, {**p, "iterations": min(p["iterations"], 3)})
     knowledge.salient_items(engine.stacked(), p["tau"], p["empty_set"])
 
