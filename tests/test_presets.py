@@ -9,6 +9,7 @@ import re
 import tempfile
 from functools import lru_cache
 
+import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -158,3 +159,28 @@ def test_any_parameters_resolve_and_run_or_stop_at_once_writing_nothing(case):
             assert os.listdir(empty) == []  # nothing written, either way
         finally:
             os.chdir(before)
+
+
+# values at the edges of their ranges and of the constraints, end to end (about 40 s each)
+EDGES = [
+    dict(n=1, patch=28, player_choice="random", q_bound=0, tol=0.999999, tau=1e-300,
+         baseline="blur", subtract_empty=True, mask_batch=1, batch_size=4096, threads=0,
+         seeds="1000000000", player_seed_offset=10**6, checkpoints=10000),
+    dict(n=9, patch=9, optimizer="sgd", iterations=0, sparsify_lr=9.99, or_merge="keep",
+         empty_set="include", tau=0.999999, pretrain_epochs=0, source="mnist-0-4",
+         target="uci-5-9", target_per_class=87, batch_size=1, mask_batch=1 << 20, checkpoints=1),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("edge", EDGES)
+def test_edge_values_run_through_analyze(tmp_path, monkeypatch, edge):
+    from whypretrain import cli
+
+    monkeypatch.chdir(tmp_path)
+    sets = {"epochs": 1, "only_correct": False, "workdir": str(tmp_path / "work"), **edge}
+    argv = ["analyze", "--preset", "ci"] + [a for key, value in sets.items()
+                                            for a in ("--set", f"{key}={value}")]
+    assert cli.main(argv) == 0
+    (folder,) = (tmp_path / "work" / "results").iterdir()
+    assert len(list(folder.glob("table-*.csv"))) == 1
