@@ -279,6 +279,8 @@ def _ensure(params: dict, seeds: list[int], progress: bool,
             datasets: data.Datasets | None = None, seeds_bar: bool = False
             ) -> dict[int, dict[str, Run]]:
     ds = datasets or data.load_datasets(params)
+    if params["weights"]:  # a file of another network stops here, before anything is written
+        models.build(params, ds.num_target_classes)
 
     def create() -> dict[int, dict[str, Run]]:
         return {seed: {kind: Run.create(params["workdir"], spec)
