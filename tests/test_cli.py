@@ -78,6 +78,7 @@ def test_parameter_error_is_one_line(capsys):
     (["source=mnist", "target=cifar10"], ["source=mnist", "target=cifar10", "channels"]),
     (["seeds=0,0"], ["'seeds'", "distinct", "(0, 0)"]),
     (["device=gpu"], ["'device'", "'gpu'", "cuda"]),
+    (["workdir=f"], ["workdir='f'", "folder"]),  # a file that the test writes
 ])
 def test_bad_parameters_stop_at_once_with_one_line(tmp_path, monkeypatch, capsys, sets, words):
     """Through `main` in an empty working directory without --set workdir: exit 2, one line
@@ -86,13 +87,15 @@ def test_bad_parameters_stop_at_once_with_one_line(tmp_path, monkeypatch, capsys
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(data, "load_datasets", lambda *a, **k: pytest.fail("read data"))
+    if "workdir=f" in sets:
+        (tmp_path / "f").write_text("")
     for command in ("train", "analyze", "study"):
         argv = [command, "--preset", "ci"] + [a for s in sets for a in ("--set", s)]
         assert cli.main(argv) == 2
         line = _one_line(capsys.readouterr().err)
         assert line.startswith(f"whypretrain {command}: ")
         assert all(word in line for word in words), line
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == (["f"] if "workdir=f" in sets else [])
 
 
 def test_study_checks_the_settings_it_derives_at_once(tmp_path, monkeypatch, capsys):

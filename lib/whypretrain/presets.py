@@ -16,6 +16,7 @@ against the real data and networks.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
@@ -317,6 +318,9 @@ def _check_together(p: Mapping[str, Any]) -> None:
                              f"{fewest} training images in its smallest class: allowed "
                              f"1..{fewest}")
     _check_device(p["device"])
+    if os.path.exists(p["workdir"]) and not os.path.isdir(p["workdir"]):
+        raise ParameterError(f"workdir={p['workdir']!r} is a file: it must be a folder (new or "
+                             f"not) to hold runs/ and results/")
 
 
 def _check_device(device: str) -> None:
