@@ -28,7 +28,8 @@ def test_missing_data_folder_is_one_line_and_exit_2(tmp_path):
     """Through the real command in its own process, as a user runs it."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "lib")}
     args = [sys.executable, "-m", "whypretrain.cli", "train", "--preset", "ci",
-            "--set", "source=cifar10", "--set", f"data_root={tmp_path / 'nowhere'}",
+            "--set", "source=cifar10", "--set", "target=cifar10",
+            "--set", f"data_root={tmp_path / 'nowhere'}",
             "--set", f"workdir={tmp_path / 'work'}"]
     proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2, proc.stderr
@@ -45,10 +46,12 @@ def test_missing_data_folder_is_one_line_and_exit_2(tmp_path):
 
 @pytest.mark.parametrize("content", [None, b"not a state dict"])
 def test_missing_or_corrupt_weights_file_is_one_line(tmp_path, capsys, content):
-    weights = tmp_path / "resnet18.pth"
+    weights = tmp_path / "lite0.pth"
     if content is not None:
         weights.write_bytes(content)
-    argv = ["train", "--preset", "ci", "--set", "arch=resnet18", "--set", f"weights={weights}",
+    # efficientnet_lite0: a paper-scale arch that takes the ci preset's 1-channel digits
+    argv = ["train", "--preset", "ci", "--set", "arch=efficientnet_lite0",
+            "--set", f"weights={weights}",
             "--set", f"workdir={tmp_path / 'work'}"]
     assert cli.main(argv) == 2
     line = _one_line(capsys.readouterr().err)
@@ -64,6 +67,45 @@ def test_parameter_error_is_one_line(capsys):
     assert "'tau' = 3.0 is outside its range" in _one_line(capsys.readouterr().err)
     assert cli.main(["book", "--set", "tua=0.1"]) == 2
     assert "'tua'" in _one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("sets, words", [
+    (["tau=nan"], ["'tau'", "nan", "finite", "(0.0, 1.0)"]),
+    (["lr=1e999"], ["'lr'", "inf", "finite"]),
+    (["patch=256"], ["patch=256", "28x28", "1..28"]),
+    (["n=12", "patch=14"], ["n=12", "4 patches", "patch=14", "n <= 4", "patch <= 7"]),
+    (["n=16", "patch=9"], ["n=16", "9 patches", "patch <= 7"]),
+    (["source=mnist", "target=cifar10"], ["source=mnist", "target=cifar10", "channels"]),
+    (["seeds=0,0"], ["'seeds'", "distinct", "(0, 0)"]),
+    (["device=gpu"], ["'device'", "'gpu'", "cuda"]),
+    (["workdir=f"], ["workdir='f'", "folder"]),  # a file that the test writes
+])
+def test_bad_parameters_stop_at_once_with_one_line(tmp_path, monkeypatch, capsys, sets, words):
+    """Through `main` in an empty working directory without --set workdir: exit 2, one line
+    naming the parameters, and nothing read or written (the data loader is never called)."""
+    from whypretrain import data
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(data, "load_datasets", lambda *a, **k: pytest.fail("read data"))
+    if "workdir=f" in sets:
+        (tmp_path / "f").write_text("")
+    for command in ("train", "analyze", "study"):
+        argv = [command, "--preset", "ci"] + [a for s in sets for a in ("--set", s)]
+        assert cli.main(argv) == 2
+        line = _one_line(capsys.readouterr().err)
+        assert line.startswith(f"whypretrain {command}: ")
+        assert all(word in line for word in words), line
+    assert [p.name for p in tmp_path.iterdir()] == (["f"] if "workdir=f" in sets else [])
+
+
+def test_study_checks_the_settings_it_derives_at_once(tmp_path, monkeypatch, capsys):
+    """n=1 on one 20-pixel patch is a valid preset, but the study's sensitivity grid also
+    explains n=4: `study` says so before it trains (`analyze` would run the preset alone)."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["study", "--preset", "ci", "--set", "n=1", "--set", "patch=20"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "sensitivity grid" in line and "n=4" in line and "1 patches" in line
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_results_name_the_command_that_makes_them(monkeypatch, capsys):

@@ -64,6 +64,22 @@ def test_digit_subsets_are_relabelled():
     assert len(ds.source_train) == 2000
 
 
+def test_what_presets_knows_of_the_data_is_true():
+    """presets.DATASETS (what resolve checks players, channels and target_per_class against)
+    says what the loaders give: 28x28 1-channel digits and their training images per class."""
+    for name in ("uci", "mnist"):
+        ds = data.load_datasets(presets.resolve("default", {"source": "mnist", "target": name,
+                                                            "target_per_class": 1}))
+        offer = presets.DATASETS[name]
+        train = data._embedded(*(data._uci() if name == "uci" else data._mnist()),
+                               list(range(10)), data.UCI_TEST_FRACTION if name == "uci"
+                               else data.MNIST_TEST_FRACTION)[0]
+        assert tuple(np.bincount(train.labels.numpy()).tolist()) == offer.train_per_class
+        assert ds.target_test[0][0].shape == (offer.channels, offer.side, offer.side)
+    big = presets.resolve("default", {"target_per_class": 87})  # the smallest UCI class: 87
+    assert len(data.load_datasets(big).target_train) == 870
+
+
 def test_too_many_per_class_is_an_error():
     with pytest.raises(ValueError, match="target_per_class=500"):
         data.load_datasets(presets.resolve("default", {"target_per_class": 500}))
@@ -83,7 +99,8 @@ def folder_params(tmp_path, **over):
     return presets.resolve("default", {"source": "folder", "target": "folder",
                                        "source_folder": str(tmp_path / "src"),
                                        "target_folder": str(tmp_path / "tgt"),
-                                       "image_size": 8, "target_per_class": 2, **over})
+                                       "image_size": 8, "patch": 2, "target_per_class": 2,
+                                       **over})
 
 
 def test_image_folder_loader(tmp_path):
@@ -121,7 +138,8 @@ def test_missing_folder_names_it_and_writes_nothing(tmp_path):
 
 
 def test_missing_cifar10_says_how_to_fill_it(tmp_path):
-    params = presets.resolve("default", {"source": "cifar10", "data_root": str(tmp_path)})
+    params = presets.resolve("default", {"source": "cifar10", "target": "cifar10",
+                                         "data_root": str(tmp_path)})
     with pytest.raises(FileNotFoundError, match="cifar-10-batches-py") as err:
         data.load_datasets(params)
     assert "download=true" in str(err.value)

@@ -42,7 +42,8 @@ def test_same_seed_same_init():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-RESNET = dict(arch="resnet18", source="folder", target="folder", image_size=32)
+RESNET = dict(arch="resnet18", source="folder", target="folder", source_folder="src",
+              target_folder="tgt", image_size=32)
 
 
 def test_resnet18_loads_torchvision_weights_into_the_backbone(tmp_path):
@@ -73,8 +74,34 @@ def test_weights_in_safetensors_with_project_keys(tmp_path):
 
 @pytest.mark.parametrize("arch, dim", [("vgg16", 4096), ("vit_b_16", 768), ("resnet50", 2048)])
 def test_other_paper_archs_build(arch, dim):
-    model = models.build(presets.resolve("default", {"arch": arch, "source": "folder"}), 5)
+    params = presets.resolve("default", {"arch": arch, "source": "folder", "target": "folder",
+                                         "source_folder": "src", "target_folder": "tgt",
+                                         "image_size": 224})
+    model = models.build(params, 5)
     assert model.head.in_features == dim and model.head.out_features == 5
+
+
+def test_what_presets_knows_of_the_networks_is_true():
+    """presets.ARCH_SIDES and TORCHVISION (what resolve checks images against) say what the
+    networks take: vgg16 from 32 px, vit_b_16 at 224 px only, colour images only."""
+    archs = ("resnet18", "vgg16", "vit_b_16")  # resnet50 is resnet18's shape of network
+    nets = {arch: models.build({"arch": arch, "weights": "", "source": "folder"}, 3).eval()
+            for arch in archs}
+
+    def runs(arch, side, channels=3):
+        try:
+            with torch.no_grad():
+                nets[arch](torch.randn(1, channels, side, side))
+        except (RuntimeError, AssertionError):
+            return False
+        return True
+
+    assert presets.ARCH_SIDES == {"vgg16": (32, None), "vit_b_16": (224, 224)}
+    assert runs("vgg16", 32) and not runs("vgg16", 31)
+    assert runs("vit_b_16", 224) and not runs("vit_b_16", 208)
+    assert runs("resnet18", 8)  # the smallest image_size
+    # 1-channel images fail at the first layer (vit_b_16 checks the side before)
+    assert not any(runs(arch, 224 if arch == "vit_b_16" else 32, channels=1) for arch in archs)
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):

@@ -1,11 +1,19 @@
-"""Runs on disk: atomic files, checksummed checkpoints, corrupt or mismatched ones refused."""
+"""Runs on disk: atomic files, checksummed checkpoints, corrupt or mismatched ones refused;
+one workdir shared by several processes (the folder locks)."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save
 
 from whypretrain import models, presets, runs
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(REPO / "lib")}
 
 SPEC = dict(kind="scratch", seed=0, arch="smallcnn", source="mnist", target="uci",
             num_classes=10, epochs=2)
@@ -100,3 +108,48 @@ def test_unknown_kind_is_refused(tmp_path):
     with pytest.raises(ValueError, match="kind"):
         runs.Run.create(tmp_path, {**SPEC, "kind": "distill"})
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_lock_held_by_a_killed_process_does_not_block(tmp_path):
+    """The lock is the operating system's: killing its holder (SIGKILL, no clean-up) frees it."""
+    from filelock import FileLock, Timeout
+
+    code = ("import sys, time\nfrom whypretrain.runs import locked\n"
+            "with locked(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=ENV,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(Timeout):  # held: another process would wait here
+            FileLock(str(tmp_path / ".lock")).acquire(timeout=0)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert holder.returncode == -9
+    lock = FileLock(str(tmp_path / ".lock"))
+    lock.acquire(timeout=0)  # free at once, although the lock file is still there
+    lock.release()
+    with runs.locked(tmp_path):
+        pass
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_workdir_compute_each_run_and_result_once(tmp_path):
+    """Two `whypretrain analyze` started at once on one workdir: every training run, the games
+    and the interactions are computed by one of them (its progress bar), the other waits for
+    it and reuses them; both finish with the same complete results."""
+    argv = [sys.executable, "-m", "whypretrain", "analyze", "--preset", "ci",
+            "--set", "epochs=1", "--set", "only_correct=false", "--set", f"workdir={tmp_path}"]
+    procs = [subprocess.Popen(argv, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    errs = [proc.communicate(timeout=900)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], errs
+    for bar in [f"seed 0 {kind}" for kind in runs.KINDS] + ["games (seed 0)",
+                                                            "exact sparsification"]:
+        assert sum(bar in err for err in errs) == 1, bar  # computed once
+    assert any("waiting for another process that computes" in err for err in errs)
+    assert len(list((tmp_path / "runs").iterdir())) == 4
+    assert all((run / "done").is_file() for run in (tmp_path / "runs").iterdir())
+    (folder,) = (tmp_path / "results").iterdir()
+    assert len(list(folder.glob("interactions-*.pt"))) == 1
+    assert len(list(folder.glob("table-*.csv"))) == 1

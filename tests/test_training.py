@@ -195,6 +195,15 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys, args, m
     assert not workdir.exists()
 
 
+def test_weights_of_another_network_stop_before_any_run_is_written(tmp_path, capsys):
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "vgg.pth")
+    argv = ["train", "--preset", "ci", "--set", "arch=efficientnet_lite0",
+            "--set", f"weights={tmp_path / 'vgg.pth'}", "--set", f"workdir={tmp_path / 'work'}"]
+    assert cli.main(argv) == 2
+    assert "does not fit" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
+
+
 def test_the_weights_file_is_the_pretrain_run(tmp_path):
     """Paper-scale path on a tiny image folder: resnet18 with weights a test saved itself."""
     import torchvision

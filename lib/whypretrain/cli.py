@@ -8,7 +8,8 @@
     whypretrain presets                              every preset and parameter
 
 Each command resolves its parameters through ``presets.resolve`` first, so a bad preset, key,
-type or value stops before anything is computed or written. Errors a user can fix (a bad
+type, value or combination of values stops before anything is read, computed or written
+(``study`` and ``book`` also resolve the settings the study derives from them). Errors a user can fix (a bad
 parameter, a missing data folder, a missing or corrupt weights file, results not computed yet)
 print one line that says what to do and exit with status 2; ``--debug`` shows the traceback.
 A failing notebook or book build exits with status 1 and names the notebook and cell.
@@ -31,7 +32,7 @@ from .errors import ParameterError, UserError
 # Modules whose FileNotFoundError / ValueError messages are written for the user (a path to
 # fill, a parameter to set); the same exceptions from anywhere else are bugs and keep their
 # traceback.
-USER_FACING = {"whypretrain.presets", "whypretrain.data", "whypretrain.models",
+USER_FACING = {"whypretrain.data", "whypretrain.models",
                "whypretrain.runs", "whypretrain.book"}
 
 
@@ -43,11 +44,25 @@ def _say(text: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # The steps that are more than one library call
 # ---------------------------------------------------------------------------------------------
-def _resolve(preset: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    try:
-        return presets.resolve(preset, overrides)
-    except ValueError as err:
-        raise ParameterError(str(err)) from None
+def _resolve_study(preset: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``presets.resolve``, and the settings the study derives from the result (its
+    sensitivity grid and transfer settings, which ``study`` computes and the book reads): one
+    that is not valid stops here, not after the training."""
+    from .study import DISJOINT, sensitivity_settings, transfer_settings
+
+    params = presets.resolve(preset, overrides)
+    derived = [("the sensitivity grid around these parameters", sensitivity_settings),
+               (f"the transfer settings (disjoint: these parameters with "
+                f"{', '.join(f'{k}={v}' for k, v in DISJOINT.items())}; far: an ImageNet "
+                f"preset)", transfer_settings)]
+    for what, settings in derived:
+        try:
+            list(settings(params))
+        except ParameterError as err:
+            raise ParameterError(f"the study cannot run: {what} holds a setting that is not "
+                                 f"valid: {err} (`whypretrain analyze` runs the preset alone)"
+                                 ) from None
+    return params
 
 
 def _join(params: dict[str, Any]) -> None:
@@ -91,7 +106,7 @@ def book(preset: str = "default", overrides: Mapping[str, Any] | None = None,
     from .book import BuildError, build_book, find_root
     from .execute import NotebookError, execute_notebooks
 
-    _resolve(preset, overrides)
+    _resolve_study(preset, overrides)
     root = find_root(root, fallback=root is None)  # an explicit --root is taken as given
     try:
         execute_notebooks(root, preset, overrides, force=force)
@@ -108,7 +123,7 @@ def study(preset: str = "default", overrides: Mapping[str, Any] | None = None,
           root: str | Path | None = None) -> int:
     """The whole study: train, analyze, execute every notebook, build the book. Each step
     reuses what is already on disk."""
-    params = _resolve(preset, overrides)
+    params = _resolve_study(preset, overrides)
     _say(f"== training ({preset}) ==")
     train(params)
     _say(f"== analysis ({preset}) ==")
@@ -181,7 +196,7 @@ def _run(args: argparse.Namespace) -> int:
         if not distributed.is_main():
             return 0  # under torchrun, rank 0 alone executes the notebooks and builds the book
         return book(args.preset, overrides, args.root, force=args.force)
-    params = _resolve(args.preset, overrides)
+    params = presets.resolve(args.preset, overrides)
     {"train": train, "analyze": analyze}[args.command](params)
     return 0
 

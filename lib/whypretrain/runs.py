@@ -13,6 +13,12 @@ of any of them makes a new run. A run folder holds:
 
 Every file is written to a temporary name and renamed (``os.replace``), so a crash leaves either
 the old file or the new one, never a half-written file under the real name.
+
+Several processes on one workdir (two commands started at once, a notebook next to a command)
+share the work through ``locked(folder)``: the process that holds a run's or a results folder's
+lock computes it, the others wait and then find it done. The lock file is ``<folder>/.lock``;
+the lock is the operating system's (``flock``), so a process that dies, killed or not, releases
+it and leaves no stale lock behind.
 """
 from __future__ import annotations
 
@@ -21,8 +27,10 @@ import io
 import json
 import os
 import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 import torch
@@ -47,6 +55,27 @@ def atomic_write(path: Path, payload: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+@contextmanager
+def locked(folder: str | Path) -> Iterator[None]:
+    """Hold ``folder``'s lock for the block (waiting, with a line on stderr, while another
+    process holds it). What the block computes must be checked again inside it: the process
+    that held the lock before may have computed it meanwhile."""
+    from filelock import FileLock, Timeout
+    from tqdm.auto import tqdm
+
+    lock = FileLock(str(Path(folder) / ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        # through tqdm, so that the line does not land inside a progress bar
+        tqdm.write(f"waiting for another process that computes {folder}", file=sys.stderr)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def git_commit() -> str | None:

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import data, distributed, models
-from .runs import KINDS, Run
+from .runs import KINDS, Run, locked
 
 EVAL_BATCH = 1024
 
@@ -280,6 +280,8 @@ def _ensure(params: dict, seeds: list[int], progress: bool,
             datasets: data.Datasets | None = None, seeds_bar: bool = False
             ) -> dict[int, dict[str, Run]]:
     ds = datasets or data.load_datasets(params)
+    if params["weights"]:  # a file of another network stops here, before anything is written
+        models.build(params, ds.num_target_classes)
 
     def create() -> dict[int, dict[str, Run]]:
         return {seed: {kind: Run.create(params["workdir"], spec)
@@ -312,21 +314,25 @@ def _ensure(params: dict, seeds: list[int], progress: bool,
 
 def _train(runs: dict[str, Run], kind: str, ds: data.Datasets, params: dict,
            progress: bool) -> None:
-    """Train the ``kind`` run of one seed unless it is done (its parent must be done)."""
+    """Train the ``kind`` run of one seed unless it is done (its parent must be done). Under
+    torchrun each rank locks the runs it trains (no two ranks train the same run)."""
     run = runs[kind]
     if run.done:
         return
-    if kind == "pretrain":
-        if models.weights_file(run.params) is not None:
-            run.mark_done()  # the weights file is the pre-trained model
+    with locked(run.path):  # another process on this workdir may be training it
+        if run.done:
+            return
+        if kind == "pretrain":
+            if models.weights_file(run.params) is not None:
+                run.mark_done()  # the weights file is the pre-trained model
+            else:
+                pretrain(run, ds, params, progress)
+        elif kind == "probe":
+            probe(run, runs["pretrain"], ds, params, progress)
+        elif kind == "finetune":
+            finetune(run, runs["pretrain"], ds, params, progress)
         else:
-            pretrain(run, ds, params, progress)
-    elif kind == "probe":
-        probe(run, runs["pretrain"], ds, params, progress)
-    elif kind == "finetune":
-        finetune(run, runs["pretrain"], ds, params, progress)
-    else:
-        scratch(run, ds, params, progress)
+            scratch(run, ds, params, progress)
 
 
 def _sha256(path: Path) -> str:
