@@ -165,6 +165,10 @@ def test_transfer_settings_near_disjoint_far():
     assert s["disjoint"]["seeds"] == params["seeds"] and s["disjoint"]["n"] == params["n"]
     assert s["far"]["preset"] == "imagenet-uci-ci" and s["far"]["n"] == params["n"]
     assert s["far"]["arch"] == "efficientnet_lite0" and s["far"]["workdir"] == "/tmp/x"
+    # the disjoint setting splits the digits: other data have none, and say why
+    cifar = presets.resolve("cifar10-resnet18", {"weights": ""})
+    assert study.transfer_settings(cifar)["disjoint"] is None
+    assert "digit data only" in study.unavailable("disjoint", cifar)
     default = study.transfer_settings(presets.resolve("default"))
     assert default["far"]["preset"] == study.FAR_PRESET
 

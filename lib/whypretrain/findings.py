@@ -407,7 +407,7 @@ def transfer_table(params: dict) -> pd.DataFrame:
     frames, sources = [], []
     for name, setting in study.transfer_settings(params).items():
         if setting is None:
-            frames.append(not_run(name, study.far_command(params)))
+            frames.append(not_run(name, study.unavailable(name, params)))
             continue
         try:
             frame = judge(setting, name)

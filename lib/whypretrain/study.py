@@ -80,7 +80,7 @@ def compute_transfer(params: dict, progress: bool | None = None, far: bool = Fal
     out = {}
     for name, setting in transfer_settings(params).items():
         if setting is None:
-            out[name] = f"no preset {FAR_PRESET!r} in this version"
+            out[name] = unavailable(name, params)
             continue
         if name == "far" and not far:
             out[name] = f"computed only when asked: `{far_command(params)}`"
@@ -301,12 +301,15 @@ def sensitivity(params: dict, grid: dict[str, list] | None = None) -> pd.DataFra
 # --------------------------------------------------------------------------------------------
 def transfer_settings(params: dict) -> dict[str, dict | None]:
     """near: ``params`` itself; disjoint: the same with the source's and the target's classes
-    apart (``DISJOINT``); far: preset ``FAR_PRESET`` at the scale of ``params``, or None when
-    this version has no such preset."""
+    apart (``DISJOINT``), for the digit data only (None otherwise); far: preset ``FAR_PRESET``
+    at the scale of ``params``, or None when this version has no such preset
+    (``unavailable`` says why)."""
     base = {k: params[k] for k in presets.PARAMS}
+    digits = params["source"].startswith("mnist") and params["target"].startswith(("uci",
+                                                                                   "mnist"))
     out: dict[str, dict | None] = {
         "near": params,
-        "disjoint": presets.resolve(params["preset"], {**base, **DISJOINT}),
+        "disjoint": presets.resolve(params["preset"], {**base, **DISJOINT}) if digits else None,
     }
     far = FAR_PRESETS.get(params.get("preset", "default"), FAR_PRESET)
     if far in presets.PRESETS:
@@ -316,6 +319,14 @@ def transfer_settings(params: dict) -> dict[str, dict | None]:
     else:
         out["far"] = None
     return out
+
+
+def unavailable(name: str, params: dict) -> str:
+    """Why ``transfer_settings(params)[name]`` is None."""
+    if name == "disjoint":
+        return (f"defined for the digit data only (source mnist, target uci; this preset: "
+                f"{params['source']} -> {params['target']})")
+    return far_command(params)
 
 
 def far_command(params: dict) -> str:
@@ -359,5 +370,5 @@ def game_counts(params: dict) -> pd.DataFrame:
 
 __all__ = ["MissingResults", "compute", "compute_all", "compute_sensitivity", "compute_transfer",
            "load", "table", "training_table", "sensitivity_grid",
-           "sensitivity_settings", "sensitivity", "transfer_settings", "far_command",
+           "sensitivity_settings", "sensitivity", "transfer_settings", "unavailable", "far_command",
            "game_counts"]
