@@ -16,7 +16,9 @@ non-zero (the optimum is usually sparse: that is the point of the extraction), H
 (primal simplex, warm-started), the engine's transforms price every other interaction of every
 game at once (batched, on the games' device) from the LP's row duals, the most violated ones
 join, and a game stops when its relative gap ``(loss - loss_bound) / loss <= tol`` and no
-interaction is left to price in (``tie_break``: the canonical solution). A dense game
+interaction is left to price in (``tie_break``: one defined point of the optimal face, chosen by
+``rule``: ``canonical``, lower orders first; ``reverse``, higher orders first; ``hash``, a fixed
+hash order only; ``support`` starts a solve from another point's interactions). A dense game
 (``spread``: a network early in training, whose optimum holds hundreds of interactions) gets
 every interaction at once instead, solved by HiGHS's interior point with crossover to an optimal
 vertex. ``loss`` is measured by the engine on the returned ``p, q`` (never taken from the LP
