@@ -399,7 +399,10 @@ def _joint_engine(values: torch.Tensor, params: dict, device: str, progress: boo
         if alone is not None:
             full[others] = getattr(alone, key)
         out[key] = full
-    return interactions.Interactions(**out, mode="and-or", params=together.params)
+    params = dict(together.params)
+    if alone is not None:  # the largest gap of either part; the LP rounds are the checkpoints'
+        params = {**alone.params, **params, "gap": max(alone.params["gap"], params["gap"])}
+    return interactions.Interactions(**out, mode="and-or", params=params)
 
 
 def compare_with_sgd(r: SeedResults, iterations: int | None = None,
