@@ -20,8 +20,8 @@ single-game L1 loss: the joint extraction of one model is its independent extrac
 
 One LP per sample, every subset and model at once (columns ``v_and_i``, ``v_or_i``, ``p``, the
 ``+``/``-`` parts of every ``I_i``, ``t``; rows: the two transforms per model, the ``q`` box and the
-``p_i`` box per model, the epigraph): ``3**n`` non-zeros per transform, about 21k columns and 360k
-non-zeros at ``n = 10`` with 3 models. Like the single-game extraction the solution is a defined
+``p_i`` box per model, the epigraph): ``3**n`` non-zeros per transform, 21,504 columns, 18,432 rows
+and 400k non-zeros at ``n = 10`` with 3 models. Like the single-game extraction the solution is a defined
 point of the optimal face: every interaction's weight is raised by ``tol / 4 * tie_break(n,
 rule)``. The certificate is HiGHS's dual objective of that program divided by the largest weight
 (a lower bound of the plain loss's optimum), and the loss is measured by the engine's own
@@ -41,6 +41,8 @@ from .interactions import and_or, relative_gap
 
 ALPHA = 0.1  # weight of the sum over models in the loss (Chen et al. 2024; alpha there)
 P_BOUND = 0.5  # |p_i| <= P_BOUND |v_i(N) - v_i(empty)| (Chen et al.'s code: 0.5 of the mean span)
+DUAL_INFEASIBILITY = 1e-9  # the most HiGHS's dual point may break its constraints (0 after
+# crossover on the study's samples) for its dual objective to count as the certificate
 
 
 def _transform_pairs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -194,6 +196,10 @@ def solve(v: Tensor, b: Tensor, c: Tensor | None = None, tol: float = 1e-4,
         if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
             raise RuntimeError(f"joint extraction: HiGHS ended sample {g} with status "
                                f"{h.modelStatusToString(h.getModelStatus())}")
+        if h.getInfo().max_dual_infeasibility > DUAL_INFEASIBILITY:
+            raise RuntimeError(f"joint extraction: HiGHS's dual point of sample {g} is "
+                               f"infeasible by {h.getInfo().max_dual_infeasibility:.1e}: no "
+                               f"certificate")
         x = np.asarray(h.getSolution().col_value)
         a_and[:, g] = x[:models * size].reshape(models, size)
         a_or[:, g] = x[models * size:2 * models * size].reshape(models, size)
@@ -217,9 +223,9 @@ def solve(v: Tensor, b: Tensor, c: Tensor | None = None, tol: float = 1e-4,
 
 
 def _dual_objective(h) -> float:
-    """The dual objective of HiGHS's optimal dual point, computed from the row and column duals
-    (a lower bound of the LP's optimum up to the dual infeasibility HiGHS leaves, at most its
-    tolerance 1e-10 per column)."""
+    """The dual objective of HiGHS's optimal dual point, computed from the row and column duals:
+    a lower bound of the LP's optimum when the point is dual feasible (``solve`` checks HiGHS's
+    measure of that, ``DUAL_INFEASIBILITY``)."""
     sol, lp = h.getSolution(), h.getLp()
     y = np.asarray(sol.row_dual)
     z = np.asarray(sol.col_dual)
