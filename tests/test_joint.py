@@ -100,6 +100,8 @@ def test_sparsify_joint_and_the_engine_route(joint_games):
         I.sparsify(v, extraction="both")
     with pytest.raises(ValueError, match="model rows"):
         results.final_rows(4)
+    with pytest.raises(ValueError, match="exact"):
+        results.run_engine(rows, {**params, "optimizer": "sgd"})
 
 
 def test_engine_tag_keeps_the_defaults_and_names_the_choices():

@@ -355,6 +355,9 @@ def run_engine(values: torch.Tensor, params: dict, device: str = "cpu",
     if params["mode"] == "and":
         return interactions.and_only(values)
     if params.get("extraction", "independent") == "joint":
+        if params["optimizer"] != "exact":
+            raise ValueError("extraction=joint is solved by the exact optimiser only; "
+                             f"got optimizer={params['optimizer']}")
         return _joint_engine(values, params, device, progress)
     # the exact optimiser's LPs run in threads (HiGHS releases the GIL); the result does not
     # depend on how many. Processes on one node (torchrun) share its cores.
