@@ -47,6 +47,25 @@ def test_joint_reaches_the_lp_optimum_with_a_valid_certificate(joint_games, n, m
     assert ((own.abs() - c[..., None]) <= 1e-7 * (1 + c[..., None])).all()
 
 
+def test_the_two_forms_of_the_transforms_give_one_solution(joint_games):
+    """The LP holds the transforms as chains of butterfly passes (the default) or as their
+    ``3**n``-entry matrices; the matrices are the engine's transforms, and both forms reach the
+    same optimum (the tie-broken one, unique)."""
+    v = joint_games[5]
+    a, b = joint.transforms(5)
+    p = torch.randn(v.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    i_and, i_or = I.and_or(v, p, torch.zeros_like(v))
+    half = v / 2
+    torch.testing.assert_close(i_and, (half + p) @ torch.from_numpy(a.toarray()).T, rtol=0,
+                               atol=1e-9)
+    torch.testing.assert_close(i_or, (half - p) @ torch.from_numpy(b.toarray()).T, rtol=0,
+                               atol=1e-9)
+    span = (v[..., -1] - v[..., 0]).abs()
+    chained, matrices = (joint.solve(v, 0.04 * span, chain=c) for c in (True, False))
+    torch.testing.assert_close(chained.p, matrices.p, rtol=0, atol=1e-9 * float(v.abs().max()))
+    torch.testing.assert_close(chained.loss, matrices.loss, rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("n", [4, 6, 8])
 def test_joint_extraction_of_one_model_is_the_independent_solve(real_games_joint, n):
     """With one model the shared split is free and the loss is the L1 loss: the same optimum."""
