@@ -8,7 +8,8 @@ Per seed (``whypretrain analyze`` first; the final models' games are read, nothi
   canonical one, the mean Jaccard of its salient items with the canonical items per model, and
   the robust-item share per model (``face.sample``);
 - the warm start: each rule's solve from the canonical support against a cold solve, side by
-  side, alternating which runs first, best of ``--repeat``;
+  side, alternating which runs first, best of ``--repeat`` in CPU seconds (``face.sample``), and
+  the work that does not depend on the machine's load: LP rounds and interactions priced in;
 - joint against independent extraction: per sample the joint loss of both solutions, the models'
   L1 losses, whether the independent splits are feasible for the joint program (a shared part
   exists with every own part within its bound), the Jaccard of the items per model, and the time
@@ -56,6 +57,9 @@ def rules_table(v: torch.Tensor, tau: float, empty_set: str, repeat: int) -> tup
                          gap_max=float(f.results[rule].gap.max()),
                          warm_s=best[True][rule], cold_s=best[False][rule],
                          cold_over_warm=best[False][rule] / best[True][rule],
+                         **{f"{what}_{arm}": faces[warm].results[rule].params[f"{what}_mean"]
+                            for what in ("rounds", "columns")
+                            for arm, warm in (("warm", True), ("cold", False))},
                          warm_vs_cold_max_diff=same,
                          **{f"jaccard_{m}": (1.0 if rule == "canonical" else
                                              float(shares.loc[i, f"jaccard_{rule}"]))
@@ -120,6 +124,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--n10", type=int, default=2)
+    ap.add_argument("--no-joint", action="store_true", help="rules and warm start only")
     args = ap.parse_args()
     params = presets.resolve(args.preset, presets.parse_sets(args.set))
     torch.set_num_threads(1)
@@ -128,14 +133,15 @@ def main() -> None:
         r = results.load(params, seed)
         v = r.result.values[results.final_rows(len(r.labels))]
         rules, shares = rules_table(v, params["tau"], params["empty_set"], args.repeat)
-        joint_rows = joint_table(v, params["tau"], params["empty_set"])
+        joint_rows = [] if args.no_joint else joint_table(v, params["tau"], params["empty_set"])
         out["seeds"][seed] = dict(rules=rules, shares=shares, joint=joint_rows)
         print(f"\nseed {seed}: {v.shape[1]} samples, n = {params['n']}")
         print(pd.DataFrame(rules).to_markdown(index=False, floatfmt=".3g"))
         print(pd.DataFrame(shares).to_markdown(index=False, floatfmt=".3g"))
-        print(pd.DataFrame(joint_rows).describe().T[["mean", "min", "max"]]
-              .to_markdown(floatfmt=".3g"))
-    if args.n10:
+        if joint_rows:
+            print(pd.DataFrame(joint_rows).describe().T[["mean", "min", "max"]]
+                  .to_markdown(floatfmt=".3g"))
+    if args.n10 and not args.no_joint:
         seed = params["seeds"][0]
         v = n10_games(params, seed, args.n10)
         b = 0.04 * (v[..., -1] - v[..., 0]).abs()
@@ -152,7 +158,8 @@ def main() -> None:
         print("\njoint extraction at n = 10 (3 models, one sample):")
         print(pd.DataFrame(times).to_markdown(index=False, floatfmt=".3g"))
     OUT.mkdir(exist_ok=True)
-    (OUT / "face.json").write_text(json.dumps(out, indent=1, default=str))
+    name = "face-rules.json" if args.no_joint else "face.json"
+    (OUT / name).write_text(json.dumps(out, indent=1, default=str))
 
 
 if __name__ == "__main__":

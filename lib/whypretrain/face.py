@@ -27,7 +27,8 @@ class Face:
     """``results``: rule -> the extraction of the games under that rule; ``items``: rule ->
     salient items ``[..., 2, 2**n]`` (signed int8); ``robust``: items salient with the same sign
     under every rule; ``dependent``: salient under some rule, not robust (booleans);
-    ``seconds``: rule -> wall time of its solve."""
+    ``seconds``: rule -> CPU time of its solve (this process; the LPs run on one thread unless
+    ``workers`` says otherwise, and CPU time is what a shared machine's load changes least)."""
 
     results: dict[str, interactions.Interactions]
     items: dict[str, Tensor]
@@ -71,10 +72,10 @@ def sample(values: Tensor, tau: float = 0.05, empty_set: str = "exclude",
     results, seconds = {}, {}
     support = None
     for rule in rules:
-        start = time.perf_counter()
+        start = time.process_time()
         results[rule] = interactions.sparsify(values, optimizer="exact", rule=rule,
                                               support=support, **engine)
-        seconds[rule] = time.perf_counter() - start
+        seconds[rule] = time.process_time() - start
         if warm and rule == "canonical":
             support = support_of(results[rule])
     items = {rule: knowledge.salient_items(r.stacked(), tau, empty_set)
