@@ -354,14 +354,14 @@ def run_engine(values: torch.Tensor, params: dict, device: str = "cpu",
     """
     if params["mode"] == "and":
         return interactions.and_only(values)
+    # the exact optimiser's LPs run in threads (HiGHS releases the GIL); the result does not
+    # depend on how many. Processes on one node (torchrun) share its cores.
+    workers = max(1, min((os.cpu_count() or 1) // distributed.local_world(), 8))
     if params.get("extraction", "independent") == "joint":
         if params["optimizer"] != "exact":
             raise ValueError("extraction=joint is solved by the exact optimiser only; "
                              f"got optimizer={params['optimizer']}")
-        return _joint_engine(values, params, device, progress)
-    # the exact optimiser's LPs run in threads (HiGHS releases the GIL); the result does not
-    # depend on how many. Processes on one node (torchrun) share its cores.
-    workers = max(1, min((os.cpu_count() or 1) // distributed.local_world(), 8))
+        return _joint_engine(values, params, device, progress, workers)
     return interactions.sparsify(
         values.to(device), optimizer=params["optimizer"], tol=params["tol"],
         q_bound=params["q_bound"], iterations=params["iterations"], lr=params["sparsify_lr"],
@@ -378,8 +378,8 @@ def final_rows(models: int) -> list[int]:
     return [0, (models - 1) // 2, models - 1]
 
 
-def _joint_engine(values: torch.Tensor, params: dict, device: str, progress: bool
-                  ) -> interactions.Interactions:
+def _joint_engine(values: torch.Tensor, params: dict, device: str, progress: bool,
+                  workers: int) -> interactions.Interactions:
     """The joint extraction of the final models, sample by sample; the checkpoints alone."""
     if values.dim() != 3:
         raise ValueError("extraction=joint needs every model of a seed in one process "
@@ -391,7 +391,8 @@ def _joint_engine(values: torch.Tensor, params: dict, device: str, progress: boo
                   rule=params.get("rule", "canonical"))
     together = interactions.sparsify(values[finals].to(device), extraction="joint",
                                      **common).cpu()
-    alone = interactions.sparsify(values[others].to(device), **common).cpu() if others else None
+    alone = interactions.sparsify(values[others].to(device), workers=workers,
+                                  **common).cpu() if others else None
     state = together.state_dict()
     out = {}
     for key, tensor in state.items():
