@@ -100,8 +100,10 @@ class JointSolution:
 
 def _lp(n: int, models: int, alpha: float, weight: np.ndarray, chain: bool = True):
     """The constraint matrix, costs and column bounds of one sample's LP (the row bounds depend
-    on the games: ``_row_bounds``). Columns: ``v_and_i``, ``v_or_i`` (model-major), ``p``,
-    ``I+_i``, ``I-_i`` (``[M, 2, 2**n]`` each), ``t`` (``[2, 2**n]``)."""
+    on the games: ``_row_bounds``, then 0 for the ``extra`` rows of the passes). Columns:
+    ``v_and_i``, ``v_or_i`` (model-major), ``p``, ``I+_i``, ``I-_i`` (``[M, 2, 2**n]`` each),
+    ``t`` (``[2, 2**n]``), then with ``chain`` the ``extra`` values the butterfly passes make.
+    Returns the matrix (CSC), costs, column bounds and ``extra``."""
     size = 1 << n
     eye = sp.identity(size, format="csr")
     m_eye = sp.identity(models * size, format="csr")
