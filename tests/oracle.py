@@ -99,3 +99,85 @@ def sparsification_lp(v: torch.Tensor, q_bound: float = 0.04, cost=None, solutio
         return float(result.fun)
     x = result.x[2 * size:].reshape(4, size)
     return float(result.fun), torch.from_numpy(x[0] - x[1]), torch.from_numpy(x[2] - x[3])
+
+
+def joint_lp(v: torch.Tensor, q_bound: float = 0.04, p_bound: float = 0.5, alpha: float = 0.1):
+    """The optimum of the joint extraction's loss for the games ``v`` ``[M, 2**n]`` of one sample
+    (book/method.md, section 2, "Joint extraction"), by a general LP solver.
+
+    Variables, straight from the definitions: the shared ``p``, each model's own ``p_i`` and
+    ``q_i`` (boxes ``p_bound`` and ``q_bound`` times ``|v_i(N) - v_i(empty)|``), the ``+``/``-``
+    parts of every ``I_i(kind, S)`` and ``t(kind, S)``. ``I_and_i(S)`` and ``I_or_i(S)`` are written
+    entry by entry in ``p, p_i, q_i`` from ``v_and_i = (v_i + q_i) / 2 + p + p_i`` and
+    ``v_or_i = (v_i + q_i) / 2 - p - p_i``. Returns the optimum and, per model, ``I_and, I_or``
+    and ``q``.
+    """
+    import numpy as np
+    import scipy.sparse as sp
+    from scipy.optimize import linprog
+
+    values = v.double().numpy()
+    models, size = values.shape
+    full = size - 1
+    # columns: p [size], p_i [M, size], q_i [M, size], Ip [M, 2, size], In [M, 2, size], t [2, size]
+    col_p = lambda s: s  # noqa: E731
+    col_pi = lambda i, s: size + i * size + s  # noqa: E731
+    col_q = lambda i, s: size + models * size + i * size + s  # noqa: E731
+    col_ip = lambda i, k, s: size + 2 * models * size + (i * 2 + k) * size + s  # noqa: E731
+    col_in = lambda i, k, s: col_ip(i, k, s) + 2 * models * size  # noqa: E731
+    col_t = lambda k, s: size + 6 * models * size + k * size + s  # noqa: E731
+    columns = size + 6 * models * size + 2 * size
+    rows, cols, vals, rhs = [], [], [], []
+    for i in range(models):
+        for k in range(2):
+            for s in range(size):
+                r = len(rhs)
+                constant = 0.0
+                # I_and(S) = sum_{T subset S} (-1)^{|S|-|T|} v_and(T); I_or(S) = -sum ... v_or(N \ T),
+                # I_or(empty) = v_or(empty); v_and = v/2 + q/2 + p + p_i, v_or = v/2 + q/2 - p - p_i
+                terms = ([(t, (-1.0) ** (bin(s).count("1") - bin(t).count("1"))) for t in subsets(s)]
+                         if k == 0 else
+                         ([(0, 1.0)] if s == 0 else
+                          [(full ^ t, -(-1.0) ** (bin(s).count("1") - bin(t).count("1")))
+                           for t in subsets(s)]))
+                for t, sign in terms:
+                    side = 1.0 if k == 0 else -1.0
+                    rows += [r, r, r]
+                    cols += [col_p(t), col_pi(i, t), col_q(i, t)]
+                    vals += [sign * side, sign * side, sign * 0.5]
+                    constant += sign * 0.5 * values[i, t]
+                # sum(...) - I+ + I- = -constant
+                rows += [r, r]
+                cols += [col_ip(i, k, s), col_in(i, k, s)]
+                vals += [-1.0, 1.0]
+                rhs.append(-constant)
+    equal = sp.csr_matrix((vals, (rows, cols)), shape=(len(rhs), columns))
+    # t(k, S) >= I+ + I- for every model
+    rows, cols, vals = [], [], []
+    for i in range(models):
+        for k in range(2):
+            for s in range(size):
+                r = (i * 2 + k) * size + s
+                rows += [r, r, r]
+                cols += [col_ip(i, k, s), col_in(i, k, s), col_t(k, s)]
+                vals += [1.0, 1.0, -1.0]
+    upper = sp.csr_matrix((vals, (rows, cols)), shape=(models * 2 * size, columns))
+    cost = np.zeros(columns)
+    cost[size + 2 * models * size:size + 6 * models * size] = alpha
+    cost[size + 6 * models * size:] = 1 - alpha
+    span = np.abs(values[:, -1] - values[:, 0])
+    bounds = ([(None, None)] * size
+              + [(-p_bound * span[i], p_bound * span[i]) for i in range(models) for _ in range(size)]
+              + [(-q_bound * span[i], q_bound * span[i]) for i in range(models) for _ in range(size)]
+              + [(0, None)] * (4 * models * size + 2 * size))
+    result = linprog(cost, A_ub=upper, b_ub=np.zeros(upper.shape[0]), A_eq=equal,
+                     b_eq=np.array(rhs), bounds=bounds, method="highs",
+                     options=dict(primal_feasibility_tolerance=1e-10,
+                                  dual_feasibility_tolerance=1e-10))
+    assert result.status == 0, result.message
+    x = result.x
+    plus = x[size + 2 * models * size:size + 4 * models * size].reshape(models, 2, size)
+    minus = x[size + 4 * models * size:size + 6 * models * size].reshape(models, 2, size)
+    inter = torch.from_numpy(plus - minus)
+    q = torch.from_numpy(x[size + models * size:size + 2 * models * size].reshape(models, size))
+    return float(result.fun), inter[:, 0], inter[:, 1], q

@@ -268,6 +268,53 @@ def test_exact_returns_the_canonical_optimum(real_games, n):
         torch.testing.assert_close(o_or, i_or, rtol=0, atol=1e-9 * float(v.abs().max()))
 
 
+@pytest.mark.parametrize("rule", ["reverse", "hash"])
+def test_every_rule_returns_its_own_optimum_of_the_same_face(real_games, rule):
+    """Each rule (book/method.md, section 2) returns the one optimum of its tie-broken objective
+    (a general LP solver's solution of that objective), at the plain optimum within tol; the warm
+    start from the canonical solution's support gives the same interactions; and the rules'
+    points of the face differ."""
+    from whypretrain import exact, face
+    n = 8
+    v = real_games[n].double()
+    b = 0.04 * (v[:, -1] - v[:, 0]).abs()
+    tol = 1e-4
+    cost = 1 + tol / 4 * exact.tie_break(n, rule)
+    cost[1, 0] = cost[0, 0] + 1  # the engine holds the constant as AND(empty)
+    canonical = I.sparsify(v, tol=tol, merge_low_or=False)
+    ours = exact.solve(v, b, tol=tol, rule=rule)
+    warm = exact.solve(v, b, tol=tol, rule=rule, support=face.support_of(canonical))
+    i_and, i_or = I.and_or(v, ours.p, ours.q)
+    w_and, w_or = I.and_or(v, warm.p, warm.q)
+    scale = float(v.abs().max())
+    for g in range(v.shape[0]):
+        optimum = oracle.sparsification_lp(v[g])
+        assert optimum * (1 - 1e-9) <= float(ours.loss[g]) <= optimum * (1 + tol)
+        _, lp_and, lp_or = oracle.sparsification_lp(v[g], cost=cost, solution=True)
+        g_scale = float(v[g].abs().max())
+        torch.testing.assert_close(i_and[g], lp_and, rtol=0, atol=1e-9 * g_scale)
+        torch.testing.assert_close(i_or[g], lp_or, rtol=0, atol=1e-9 * g_scale)
+    torch.testing.assert_close(w_and, i_and, rtol=0, atol=1e-9 * scale)
+    torch.testing.assert_close(w_or, i_or, rtol=0, atol=1e-9 * scale)
+    assert (canonical.I_and - i_and).abs().amax() > 1e-3 * scale  # another point of the face
+
+
+def test_rules_order_their_costs():
+    from whypretrain import exact
+    order = torch.tensor([bin(m).count("1") for m in range(64)])
+    reverse = torch.from_numpy(exact.tie_break(6, "reverse"))
+    assert reverse[:, order == 3].max() < reverse[:, order == 2].min()  # higher orders cheaper
+    hashed = torch.from_numpy(exact.tie_break(6, "hash"))
+    canonical = torch.from_numpy(exact.tie_break(6))
+    torch.testing.assert_close(canonical, (order + hashed) / 7, rtol=0, atol=1e-15)
+    torch.testing.assert_close(reverse, (6 - order + hashed) / 7, rtol=0, atol=1e-15)
+    assert len(set(hashed.reshape(-1).tolist())) == 128
+    with pytest.raises(ValueError, match="rule"):
+        exact.tie_break(6, "vertex")
+    with pytest.raises(ValueError, match="support"):
+        exact.solve(random_games(3), torch.ones(2), support=torch.ones(2, 2, 4, dtype=torch.bool))
+
+
 def test_dense_games_get_every_interaction_at_once(real_games):
     """``spread`` tells a trained network's game (a few interactions explain it) from noise (most
     interactions needed); ``columns="auto"`` gives the dense one every interaction from the start

@@ -121,6 +121,27 @@ def test_samples_are_those_every_given_model_gets_right(ci):
     assert ids == sorted(i for c in per_class.values() for i in c)
 
 
+def test_rule_and_joint_extraction_reuse_the_games(ci):
+    """Another rule or the joint extraction is another engine tag on the same games; the rule
+    reaches the same objectives within tol; joint decomposes the three final models together
+    (their rows found by ``final_rows``) and every other checkpoint alone."""
+    params, a = ci
+    reverse = results.compute({**params, "rule": "reverse"}, seed=0, progress=False)
+    assert reverse.path == a.path and reverse.engine_tag != a.engine_tag
+    torch.testing.assert_close(reverse.result.loss, a.result.loss, rtol=1e-4, atol=0)
+    joint = results.compute({**params, "extraction": "joint"}, seed=0, progress=False)
+    assert joint.path == a.path and joint.engine_tag not in (a.engine_tag, reverse.engine_tag)
+    finals = [joint.row_of(m) for m in results.MODELS]
+    assert finals == results.final_rows(len(joint.labels))
+    together = interactions.sparsify(a.result.values[finals], extraction="joint")
+    assert torch.equal(joint.result.I_and[finals], together.I_and)
+    others = [r for r in range(len(joint.labels)) if r not in finals]
+    scale = float(a.result.values.abs().max())
+    torch.testing.assert_close(joint.result.I_and[others], a.result.I_and[others], rtol=0,
+                               atol=1e-9 * scale)
+    assert joint.result.params["extraction"] == "joint" and joint.result.params["gap"] <= 1e-4
+
+
 def test_players_are_shared_by_every_model_and_fixed_by_the_seed(ci):
     params, a = ci
     import whypretrain.masking as masking

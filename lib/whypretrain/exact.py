@@ -16,7 +16,9 @@ non-zero (the optimum is usually sparse: that is the point of the extraction), H
 (primal simplex, warm-started), the engine's transforms price every other interaction of every
 game at once (batched, on the games' device) from the LP's row duals, the most violated ones
 join, and a game stops when its relative gap ``(loss - loss_bound) / loss <= tol`` and no
-interaction is left to price in (``tie_break``: the canonical solution). A dense game
+interaction is left to price in (``tie_break``: one defined point of the optimal face, chosen by
+``rule``: ``canonical``, lower orders first; ``reverse``, higher orders first; ``hash``, a fixed
+hash order only; ``support`` starts a solve from another point's interactions). A dense game
 (``spread``: a network early in training, whose optimum holds hundreds of interactions) gets
 every interaction at once instead, solved by HiGHS's interior point with crossover to an optimal
 vertex. ``loss`` is measured by the engine on the returned ``p, q`` (never taken from the LP
@@ -72,19 +74,30 @@ def _splitmix64(k: np.ndarray) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def tie_break(n: int) -> np.ndarray:
-    """``r[kind, S]`` in ``[0, 1)``: the canonical tie-break's cost of each interaction (kind 0 =
-    AND, 1 = OR), ``(|S| + h) / (n + 1)`` with ``h`` a fixed hash of the interaction's index
-    ``kind * 2**n + S`` (SplitMix64). Lower orders cost less; the hash makes the costs generic (no
-    linear relation among them, unlike an arithmetic sequence), so the perturbed objective has one
-    optimum: among optimal solutions the extraction prefers the one that explains the game with
-    lower-order interactions, and any remaining tie is broken by a fixed rule, not by the solver's
-    path."""
+RULES = ("canonical", "reverse", "hash")  # the points of the optimal face (``tie_break``)
+
+
+def tie_break(n: int, rule: str = "canonical") -> np.ndarray:
+    """``r[kind, S]`` in ``[0, 1)``: a rule's tie-break cost of each interaction (kind 0 = AND,
+    1 = OR), with ``h`` a fixed hash of the interaction's index ``kind * 2**n + S`` (SplitMix64):
+
+    - ``canonical``: ``(|S| + h) / (n + 1)``: lower orders cost less, so among optimal solutions
+      the extraction prefers the one that explains the game with lower-order interactions;
+    - ``reverse``: ``(n - |S| + h) / (n + 1)``: higher orders cost less (the opposite preference);
+    - ``hash``: ``h``: no preference by order, only the fixed hash order.
+
+    The hash makes the costs generic (no linear relation among them, unlike an arithmetic
+    sequence), so the perturbed objective has one optimum: any tie left after the order is broken
+    by a fixed rule, not by the solver's path. Each rule is deterministic."""
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     size = 1 << n
     masks = np.arange(size)
     order = np.array([bin(m).count("1") for m in masks], dtype=np.float64)
     h = _splitmix64(np.arange(2 * size)).reshape(2, size)
-    return (order[None, :] + h) / (n + 1)
+    if rule == "hash":
+        return h
+    return ((order if rule == "canonical" else n - order)[None, :] + h) / (n + 1)
 
 
 def _require_highspy():
@@ -380,7 +393,8 @@ class ExactSolution:
 def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
           progress: bool = False, workers: int = 1, simplex: str = "primal",
           start_columns: int = 3, canonical: bool = True, rows: str = "auto",
-          columns: str = "auto") -> ExactSolution:
+          columns: str = "auto", rule: str = "canonical",
+          support: Tensor | None = None) -> ExactSolution:
     """Solve the sparsification LP of every game of ``v`` (``[G, 2**n]``) to relative gap ``tol``.
 
     ``b``: the q bound of each game (``[G]``). Pricing and certificates run batched on ``v``'s
@@ -392,6 +406,12 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
     ``tol / 4 * tie_break(n)`` (lower orders first, then a fixed order), which is unique, and
     within ``tol`` of the plain objective's optimum (the certificate is of the plain objective).
     Without it, a game stops at the first vertex of the optimal face within ``tol``.
+    ``rule``: which point of the optimal face (``tie_break``: ``canonical``, lower orders first;
+    ``reverse``, higher orders first; ``hash``, the hash order only); needs ``canonical``.
+    ``support``: ``[G, 2, 2**n]`` booleans, the interactions each game's first LP holds instead of
+    the extreme splits' strongest terms (a warm start: e.g. another rule's optimum, which lies on
+    the same optimal face); ignored for the games that get every interaction at once. The same
+    optimum either way.
     ``rows``: ``all`` masks are LP rows from the start, or they are ``generated`` (a mask joins
     when the current solution violates its bounds); ``auto``: generated from ``n`` =
     ``ROWS_GENERATED_FROM`` on. Both reach the same optimum.
@@ -410,7 +430,10 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
         raise ValueError(f"simplex must be one of {sorted(SIMPLEX)}, got {simplex!r}")
     if not 0 < tol < 1:
         raise ValueError(f"tol must lie in (0, 1), got {tol}")
-    cost_np = 1.0 + tol / 4 * tie_break(n) if canonical else np.ones((2, size))
+    cost_np = 1.0 + tol / 4 * tie_break(n, rule) if canonical else np.ones((2, size))
+    if support is not None and tuple(support.shape) != (games, 2, size):
+        raise ValueError(f"support must have the shape {(games, 2, size)}, "
+                         f"got {tuple(support.shape)}")
     cost = torch.from_numpy(cost_np).to(device, dtype)
     if rows not in ("auto", "all", "generated"):
         raise ValueError(f"rows must be 'auto', 'all' or 'generated', got {rows!r}")
@@ -440,7 +463,10 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
                 break
             lp = _GameLP(v_np[g], float(b_np[g]), n, simplex,
                          cost_np if canonical else None, all_rows, every[g])
-            if not every[g]:
+            if not every[g] and support is not None:
+                kinds, masks = np.nonzero(support[g].cpu().numpy())
+                lp.add([(int(k), int(m)) for k, m in zip(kinds, masks) if m])
+            elif not every[g]:
                 lp.add([(AND_COL, int(m)) for m in top_and[g].tolist()]
                        + [(OR_COL, int(m)) for m in top_or[g].tolist()])
             lps[g] = lp

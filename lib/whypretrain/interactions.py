@@ -406,12 +406,14 @@ def _one_cpu_thread(device: torch.device):
 
 
 OPTIMIZERS = ("exact", "sgd", "adam")
+EXTRACTIONS = ("independent", "joint")
 
 
 def sparsify(values: Tensor, optimizer: str = "exact", tol: float = 1e-4, q_bound: float = 0.04,
              iterations: int = 10000, lr: float = 1e-5, momentum: float = 0.9,
              dtype: torch.dtype = torch.float64, merge_low_or: bool = True,
-             progress: bool = False, workers: int = 1) -> Interactions:
+             progress: bool = False, workers: int = 1, rule: str = "canonical",
+             support: Tensor | None = None, extraction: str = "independent") -> Interactions:
     """Extract sparse AND-OR interactions: the split ``p, q`` of each game that minimises
     ``sum_S |I_and(S)| + |I_or(S)|`` with ``|q| <= q_bound |v(N) - v(empty)|`` (book/method.md,
     section 2). Games are solved together but independently.
@@ -421,6 +423,15 @@ def sparsify(values: Tensor, optimizer: str = "exact", tol: float = 1e-4, q_boun
     lower bound of the optimum proved by a dual-feasible point. The solution is canonical: the one
     optimum of the objective with a fixed tie-break that prefers lower orders (``exact.tie_break``),
     whatever the solver's path. ``params`` records the largest gap reached and the LP rounds used.
+    ``rule`` picks that point of the optimal face (``exact.RULES``: ``canonical``, lower orders
+    first; ``reverse``, higher orders first; ``hash``, a fixed hash order only); ``support``
+    (``[..., 2, 2**n]`` booleans, e.g. another rule's non-zero interactions) starts each game's
+    column generation from those interactions; neither changes the optimal objective.
+    ``extraction="joint"`` (exact only): the games ``[M, ..., 2**n]`` of ``M`` models are
+    decomposed together along the first dimension, sample by sample, with a shared split and the
+    joint loss (``joint.py``); ``loss``, ``loss_start`` and ``loss_bound`` are then each sample's
+    joint loss (of the optimum, of the plain split, its certified bound), the same for its ``M``
+    models. ``independent`` (default): every game alone.
     ``optimizer="sgd"``: the literature's reference (SGD, momentum 0.9, ``lr`` decayed
     log-linearly to ``lr/10`` over ``iterations`` steps, ``q`` clamped before each step).
     ``optimizer="adam"``: Adam on each game divided by its spread over masks, same schedule.
@@ -439,20 +450,37 @@ def sparsify(values: Tensor, optimizer: str = "exact", tol: float = 1e-4, q_boun
     if optimizer == "exact" and not 0 < tol < 1:
         raise ValueError(f"tol must lie in (0, 1), got {tol}: it is the relative duality gap "
                          f"at which a game counts as solved")
+    if extraction not in EXTRACTIONS:
+        raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {extraction!r}")
+    if extraction == "joint" and (optimizer != "exact" or values.dim() < 2):
+        raise ValueError("extraction='joint' needs optimizer='exact' and games [models, ..., 2**n]")
     v = values.detach().to(dtype)
     span = (v[..., -1] - v[..., 0]).abs()
     zero = torch.zeros_like(v)
     i_and, i_or = and_or(v, zero, zero)
     loss_start = i_and.abs().sum(-1) + i_or.abs().sum(-1)
-    if optimizer == "exact":
+    if extraction == "joint":
+        from . import joint
+        models, size = v.shape[0], v.shape[-1]
+        flat = v.reshape(models, -1, size)
+        with _one_cpu_thread(v.device):
+            sol = joint.solve(flat, (q_bound * span).reshape(models, -1), tol=tol, rule=rule)
+        p, q = sol.p.reshape(v.shape), sol.q.reshape(v.shape)
+        loss = sol.loss.reshape(span.shape[1:]).expand(span.shape).clone()
+        loss_bound = sol.loss_bound.reshape(span.shape[1:]).expand(span.shape).clone()
+        loss_start = joint.joint_loss(i_and, i_or).expand(span.shape).clone()
+        params = dict(tol=tol, rule=rule, extraction="joint", alpha=joint.ALPHA,
+                      p_bound=joint.P_BOUND, **sol.summary())
+    elif optimizer == "exact":
         from . import exact
         flat = v.reshape(-1, v.shape[-1])
+        start = None if support is None else support.reshape(-1, 2, v.shape[-1])
         with _one_cpu_thread(v.device):
             sol = exact.solve(flat, (q_bound * span).reshape(-1), tol=tol, progress=progress,
-                              workers=workers)
+                              workers=workers, rule=rule, support=start)
         p, q = sol.p.reshape(v.shape), sol.q.reshape(v.shape)
         loss, loss_bound = sol.loss.reshape(span.shape), sol.loss_bound.reshape(span.shape)
-        params = dict(tol=tol, **sol.summary())
+        params = dict(tol=tol, rule=rule, **sol.summary())
     else:
         p, q, loss, params = _sparsify_descent(v, iterations, lr, q_bound, optimizer, momentum,
                                                dtype, progress)

@@ -95,6 +95,14 @@ PARAMS: dict[str, Param] = {
                        choices=("exact", "sgd", "adam")),
     "tol": Param(1e-4, "exact optimiser: relative duality gap at which a game is solved",
                  low=0.0, high=1.0, open_interval=True),
+    "rule": Param("canonical", "exact optimiser: which point of the optimal face is returned: "
+                  "canonical = lower orders first; reverse = higher orders first; hash = a fixed "
+                  "hash order only (book/method.md, section 2)",
+                  choices=("canonical", "reverse", "hash")),
+    "extraction": Param("independent", "exact optimiser: every model's game alone "
+                        "(independent), or the probe, fine-tuned and scratch models of a sample "
+                        "together with a shared split (joint, Chen et al. 2024)",
+                        choices=("independent", "joint")),
     "iterations": Param(10000, "sparsification steps of sgd / adam", low=0, high=10**7),
     # The reference lr (1e-5) makes SGD climb on most of our n = 10 games (their L1 gradient
     # grows like 2**n); 1e-7 descends on all of them (benchmarks/README.md, "learning rate").

@@ -210,7 +210,10 @@ def engine_params(params: dict) -> dict[str, Any]:
     unused = UNUSED_BY[params["optimizer"]] if params["mode"] == "and-or" else ENGINE_KEYS[2:]
     out = {k: params[k] for k in ENGINE_KEYS if k not in unused}
     if params["mode"] == "and-or" and params["optimizer"] == "exact":
-        out["solution"] = "canonical"  # the tie-broken optimum (exact.tie_break)
+        # the tie-broken optimum (exact.tie_break); the defaults keep the tags of stored results
+        out["solution"] = params.get("rule", "canonical")
+        if params.get("extraction", "independent") != "independent":
+            out["extraction"] = params["extraction"]
     return out
 
 
@@ -366,17 +369,65 @@ def run_engine(values: torch.Tensor, params: dict, device: str = "cpu",
 
     ``or_merge="and"``: OR terms of order <= 1 are moved into AND (the engine's rule);
     ``"keep"``: they stay OR terms, as later code of the same literature keeps them.
+    ``extraction="joint"``: the three final models of each sample are decomposed together
+    (``joint.py``), every other checkpoint on its own; needs the games ``[model, sample, 2**n]``
+    in the row order of ``_games`` (probe, fine-tuning's epochs, scratch's epochs).
     """
     if params["mode"] == "and":
         return interactions.and_only(values)
     # the exact optimiser's LPs run in threads (HiGHS releases the GIL); the result does not
     # depend on how many. Processes on one node (torchrun) share its cores.
     workers = max(1, min((os.cpu_count() or 1) // distributed.local_world(), 8))
+    if params.get("extraction", "independent") == "joint":
+        if params["optimizer"] != "exact":
+            raise ValueError("extraction=joint is solved by the exact optimiser only; "
+                             f"got optimizer={params['optimizer']}")
+        return _joint_engine(values, params, device, progress, workers)
     return interactions.sparsify(
         values.to(device), optimizer=params["optimizer"], tol=params["tol"],
         q_bound=params["q_bound"], iterations=params["iterations"], lr=params["sparsify_lr"],
         merge_low_or=params["or_merge"] == "and", progress=progress,
-        workers=workers).cpu()
+        workers=workers, rule=params.get("rule", "canonical")).cpu()
+
+
+def final_rows(models: int) -> list[int]:
+    """The rows of the probe's, fine-tuning's and scratch training's final models among the
+    ``models`` rows of a seed's games (``_games``: the probe, then as many epochs of fine-tuning
+    as of scratch training, each run's last epoch last)."""
+    if models < 3 or models % 2 == 0:
+        raise ValueError(f"the games of a seed have 1 + 2k model rows, got {models}")
+    return [0, (models - 1) // 2, models - 1]
+
+
+def _joint_engine(values: torch.Tensor, params: dict, device: str, progress: bool,
+                  workers: int) -> interactions.Interactions:
+    """The joint extraction of the final models, sample by sample; the checkpoints alone."""
+    if values.dim() != 3:
+        raise ValueError("extraction=joint needs every model of a seed in one process "
+                         f"(games [model, sample, 2**n]), got {tuple(values.shape)}")
+    finals = final_rows(values.shape[0])
+    others = [r for r in range(values.shape[0]) if r not in finals]
+    common = dict(optimizer="exact", tol=params["tol"], q_bound=params["q_bound"],
+                  merge_low_or=params["or_merge"] == "and", progress=progress,
+                  rule=params.get("rule", "canonical"))
+    together = interactions.sparsify(values[finals].to(device), extraction="joint",
+                                     **common).cpu()
+    alone = interactions.sparsify(values[others].to(device), workers=workers,
+                                  **common).cpu() if others else None
+    state = together.state_dict()
+    out = {}
+    for key, tensor in state.items():
+        if not torch.is_tensor(tensor):
+            continue
+        full = torch.empty(values.shape[:1] + tensor.shape[1:], dtype=tensor.dtype)
+        full[finals] = tensor
+        if alone is not None:
+            full[others] = getattr(alone, key)
+        out[key] = full
+    params = dict(together.params)
+    if alone is not None:  # the largest gap of either part; the LP rounds are the checkpoints'
+        params = {**alone.params, **params, "gap": max(alone.params["gap"], params["gap"])}
+    return interactions.Interactions(**out, mode="and-or", params=params)
 
 
 def compare_with_sgd(r: SeedResults, iterations: int | None = None,
