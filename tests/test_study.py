@@ -71,3 +71,24 @@ def test_second_study_skips_every_notebook(ci_study, capsys):
     assert cli.study("ci", overrides, root=root) == 0
     after = {p: p.stat().st_mtime_ns for p in (root / "book" / "experiments").glob("*.ipynb")}
     assert before == after
+
+
+@pytest.mark.slow
+def test_ci_specification_table_has_a_row_for_every_specification(ci_study):
+    root, overrides, _ = ci_study
+    from whypretrain import findings, presets, study
+    params = presets.resolve("ci", overrides)
+    spec = findings.specification_table(params)
+    grid = study.sensitivity_grid(params)
+    varied = {f"{k}={v}" for k, values in grid.items() for v in values if v != params[k]}
+    assert set(spec["spec"]) == varied | {"preset"}
+    assert len(spec) == len(set(spec["spec"])) * len(findings.KNOWLEDGE_CLAIMS)
+    assert spec["verdict"].isin(findings.VERDICTS).all()
+    # the preset's own row is the findings page's near column
+    near = findings.judge(params).set_index("claim")
+    own = spec[spec["spec"] == "preset"].set_index("claim")
+    for claim in own.index:
+        assert own.loc[claim, "mean"] == pytest.approx(near.loc[claim, "mean"], nan_ok=True)
+    agree = findings.agreement(spec)
+    assert set(agree.index) == {c.key for c in findings.KNOWLEDGE_CLAIMS}
+    assert agree["agree"].between(0, 1).all()

@@ -316,6 +316,49 @@ def forest(table: pd.DataFrame) -> alt.Chart:
                 "0: the data cannot tell the claim from its null"]))
 
 
+VERDICT_COLORS = {"yes": "#54a24b", "partly": "#eeca3b", "no": "#e45756",
+                  "cannot tell from null": "#9d9d9d"}
+
+
+def specification_curve(spec: pd.DataFrame) -> alt.VConcatChart:
+    """Each knowledge claim's value with its 95% interval under every specification
+    (``findings.specification_table``), sorted, with the paper's line (dashed) and each
+    specification's null (orange tick); below, which choice each point makes. A menu picks the
+    claim; clicking a point highlights it in both panels."""
+    data = spec.copy()
+    data["rank"] = data.groupby("claim")["mean"].rank(method="first")
+    claims = list(dict.fromkeys(data["claim"]))
+    pick = alt.param(name="claim", value=claims[0],
+                     bind=alt.binding_select(options=claims, name="claim "))
+    chosen = alt.selection_point(fields=["spec"], on="click", clear="dblclick")
+    verdicts = [v for v in VERDICT_COLORS if v in set(data["verdict"])]
+    base = alt.Chart(data).transform_filter(alt.datum.claim == pick)
+    x = alt.X("rank:Q", title="specifications, sorted by our value", axis=alt.Axis(labels=False))
+    tips = ["spec:N", "verdict:N", alt.Tooltip("mean:Q", format=".3f"),
+            alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f"),
+            alt.Tooltip("null:Q", format=".3f"), "effect:N"]
+    opacity = alt.condition(chosen, alt.value(1.0), alt.value(0.35))
+    whiskers = base.mark_rule().encode(x=x, y=alt.Y("ci_low:Q", title="our value"),
+                                       y2="ci_high:Q", opacity=opacity)
+    points = base.mark_point(filled=True, size=60).encode(
+        x=x, y="mean:Q", opacity=opacity, tooltip=tips,
+        color=alt.Color("verdict:N", scale=alt.Scale(
+            domain=verdicts, range=[VERDICT_COLORS[v] for v in verdicts]))).add_params(chosen)
+    nulls = base.mark_tick(color="#f58518", thickness=3, size=16).encode(x=x, y="null:Q")
+    paper = base.mark_rule(strokeDash=[6, 4], color="#333").encode(y="paper_low:Q") + \
+        base.mark_rule(strokeDash=[6, 4], color="#333").encode(y="paper_high:Q")
+    top = (paper + whiskers + nulls + points).properties(width=520, height=220)
+    choices = base.mark_square(size=60).encode(
+        x=x, y=alt.Y("parameter:N", title=None), opacity=opacity,
+        color=alt.value("#4c78a8"), tooltip=["spec:N", "parameter:N", "value:N"]
+    ).properties(width=520, height=16 * data["parameter"].nunique())
+    return alt.vconcat(top, choices).add_params(pick).properties(title=alt.Title(
+        "Each claim across its specifications", subtitle=[
+            "point: our value (mean over seeds), line: its 95% interval, orange tick: its null, "
+            "dashed: the paper's line", "below: the choice each specification makes (preset: "
+            "all at the preset's values); pick the claim in the menu, click a point"]))
+
+
 def sensitivity_chart(table: pd.DataFrame, measures: list[str]) -> alt.Chart:
     """How each headline measure moves as one parameter varies (``study.sensitivity``)."""
     data = table[table["measure"].isin(measures)].rename(columns={"mean": "v"})

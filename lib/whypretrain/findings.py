@@ -283,14 +283,15 @@ def verdict(claim: Claim, value: Estimate, effect: Estimate) -> str:
     return claim.rule.judge(value)
 
 
-def judge_inputs(x: Inputs, setting: str = "near") -> pd.DataFrame:
+def judge_inputs(x: Inputs, setting: str = "near", claims: tuple[Claim, ...] = CLAIMS
+                 ) -> pd.DataFrame:
     """One row per claim: setting, claim, paper, measure, rule, null_text; the value's mean,
     sd, ci_low, ci_high, n_seeds and ``ours`` (formatted); the null's mean (``null``), the
     effect's (``effect_mean``, ``effect_low``, ``effect_high``, ``effect``: formatted), the
     reference comparison and the chance level (means); the weighted measure (``weighted``,
     ``weighted_null``, ``weighted_effect*``); ``seeds_to_decide``; and the verdict."""
     rows = []
-    for c in CLAIMS:
+    for c in claims:
         value = c.value(x)
         e = Estimate.of(value)
         null = null_of(c, x)
@@ -378,12 +379,16 @@ def glue_texts(table: pd.DataFrame, prefix: str, column: str = "share") -> dict[
     return {f"{prefix}-{key}": str(text) for key, text in table[column].items()}
 
 
-def inputs(params: dict, datasets: data.Datasets | None = None) -> Inputs:
-    """What ``judge`` reads for ``params``, with the sources of all of it on ``table``."""
+def inputs(params: dict, datasets: data.Datasets | None = None, finals_only: bool = False,
+           metrics: pd.DataFrame | None = None) -> Inputs:
+    """What ``judge`` reads for ``params``, with the sources of all of it on ``table``
+    (``finals_only``: the results of the final models alone, as the sensitivity grid has
+    them)."""
     ds = datasets or data.load_datasets(params)
-    comparisons, replicates = study.null_tables(params, datasets=ds)
-    x = Inputs(study.training_table(params, ds), study.table(params, datasets=ds), comparisons,
-               replicates)
+    tau, empty_set = params["tau"], params["empty_set"]
+    comparisons, replicates = study.null_tables(params, tau, empty_set, ds, finals_only)
+    x = Inputs(study.training_table(params, ds) if metrics is None else metrics,
+               study.table(params, tau, empty_set, finals_only, ds), comparisons, replicates)
     attach(x.table, sources_of(x.metrics) + sources_of(x.table))
     return x
 
@@ -466,6 +471,57 @@ def verdict_counts(table: pd.DataFrame) -> dict[str, str]:
     for s, g in table.groupby("setting", sort=False):
         out[s] = NOT_RUN if (g["verdict"] == NOT_RUN).all() else \
             f"{(g['verdict'] == 'yes').sum()} of {len(g)}"
+    return out
+
+
+KNOWLEDGE_CLAIMS = tuple(c for c in CLAIMS if c.knowledge is not None)
+# the paper's line for each knowledge claim (low, high), drawn on the specification curve
+PAPER_LINES = {"share_discarded": (0.5, 0.5), "share_new": (0.5, 0.5),
+               "learnable": LEARNABLE_RANGE, "discard_order": (0.0, 0.0)}
+
+
+def specification_table(params: dict) -> pd.DataFrame:
+    """Every knowledge claim under every specification the study computes: the preset's own
+    (``spec = "preset"``) and each point of its sensitivity grid that differs from it
+    (``study.sensitivity_grid``: tau, n, baseline, optimiser, empty_set, or_merge, players,
+    samples, the rule that picks the optimum, AND-only), each judged against its null as on
+    the findings page. One row per (spec, claim): ``judge_inputs``' columns plus ``spec``,
+    ``parameter`` and ``value``. Reads only: ``whypretrain study`` computes every point."""
+    ds = data.load_datasets(params)
+    metrics = study.training_table(params, ds)
+    frames, sources, seen = [], [], set()
+    for key, value, setting, finals_only in study.sensitivity_settings(params):
+        own = value == params[key]
+        spec = "preset" if own else f"{key}={value}"
+        if spec in seen:
+            continue
+        seen.add(spec)
+        try:
+            x = inputs(setting, ds, finals_only, metrics)
+        except MissingResults as err:
+            raise MissingResults(f"the specification {spec} ({err.what})",
+                                 command("study", params)) from None
+        t = judge_inputs(x, spec, KNOWLEDGE_CLAIMS).rename(columns={"setting": "spec"})
+        t.insert(1, "parameter", "preset" if own else key)
+        t.insert(2, "value", "" if own else str(value))
+        t["paper_low"] = t["claim"].map(lambda k: PAPER_LINES[k][0])
+        t["paper_high"] = t["claim"].map(lambda k: PAPER_LINES[k][1])
+        frames.append(t)
+        sources.append(sources_of(x.table))
+    return attach(pd.concat(frames, ignore_index=True),
+                  combine(sources).rebuilt_by(command("study", params)))
+
+
+def agreement(spec: pd.DataFrame) -> pd.DataFrame:
+    """Per claim: how many specifications there are, and the share whose verdict agrees with
+    the paper ("yes") or cannot tell the claim from its null."""
+    g = spec.groupby("claim", sort=False)
+    out = pd.DataFrame({"specifications": g.size(),
+                        "agree": g["verdict"].apply(lambda v: (v == "yes").mean()),
+                        "cannot_tell": g["verdict"].apply(lambda v: (v == INDISTINCT).mean())})
+    out["text"] = [f"{r.agree:.0%} of {r.specifications} agree with the paper, "
+                   f"{r.cannot_tell:.0%} cannot be told from their null"
+                   for r in out.itertuples()]
     return out
 
 

@@ -123,12 +123,13 @@ def table(params: dict, tau: float | None = None, empty_set: str | None = None,
 
 
 def null_tables(params: dict, tau: float | None = None, empty_set: str | None = None,
-                datasets: data.Datasets | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                datasets: data.Datasets | None = None, finals_only: bool = False
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The cross-seed comparisons (``nulls.comparison_table``) and the final models'
     similarity across seeds (``nulls.replicate_table``) of every ordered pair of seeds, at the
     preset's ``tau`` and ``empty_set`` unless given. Reads only; both are empty with one
     seed."""
-    loaded = load(params, datasets=datasets)
+    loaded = load(params, finals_only, datasets)
     tau = params["tau"] if tau is None else tau
     empty_set = empty_set or params["empty_set"]
     sources = combine(r.sources() for r in loaded)
@@ -253,6 +254,12 @@ def sensitivity_grid(params: dict) -> dict[str, list]:
         # players drawn with the study's player seed and with another one
         "player_seed": sorted({params["player_seed"], params["player_seed"] + 1}),
         "samples_per_class": sorted({max(1, per_class // 2), per_class, per_class * 2}),
+        # the point of the exact optimum's face (book/method.md, section 2), and the AND-only
+        # (Harsanyi) interactions, the one reference with no choice of optimum; joint
+        # extraction is left out (30-50 s per sample at n = 10): `--set extraction=joint`
+        "rule": list(presets.PARAMS["rule"].choices) if params["optimizer"] == "exact"
+        else [params["rule"]],
+        "mode": list(presets.PARAMS["mode"].choices),
     }
 
 
