@@ -84,7 +84,7 @@ def and_or(values: Tensor, p: Tensor, q: Tensor, and_m: Tensor, or_m: Tensor
 def sparsify(values: Tensor, and_m: Tensor, or_m: Tensor, iterations: int = 10000,
              lr: float = 1e-5, q_bound: float = 0.04, momentum: float = 0.9) -> dict:
     """The reference sparsification on ``values [B, 2**n]``; returns I_and, I_or, p, q and the
-    per-game objective ``loss`` (before moving low-order OR terms, as ``interactions.sparsify``)."""
+    per-game objective ``loss`` (before moving low-order OR terms, as ``sparsify.sparsify``)."""
     v = values.detach().to(and_m.dtype)
     bound = q_bound * (v[:, -1:] - v[:, :1]).abs()
     p = torch.zeros_like(v, requires_grad=True)

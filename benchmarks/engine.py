@@ -33,10 +33,11 @@ sys.path.insert(0, str(HERE))
 import dense_reference as dense  # noqa: E402
 
 from whypretrain import interactions as I  # noqa: E402
+from whypretrain.sparsify import sparsify  # noqa: E402
 
 OUT = HERE / "out"
 FULL_STEPS = 10000
-Q_BOUND = 0.04  # interactions.sparsify's default q bound, in units of |v(N) - v(empty)|
+Q_BOUND = 0.04  # sparsify.sparsify's default q bound, in units of |v(N) - v(empty)|
 # (n, games): (dense-reference steps, our steps); None: not run (matrices of 32 GiB at n = 16).
 # Ours runs the full 10,000 except at n = 14 with 64 games (1,000 steps, extrapolated).
 CASES = {(10, 1): (2000, 10000), (10, 64): (500, 10000), (12, 1): (500, 10000),
@@ -138,13 +139,13 @@ def child_memory(side: str, n: int, games: int) -> None:
         return 0
     v = torch.randn(games, 1 << n, dtype=torch.float64)
     if side == "ours":  # warm up imports and lazy initialisation outside the measured window
-        I.sparsify(v[:1, :4], optimizer="sgd", iterations=2)
+        sparsify(v[:1, :4], optimizer="sgd", iterations=2)
     else:
         dense.sparsify(v[:1, :4], dense.and_matrix(2), dense.or_matrix(2), iterations=2)
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
     before = status("VmRSS")
     if side == "ours":
-        I.sparsify(v, optimizer="sgd", iterations=5)
+        sparsify(v, optimizer="sgd", iterations=5)
     else:
         a = dense.and_matrix(n)
         dense.sparsify(v, a, dense.or_matrix(n, and_m=a), iterations=5)
@@ -164,7 +165,7 @@ def case(n, games, v, ref_steps, full_steps, threads, memory, cached):
     # ours, full run (reused across cases with the same games)
     key = (n, games, full_steps)
     if key not in cached:
-        t, res = clock(lambda: I.sparsify(v, optimizer="sgd", iterations=full_steps), 1)
+        t, res = clock(lambda: sparsify(v, optimizer="sgd", iterations=full_steps), 1)
         cached[key] = (t, res)
     t, res = cached[key]
     row.update(ours_steps=full_steps, ours_ms_per_step=t / full_steps * 1e3,
@@ -182,7 +183,7 @@ def case(n, games, v, ref_steps, full_steps, threads, memory, cached):
         del a, o
         row.update(dense_steps=ref_steps, dense_ms_per_step=t / ref_steps * 1e3,
                    dense_10k_s=t / ref_steps * FULL_STEPS)
-        ours_same = res if ref_steps == full_steps else I.sparsify(v, optimizer="sgd",
+        ours_same = res if ref_steps == full_steps else sparsify(v, optimizer="sgd",
                                                                    iterations=ref_steps)
         rel = ((ours_same.loss - ref["loss"]).abs() / ref["loss"]).max()
         row.update(objective_rel_diff_max=float(rel),
@@ -200,7 +201,7 @@ def case(n, games, v, ref_steps, full_steps, threads, memory, cached):
 def adam_vs_sgd(v, sgd, sgd_steps, steps_list, lr=3e-2):
     out = []
     for steps in steps_list:
-        t, adam = clock(lambda: I.sparsify(v, iterations=steps, lr=lr, optimizer="adam"), 1)
+        t, adam = clock(lambda: sparsify(v, iterations=steps, lr=lr, optimizer="adam"), 1)
         ratio = adam.loss / sgd[1].loss
         out.append(dict(games=v.shape[0], n=v.shape[-1].bit_length() - 1, adam_lr=lr,
                         adam_steps=steps, adam_s=t, sgd_steps=sgd_steps, sgd_s=sgd[0],
@@ -224,10 +225,10 @@ EXACT_QUICK = {(10, 64): (2000, 50), (12, 16): (1000, 5)}
 def exact_case(n, v, sgd_steps, dense_steps):
     count = v.shape[0]
     row = dict(n=n, games=count, load_start=load())
-    t, ex = clock(lambda: I.sparsify(v, tol=1e-4), 1)
+    t, ex = clock(lambda: sparsify(v, tol=1e-4), 1)
     row.update(exact_s=t, exact_objective=float(ex.loss.mean()), gap_max=float(ex.gap.max()),
                rounds_max=ex.params["iterations_used"], columns_mean=ex.params["columns_mean"])
-    t, sgd = clock(lambda: I.sparsify(v, optimizer="sgd", iterations=sgd_steps, lr=STUDY_LR), 1)
+    t, sgd = clock(lambda: sparsify(v, optimizer="sgd", iterations=sgd_steps, lr=STUDY_LR), 1)
     ratio = sgd.loss / ex.loss
     row.update(sgd_steps=sgd_steps, sgd_10k_s=t / sgd_steps * FULL_STEPS,
                sgd_objective=float(sgd.loss.mean()), sgd_over_exact_median=float(ratio.median()),
@@ -259,7 +260,7 @@ def study_games(path: Path) -> None:
 
 
 def q_bounds(v: torch.Tensor) -> torch.Tensor:
-    """Each game's q bound ``b``, as ``interactions.sparsify`` gives it to ``exact.solve``."""
+    """Each game's q bound ``b``, as ``sparsify.sparsify`` gives it to ``exact.solve``."""
     return Q_BOUND * (v[..., -1] - v[..., 0]).abs()
 
 
@@ -414,7 +415,7 @@ def face_spread(v, draws=5, seed=0):
     cost = np.concatenate([np.zeros(2 * size), np.ones(4 * size)])
     bounds = [(None, None)] * (2 * size) + [(0, None)] * (4 * size)
     rng = np.random.default_rng(seed)
-    ours = _salient_sets(I.sparsify(v))
+    ours = _salient_sets(sparsify(v))
     rows = []
     for g in range(v.shape[0]):
         values = v[g].numpy()

@@ -24,6 +24,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lib"))
 from whypretrain import interactions as I  # noqa: E402
+from whypretrain.sparsify import sparsify  # noqa: E402
 
 STUDY_LR = 1e-7
 CASES = {10: 64, 12: 64, 14: 16, 16: 8}  # games saved per n
@@ -86,15 +87,15 @@ def main() -> None:
         cpu, gpu = fn(v, p, q), fn(vc, p.to(cuda), q.to(cuda)).cpu()
         err = float((cpu - gpu).abs().max())
         report["checks"].append(dict(check=name, n=12, max_abs_diff=err, ok=err <= 1e-9))
-    sgd_cpu = I.sparsify(v, optimizer="sgd", iterations=200, lr=STUDY_LR)
-    sgd_gpu = I.sparsify(vc, optimizer="sgd", iterations=200, lr=STUDY_LR)
+    sgd_cpu = sparsify(v, optimizer="sgd", iterations=200, lr=STUDY_LR)
+    sgd_gpu = sparsify(vc, optimizer="sgd", iterations=200, lr=STUDY_LR)
     err = float((sgd_cpu.I_and - sgd_gpu.I_and.cpu()).abs().max())
     report["checks"].append(dict(check="sgd 200 steps I_and", n=12, max_abs_diff=err,
                                  ok=err <= 1e-9))
     for n in (8, 10):
         v = games[n][:16]
-        ex_cpu = I.sparsify(v)
-        ex_gpu = I.sparsify(v.to(cuda))
+        ex_cpu = sparsify(v)
+        ex_gpu = sparsify(v.to(cuda))
         d = rel(ex_gpu.loss.cpu(), ex_cpu.loss)
         same = float((ex_cpu.I_and == ex_gpu.I_and.cpu()).all(-1).double().mean())
         report["checks"].append(dict(
@@ -108,11 +109,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for n, count, workers, steps in TIMED:
         v = games[n][:count].to(cuda)
-        t_ex, ex = timed(lambda: I.sparsify(v, workers=workers))
+        t_ex, ex = timed(lambda: sparsify(v, workers=workers))
         row = dict(n=n, games=count, workers=workers, exact_s=t_ex, gap_max=float(ex.gap.max()),
                    rounds_max=ex.params["iterations_used"])
         if steps:
-            t_sgd, sgd = timed(lambda: I.sparsify(v, optimizer="sgd", iterations=steps,
+            t_sgd, sgd = timed(lambda: sparsify(v, optimizer="sgd", iterations=steps,
                                                   lr=STUDY_LR))
             row.update(sgd_steps=steps, sgd_10k_s=t_sgd / steps * 10000,
                        sgd_over_exact_median=float((sgd.loss / ex.loss).median()),

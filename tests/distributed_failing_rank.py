@@ -4,12 +4,12 @@ marked complete. Arguments: those of ``whypretrain``."""
 import os
 import sys
 
-from whypretrain import cli, interactions
+from whypretrain import cli, sparsify
 
 if os.environ.get("RANK") == "1":
     def broken(*args, **kwargs):
         raise RuntimeError("the engine failed on rank 1 (on purpose)")
 
-    interactions.sparsify = broken
+    sparsify.sparsify = broken
 
 sys.exit(cli.main(sys.argv[1:]))

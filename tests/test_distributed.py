@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from whypretrain import distributed, interactions, results
+from whypretrain import distributed, interactions, results, sparsify
 
 REPO = Path(__file__).resolve().parents[1]
 # ci, with 10 explained samples at 2 per forward pass: a model's batches then fall on both
@@ -53,8 +53,8 @@ def test_game_units_are_the_forward_batches_of_one_process(n, mask_batch):
 def test_concatenated_blocks_equal_the_games_solved_together():
     torch.manual_seed(0)
     v = torch.randn(7, 32, dtype=torch.float64).cumsum(-1)
-    whole = interactions.sparsify(v)
-    parts = [interactions.sparsify(v[:3]), interactions.sparsify(v[3:])]
+    whole = sparsify.sparsify(v)
+    parts = [sparsify.sparsify(v[:3]), sparsify.sparsify(v[3:])]
     joined = interactions.concatenate(parts)
     for key in ("I_and", "I_or", "values", "p", "q", "loss", "loss_start", "loss_bound"):
         assert torch.equal(getattr(joined, key), getattr(whole, key)), key

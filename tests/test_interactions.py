@@ -4,7 +4,8 @@ import weakref
 import pytest
 import torch
 
-from whypretrain import interactions as I, masking
+from whypretrain import interactions as I, knowledge, masking
+from whypretrain.sparsify import sparsify
 
 import oracle
 
@@ -56,7 +57,7 @@ def test_universal_matching_with_q_is_off_by_q_only():
     q = random_games(7, batch=3, seed=4) * 0.05
     i_and, i_or = I.and_or(v, p, q)
     torch.testing.assert_close(I.reconstruct(i_and, i_or), v + q, rtol=0, atol=1e-9)
-    result = I.sparsify(v, optimizer="sgd", iterations=300, lr=1e-3)
+    result = sparsify(v, optimizer="sgd", iterations=300, lr=1e-3)
     bound = 0.04 * (v[..., -1] - v[..., 0]).abs()
     err = (result.reconstruct() - v).abs().amax(-1)
     assert (err <= bound + 1e-9).all()
@@ -86,8 +87,9 @@ def test_sparsify_respects_q_bound_at_every_step(monkeypatch):
         seen.append(bool(((q.abs() - bound) <= 1e-12).all()))
         return original(values, p, q, n)
 
-    monkeypatch.setattr(I, "l1_gradient", spy)
-    result = I.sparsify(v, optimizer="sgd", iterations=200, lr=1e-3)
+    import whypretrain.sparsify as extraction
+    monkeypatch.setattr(extraction, "l1_gradient", spy)   # the name the descent loop calls
+    result = sparsify(v, optimizer="sgd", iterations=200, lr=1e-3)
     assert len(seen) >= 200 and all(seen)
     assert ((result.q.abs() - bound) <= 1e-12).all()
 
@@ -105,8 +107,8 @@ def test_hand_written_gradient_equals_autograd():
 
 def test_sgd_is_deterministic_and_lowers_the_objective():
     v = random_games(8, batch=3, seed=21)
-    first = I.sparsify(v, optimizer="sgd", iterations=300)
-    second = I.sparsify(v, optimizer="sgd", iterations=300)
+    first = sparsify(v, optimizer="sgd", iterations=300)
+    second = sparsify(v, optimizer="sgd", iterations=300)
     assert torch.equal(first.I_and, second.I_and) and torch.equal(first.p, second.p)
     assert (first.loss < first.loss_start).all()
 
@@ -114,7 +116,7 @@ def test_sgd_is_deterministic_and_lowers_the_objective():
 def test_a_diverging_game_keeps_the_plain_split():
     """A step size far too large makes SGD climb; such games fall back to p = q = 0."""
     v = random_games(8, batch=3, seed=5)
-    result = I.sparsify(v, optimizer="sgd", iterations=200, lr=1.0)
+    result = sparsify(v, optimizer="sgd", iterations=200, lr=1.0)
     assert result.params["games_kept_at_start"] == 3
     assert torch.equal(result.loss, result.loss_start)
     assert (result.p == 0).all() and (result.q == 0).all()
@@ -125,15 +127,15 @@ def test_a_diverging_game_keeps_the_plain_split():
 def test_sgd_games_are_independent():
     """Batched SGD follows each game's own trajectory."""
     v = random_games(6, batch=4)
-    together = I.sparsify(v, optimizer="sgd", iterations=100, lr=1e-4)
-    alone = I.sparsify(v[2:3], optimizer="sgd", iterations=100, lr=1e-4)
+    together = sparsify(v, optimizer="sgd", iterations=100, lr=1e-4)
+    alone = sparsify(v[2:3], optimizer="sgd", iterations=100, lr=1e-4)
     torch.testing.assert_close(together.I_and[2:3], alone.I_and, rtol=0, atol=1e-10)
     torch.testing.assert_close(together.loss[2:3], alone.loss, rtol=0, atol=1e-10)
 
 
 def test_sparsify_moves_low_order_or_terms_into_and():
     v = random_games(5, batch=2)
-    result = I.sparsify(v, optimizer="sgd", iterations=50, lr=1e-3)
+    result = sparsify(v, optimizer="sgd", iterations=50, lr=1e-3)
     orders = I.popcount(5)
     assert (result.I_or[..., orders <= 1] == 0).all()
     # moving them keeps the explanation intact
@@ -143,8 +145,8 @@ def test_sparsify_moves_low_order_or_terms_into_and():
 
 def test_adam_in_fewer_steps_reaches_a_lower_objective_than_the_reference():
     v = random_games(8, batch=4, seed=11)
-    sgd = I.sparsify(v, optimizer="sgd", iterations=2000, lr=1e-5)
-    adam = I.sparsify(v, iterations=1000, lr=3e-2, optimizer="adam")
+    sgd = sparsify(v, optimizer="sgd", iterations=2000, lr=1e-5)
+    adam = sparsify(v, iterations=1000, lr=3e-2, optimizer="adam")
     assert (sgd.loss < sgd.loss_start).all()
     assert (adam.loss <= sgd.loss * (1 + 1e-9)).all()
 
@@ -159,13 +161,13 @@ def test_and_only_mode_is_plain_harsanyi():
 def test_salient_items_threshold_ties_and_signs():
     i_and = torch.tensor([[0.0, 1.0, -0.5, 0.049]])
     i_or = torch.tensor([[0.0, 0.0, 0.05, -0.2]])
-    items = I.salient(i_and, i_or, tau=0.05)
+    items = knowledge.salient_items(torch.stack([i_and, i_or], -2), 0.05, "include")
     assert items.dtype == torch.int8 and items.shape == (1, 2, 4)
     # max |I| = 1 -> threshold 0.05: 0.05 ties (salient), 0.049 is not
     assert items[0].tolist() == [[0, 1, -1, 0], [0, 0, 1, -1]]
     assert I.item_list(items[0]) == [("AND", (0,), 1), ("AND", (1,), -1), ("OR", (1,), 1),
                                      ("OR", (0, 1), -1)]
-    assert (I.salient(torch.zeros(3, 8), torch.zeros(3, 8), 0.1) == 0).all()
+    assert (knowledge.salient_items(torch.zeros(3, 2, 8), 0.1) == 0).all()
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,7 +187,7 @@ def real_games(cnn_and_samples):
 @pytest.mark.parametrize("n", range(2, 9))
 def test_exact_reaches_the_lp_optimum_with_a_valid_certificate(real_games, n):
     v = real_games[n].double()
-    result = I.sparsify(v, tol=1e-4)
+    result = sparsify(v, tol=1e-4)
     bound = 0.04 * (v[..., -1] - v[..., 0]).abs()
     for g in range(v.shape[0]):
         optimum = oracle.sparsification_lp(v[g])
@@ -215,14 +217,14 @@ def test_any_dual_point_gives_a_lower_bound(real_games):
         assert (exact.lower_bound(y, v, b, 6) <= optimum * (1 + 1e-12)).all()
     aligned = exact.lower_bound(v, v, b, 6)  # y = v: a positive dual objective, scaled down
     assert (aligned > 0).all() and (aligned <= optimum * (1 + 1e-12)).all()
-    result = I.sparsify(v)
+    result = sparsify(v)
     assert ((optimum - result.loss_bound) <= 1e-4 * optimum).all()
 
 
 def test_exact_is_never_above_sgd(real_games):
     v = torch.cat([real_games[6], real_games[8][:, ::4]])  # 8 games of n = 6
-    exact = I.sparsify(v)
-    sgd = I.sparsify(v, optimizer="sgd", iterations=2000, lr=1e-7)
+    exact = sparsify(v)
+    sgd = sparsify(v, optimizer="sgd", iterations=2000, lr=1e-7)
     assert (exact.loss <= sgd.loss * (1 + 1e-12)).all()
     assert (exact.loss <= exact.loss_start * (1 + 1e-12)).all()
     assert (sgd.loss_bound == 0).all() and (exact.loss_bound > 0).all()
@@ -230,12 +232,12 @@ def test_exact_is_never_above_sgd(real_games):
 
 def test_exact_is_deterministic_and_keeps_leading_dimensions(real_games):
     v = real_games[7].double()
-    first, second = I.sparsify(v), I.sparsify(v.view(2, 2, -1))
-    again = I.sparsify(v)
+    first, second = sparsify(v), sparsify(v.view(2, 2, -1))
+    again = sparsify(v)
     assert torch.equal(first.I_and, again.I_and) and torch.equal(first.I_or, again.I_or)
     assert second.I_and.shape == (2, 2, 128) and second.loss.shape == (2, 2)
     torch.testing.assert_close(second.loss.reshape(-1), first.loss, rtol=1e-9, atol=1e-12)
-    threaded = I.sparsify(v, workers=3)  # the LPs in threads: the same numbers
+    threaded = sparsify(v, workers=3)  # the LPs in threads: the same numbers
     assert torch.equal(first.I_and, threaded.I_and) and torch.equal(first.loss, threaded.loss)
 
 
@@ -281,7 +283,7 @@ def test_every_rule_returns_its_own_optimum_of_the_same_face(real_games, rule):
     tol = 1e-4
     cost = 1 + tol / 4 * exact.tie_break(n, rule)
     cost[1, 0] = cost[0, 0] + 1  # the engine holds the constant as AND(empty)
-    canonical = I.sparsify(v, tol=tol, merge_low_or=False)
+    canonical = sparsify(v, tol=tol, merge_low_or=False)
     ours = exact.solve(v, b, tol=tol, rule=rule)
     warm = exact.solve(v, b, tol=tol, rule=rule, support=face.support_of(canonical))
     i_and, i_or = I.and_or(v, ours.p, ours.q)
@@ -382,7 +384,7 @@ def test_exact_holds_a_bounded_number_of_lps(real_games, monkeypatch):
 def test_exact_on_games_without_interactions():
     v = torch.zeros(2, 16, dtype=torch.float64)
     v[1] = 3.0  # a constant game: only the order-0 term
-    result = I.sparsify(v)
+    result = sparsify(v)
     # the zero game is solved exactly; the constant one within the tie-break's share of tol
     assert float(result.loss[0]) == 0 and float(result.gap[0]) == 0
     assert float(result.gap[1]) <= 1e-4 / 4
@@ -391,7 +393,7 @@ def test_exact_on_games_without_interactions():
 
 def test_or_merge_can_be_switched_off(real_games):
     v = real_games[5].double()
-    merged, kept = I.sparsify(v), I.sparsify(v, merge_low_or=False)
+    merged, kept = sparsify(v), sparsify(v, merge_low_or=False)
     orders = I.popcount(5)
     assert (merged.I_or[..., orders <= 1] == 0).all()
     assert (kept.I_or[..., orders <= 1] != 0).any()
@@ -404,7 +406,7 @@ def test_or_merge_can_be_switched_off(real_games):
 ])
 def test_bad_exact_parameters_are_clear_value_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        I.sparsify(random_games(3), **kwargs)
+        sparsify(random_games(3), **kwargs)
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -413,7 +415,7 @@ def test_bad_exact_parameters_are_clear_value_errors(kwargs, message):
 ])
 def test_bad_games_for_the_exact_optimiser_are_clear_value_errors(bad, message):
     with pytest.raises(ValueError, match=message):
-        I.sparsify(bad)
+        sparsify(bad)
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -431,8 +433,8 @@ def test_bad_games_are_clear_value_errors(bad, message):
 def test_bad_parameters_are_clear_value_errors():
     v = random_games(3)
     with pytest.raises(ValueError, match="optimizer"):
-        I.sparsify(v, optimizer="lbfgs")
+        sparsify(v, optimizer="lbfgs")
     with pytest.raises(ValueError, match="tau"):
-        I.salient(v, v, tau=1.5)
+        knowledge.salient_items(torch.stack([v, v], -2), tau=1.5)
     with pytest.raises(ValueError, match="shape"):
         I.and_or(v, v[:1], v)

@@ -5,6 +5,7 @@ import torch
 
 from whypretrain import exact, face, joint, masking, presets, results
 from whypretrain import interactions as I
+from whypretrain.sparsify import sparsify
 
 import oracle
 
@@ -97,7 +98,7 @@ def test_sparsify_joint_and_the_engine_route(joint_games):
     engine decomposes the three final rows together and every checkpoint alone; AND-only mode
     ignores the rule and the extraction."""
     v = joint_games[4]
-    result = I.sparsify(v, extraction="joint", merge_low_or=False)
+    result = sparsify(v, extraction="joint", merge_low_or=False)
     sol = joint.solve(v, 0.04 * (v[..., -1] - v[..., 0]).abs())
     torch.testing.assert_close(result.p, sol.p, rtol=0, atol=0)
     torch.testing.assert_close(result.loss, sol.loss.expand(3, -1), rtol=0, atol=0)
@@ -107,16 +108,16 @@ def test_sparsify_joint_and_the_engine_route(joint_games):
     params = presets.resolve("ci", {"extraction": "joint"})
     engine = results.run_engine(rows, params)
     assert results.final_rows(5) == [0, 2, 4]
-    together = I.sparsify(v, extraction="joint")
-    alone = I.sparsify(rows[[1, 3]])
+    together = sparsify(v, extraction="joint")
+    alone = sparsify(rows[[1, 3]])
     torch.testing.assert_close(engine.I_and[[0, 2, 4]], together.I_and, rtol=0, atol=0)
     torch.testing.assert_close(engine.I_or[[1, 3]], alone.I_or, rtol=0, atol=0)
     and_only = results.run_engine(rows, {**params, "mode": "and", "rule": "reverse"})
     torch.testing.assert_close(and_only.I_and, I.harsanyi(rows), rtol=0, atol=0)
     with pytest.raises(ValueError, match="joint"):
-        I.sparsify(v, optimizer="sgd", extraction="joint")
+        sparsify(v, optimizer="sgd", extraction="joint")
     with pytest.raises(ValueError, match="extraction"):
-        I.sparsify(v, extraction="both")
+        sparsify(v, extraction="both")
     with pytest.raises(ValueError, match="model rows"):
         results.final_rows(4)
     with pytest.raises(ValueError, match="exact"):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from whypretrain import interactions, masking
+from whypretrain import interactions, masking, sparsify
 
 
 def test_log_odds_is_stable_and_matches_probabilities():
@@ -85,7 +85,7 @@ def test_sixteen_players_run_without_any_dense_matrix(cnn_and_samples, monkeypat
     game = masking.evaluate(model, xs[0], ys[0], players, "zero", batch_size=4096, patch=4)
     assert game.shape == (1 << 16,)
     # the SGD path: 5 steps (the exact optimiser takes minutes at n = 16: benchmarks/README.md)
-    result = interactions.sparsify(game[None], optimizer="sgd", iterations=5, lr=1e-5)
+    result = sparsify.sparsify(game[None], optimizer="sgd", iterations=5, lr=1e-5)
     torch.testing.assert_close(result.reconstruct()[0], game, rtol=0,
                                atol=0.04 * float((game[-1] - game[0]).abs()) + 1e-9)
 

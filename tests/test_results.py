@@ -133,7 +133,7 @@ def test_rule_and_joint_extraction_reuse_the_games(ci):
     assert joint.path == a.path and joint.engine_tag not in (a.engine_tag, reverse.engine_tag)
     finals = [joint.row_of(m) for m in results.MODELS]
     assert finals == results.final_rows(len(joint.labels))
-    together = interactions.sparsify(a.result.values[finals], extraction="joint")
+    together = sparsify.sparsify(a.result.values[finals], extraction="joint")
     assert torch.equal(joint.result.I_and[finals], together.I_and)
     others = [r for r in range(len(joint.labels)) if r not in finals]
     scale = float(a.result.values.abs().max())
@@ -163,16 +163,16 @@ def test_summary_over_seeds_has_spread_columns(ci):
     assert row["mean"].item() == pytest.approx(expected.mean())
 
 
-def test_salient_items_of_the_engine_and_of_knowledge_agree(ci):
+def test_excluding_the_empty_set_is_salience_on_the_other_terms(ci):
+    """exclude: the same items as include once the order-0 terms are 0, at a threshold set by
+    the other terms only."""
     params, a = ci
     I = a.interactions_of("finetune")
-    assert torch.equal(interactions.salient(I[:, 0], I[:, 1], params["tau"]),
-                       knowledge.salient_items(I, params["tau"], "include"))
-    # exclude: the same items but the empty set's, at a threshold from the rest
     rest = I.clone()
     rest[..., 0] = 0
-    assert torch.equal(interactions.salient(rest[:, 0], rest[:, 1], params["tau"]),
+    assert torch.equal(knowledge.salient_items(rest, params["tau"], "include"),
                        knowledge.salient_items(I, params["tau"]))
+    assert (knowledge.salient_items(I, params["tau"])[..., 0] == 0).all()
 
 
 def test_analysed_checkpoints_are_geometric_with_the_first_and_last_epochs():

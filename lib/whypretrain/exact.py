@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .interactions import _butterfly, and_or, reconstruct, relative_gap
+from .interactions import butterfly, and_or, reconstruct, relative_gap
 
 AND_COL, OR_COL = 0, 1
 SIMPLEX = {"primal": 4, "dual": 1}  # HiGHS's simplex_strategy codes
@@ -297,7 +297,7 @@ class _GameLP:
 
 
 def _transform(x: Tensor, n: int, op: str) -> Tensor:
-    return _butterfly(x.contiguous(), n, op)
+    return butterfly(x.contiguous(), n, op)
 
 
 def dual_prices(y: Tensor, n: int) -> tuple[Tensor, Tensor]:

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from . import interactions, knowledge
+from . import interactions, knowledge, sparsify
 from .exact import RULES
 
 
@@ -64,7 +64,7 @@ def sample(values: Tensor, tau: float = 0.05, empty_set: str = "exclude",
     """Extract the games ``values`` ``[M, ..., 2**n]`` (models first) under every rule of
     ``rules`` (the canonical one first, always in) and classify their salient items (tau,
     empty_set: ``knowledge.salient_items``). ``engine``: further arguments of
-    ``interactions.sparsify`` (``q_bound``, ``tol``, ``merge_low_or``, ``workers``, ...; the
+    ``sparsify.sparsify`` (``q_bound``, ``tol``, ``merge_low_or``, ``workers``, ...; the
     optimiser is the exact one). ``warm``: the other rules start from the canonical support."""
     import time
 
@@ -73,7 +73,7 @@ def sample(values: Tensor, tau: float = 0.05, empty_set: str = "exclude",
     support = None
     for rule in rules:
         start = time.process_time()
-        results[rule] = interactions.sparsify(values, optimizer="exact", rule=rule,
+        results[rule] = sparsify.sparsify(values, optimizer="exact", rule=rule,
                                               support=support, **engine)
         seconds[rule] = time.process_time() - start
         if warm and rule == "canonical":

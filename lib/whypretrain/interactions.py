@@ -7,8 +7,10 @@ over the last dimension, ``O(n 2**n)`` time and no ``2**n x 2**n`` matrix anywhe
 included (the transpose of a butterfly is a butterfly). Definitions: book/method.md,
 section 2.
 
-Public API: ``harsanyi``, ``and_or``, ``reconstruct``, ``sparsify``, ``and_only``, ``salient``,
-``Interactions`` (the one result type every later step consumes).
+Public API: ``harsanyi``, ``and_or``, ``reconstruct``, ``and_only``, ``l1_gradient``,
+``Interactions`` (the one result type every later step consumes). The extraction of sparse
+AND-OR interactions (``sparsify``) sits above this module and ``exact``; salience (which
+interactions are knowledge) is ``knowledge``'s.
 """
 from __future__ import annotations
 
@@ -88,7 +90,7 @@ def _passes(x: Tensor, n: int, op: str, bits: range, inner: int = 1) -> Tensor:
     return x
 
 
-def _butterfly(x: Tensor, n: int, op: str, out: Tensor | None = None) -> Tensor:
+def butterfly(x: Tensor, n: int, op: str, out: Tensor | None = None) -> Tensor:
     """Apply one of the four subset transforms to ``x`` (left unchanged); return the result,
     written into ``out`` (contiguous, ``x``'s shape) when given.
 
@@ -111,11 +113,11 @@ class _SubsetTransform(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, n: int, op: str) -> Tensor:  # type: ignore[override]
         ctx.n, ctx.op = n, op
-        return _butterfly(x.contiguous(), n, op)
+        return butterfly(x.contiguous(), n, op)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        return _butterfly(grad.contiguous(), ctx.n, _TRANSPOSE[ctx.op]), None, None
+        return butterfly(grad.contiguous(), ctx.n, _TRANSPOSE[ctx.op]), None, None
 
 
 # Sparsification calls l1_gradient thousands of times on tensors of one shape. Fresh multi-MB
@@ -140,7 +142,7 @@ def _buffer(name: str, shape: tuple, dtype: torch.dtype, device: torch.device) -
 
 
 @contextlib.contextmanager
-def _reused_buffers():
+def reused_buffers():
     """Within: l1_gradient's temporaries and results live in buffers reused call after call
     (a result is overwritten by the next call). Freed on exit."""
     outer = _WORK.active
@@ -300,7 +302,7 @@ def relative_gap(loss: Tensor, bound: Tensor) -> Tensor:
     return torch.where(loss > 0, (loss - bound) / loss.clamp_min(1e-300), torch.zeros_like(loss))
 
 
-def _move_low_orders(i_and: Tensor, i_or: Tensor) -> tuple[Tensor, Tensor]:
+def move_low_orders(i_and: Tensor, i_or: Tensor) -> tuple[Tensor, Tensor]:
     """OR terms of the empty set and singletons are AND terms in disguise: move them over."""
     n = players_of(i_and)
     low = torch.zeros(1 << n, dtype=torch.bool, device=i_and.device)
@@ -317,13 +319,6 @@ def and_only(values: Tensor, params: dict[str, Any] | None = None) -> Interactio
     l1 = i_and.abs().sum(-1)
     return Interactions(i_and, zero.clone(), values, zero.clone(), zero.clone(), l1, l1.clone(),
                         "and", dict(params or {}), loss_bound=l1.clone())
-
-
-def _lr_schedule(lr: float, iterations: int) -> list[float]:
-    """Log-linear decay from ``lr`` to ``lr / 10`` over ``iterations`` steps (the reference)."""
-    if iterations <= 1:
-        return [lr] * iterations
-    return [lr * 10 ** (-t / (iterations - 1)) for t in range(iterations)]
 
 
 def l1_gradient(values: Tensor, p: Tensor, q: Tensor, n: int) -> tuple[Tensor, Tensor]:
@@ -363,8 +358,8 @@ def l1_gradient(values: Tensor, p: Tensor, q: Tensor, n: int) -> tuple[Tensor, T
     s = _buffer("s", shape, signs, device)
     if cols == 1:  # low bits by a small GEMM into a second buffer, then passes in place
         y = _buffer("y", shape, dtype, device)
-        _butterfly(x[0], n, "moebius", out=y[0])         # I_and
-        _butterfly(x[1], n, "moebius_t", out=y[1])       # J
+        butterfly(x[0], n, "moebius", out=y[0])         # I_and
+        butterfly(x[1], n, "moebius_t", out=y[1])       # J
         s.copy_(y)
     else:          # passes in place over long contiguous runs
         _passes(x[0], n, "moebius", range(n), cols)
@@ -374,8 +369,8 @@ def l1_gradient(values: Tensor, p: Tensor, q: Tensor, n: int) -> tuple[Tensor, T
     s[1][:, -1] = 0                                      # J(N) is v_or(empty)'s, not an I_or
     if cols == 1:
         g = _buffer("g", shape, signs, device)
-        g_and = _butterfly(s[0], n, "moebius_t", out=g[0])
-        g_or = _butterfly(s[1], n, "moebius", out=g[1])
+        g_and = butterfly(s[0], n, "moebius_t", out=g[0])
+        g_or = butterfly(s[1], n, "moebius", out=g[1])
     else:
         g_and = _passes(s[0], n, "moebius_t", range(n), cols)
         g_or = _passes(s[1], n, "moebius", range(n), cols)
@@ -386,197 +381,6 @@ def l1_gradient(values: Tensor, p: Tensor, q: Tensor, n: int) -> tuple[Tensor, T
     if inner:
         return grad[0].view(size, cols).mT, grad[1].view(size, cols).mT
     return grad[0].view(values.shape), grad[1].view(values.shape)
-
-
-@contextlib.contextmanager
-def _one_cpu_thread(device: torch.device):
-    """Run the step loop on one CPU thread. Its operations are small and memory-bound; with
-    several OpenMP threads each one is a barrier, and on a shared CPU a barrier waits for a
-    descheduled thread: on a loaded 2-core machine 2 threads made a step 30-65x slower
-    (benchmarks/README.md). Restores the thread count on exit (it is process-wide meanwhile)."""
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-OPTIMIZERS = ("exact", "sgd", "adam")
-EXTRACTIONS = ("independent", "joint")
-
-
-def sparsify(values: Tensor, optimizer: str = "exact", tol: float = 1e-4, q_bound: float = 0.04,
-             iterations: int = 10000, lr: float = 1e-5, momentum: float = 0.9,
-             dtype: torch.dtype = torch.float64, merge_low_or: bool = True,
-             progress: bool = False, workers: int = 1, rule: str = "canonical",
-             support: Tensor | None = None, extraction: str = "independent") -> Interactions:
-    """Extract sparse AND-OR interactions: the split ``p, q`` of each game that minimises
-    ``sum_S |I_and(S)| + |I_or(S)|`` with ``|q| <= q_bound |v(N) - v(empty)|`` (book/method.md,
-    section 2). Games are solved together but independently.
-
-    ``optimizer="exact"`` (default): the certified optimum of this linear program (``exact.py``):
-    every game stops at a relative gap ``(loss - loss_bound) / loss <= tol``, ``loss_bound`` being a
-    lower bound of the optimum proved by a dual-feasible point. The solution is canonical: the one
-    optimum of the objective with a fixed tie-break that prefers lower orders (``exact.tie_break``),
-    whatever the solver's path. ``params`` records the largest gap reached and the LP rounds used.
-    ``rule`` picks that point of the optimal face (``exact.RULES``: ``canonical``, lower orders
-    first; ``reverse``, higher orders first; ``hash``, a fixed hash order only); ``support``
-    (``[..., 2, 2**n]`` booleans, e.g. another rule's non-zero interactions) starts each game's
-    column generation from those interactions; neither changes the optimal objective.
-    ``extraction="joint"`` (exact only): the games ``[M, ..., 2**n]`` of ``M`` models are
-    decomposed together along the first dimension, sample by sample, with a shared split and the
-    joint loss (``joint.py``); ``loss``, ``loss_start`` and ``loss_bound`` are then each sample's
-    joint loss (of the optimum, of the plain split, its certified bound), the same for its ``M``
-    models. ``independent`` (default): every game alone.
-    ``optimizer="sgd"``: the literature's reference (SGD, momentum 0.9, ``lr`` decayed
-    log-linearly to ``lr/10`` over ``iterations`` steps, ``q`` clamped before each step).
-    ``optimizer="adam"``: Adam on each game divided by its spread over masks, same schedule.
-    The descent optimisers certify nothing: ``loss_bound`` is 0 for them.
-
-    ``merge_low_or``: move the OR terms of the empty set and of singletons into AND after
-    extraction (they are AND terms in disguise; the default). ``loss`` and ``loss_start`` (the
-    plain split ``p = q = 0``) are measured before that move. Runs in ``dtype`` (float64) on the
-    games' device; deterministic on the CPU.
-    """
-    n = players_of(values)
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    if not q_bound >= 0:
-        raise ValueError(f"q_bound must be >= 0, got {q_bound}")
-    if optimizer == "exact" and not 0 < tol < 1:
-        raise ValueError(f"tol must lie in (0, 1), got {tol}: it is the relative duality gap "
-                         f"at which a game counts as solved")
-    if extraction not in EXTRACTIONS:
-        raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {extraction!r}")
-    if extraction == "joint" and (optimizer != "exact" or values.dim() < 2):
-        raise ValueError("extraction='joint' needs optimizer='exact' and games [models, ..., 2**n]")
-    v = values.detach().to(dtype)
-    span = (v[..., -1] - v[..., 0]).abs()
-    zero = torch.zeros_like(v)
-    i_and, i_or = and_or(v, zero, zero)
-    loss_start = i_and.abs().sum(-1) + i_or.abs().sum(-1)
-    if extraction == "joint":
-        from . import joint
-        models, size = v.shape[0], v.shape[-1]
-        flat = v.reshape(models, -1, size)
-        with _one_cpu_thread(v.device):
-            sol = joint.solve(flat, (q_bound * span).reshape(models, -1), tol=tol, rule=rule)
-        p, q = sol.p.reshape(v.shape), sol.q.reshape(v.shape)
-        loss = sol.loss.reshape(span.shape[1:]).expand(span.shape).clone()
-        loss_bound = sol.loss_bound.reshape(span.shape[1:]).expand(span.shape).clone()
-        loss_start = joint.joint_loss(i_and, i_or).expand(span.shape).clone()
-        params = dict(tol=tol, rule=rule, extraction="joint", alpha=joint.ALPHA,
-                      p_bound=joint.P_BOUND, **sol.summary())
-    elif optimizer == "exact":
-        from . import exact
-        flat = v.reshape(-1, v.shape[-1])
-        start = None if support is None else support.reshape(-1, 2, v.shape[-1])
-        with _one_cpu_thread(v.device):
-            sol = exact.solve(flat, (q_bound * span).reshape(-1), tol=tol, progress=progress,
-                              workers=workers, rule=rule, support=start)
-        p, q = sol.p.reshape(v.shape), sol.q.reshape(v.shape)
-        loss, loss_bound = sol.loss.reshape(span.shape), sol.loss_bound.reshape(span.shape)
-        params = dict(tol=tol, rule=rule, **sol.summary())
-    else:
-        p, q, loss, params = _sparsify_descent(v, iterations, lr, q_bound, optimizer, momentum,
-                                               dtype, progress)
-        loss_bound = torch.zeros_like(loss)
-    i_and, i_or = and_or(v, p, q)
-    if merge_low_or:
-        i_and, i_or = _move_low_orders(i_and, i_or)
-    params = dict(optimizer=optimizer, q_bound=q_bound, dtype=str(dtype),
-                  merge_low_or=merge_low_or, **params)
-    return Interactions(i_and, i_or, v, p, q, loss, loss_start, "and-or", params,
-                        loss_bound=loss_bound)
-
-
-def _sparsify_descent(values: Tensor, iterations: int, lr: float, q_bound: float,
-                      optimizer: str, momentum: float, dtype: torch.dtype, progress: bool):
-    """The descent optimisers (SGD, the reference, and scaled Adam), unchanged from the
-    literature's recipe. Returns ``p, q, loss, params``.
-
-    A game whose objective ends above the plain split's (``p = q = 0``) keeps the plain split:
-    ``loss <= loss_start`` always, and ``params["games_kept_at_start"]`` counts such games.
-    """
-    n = players_of(values)
-    if not (iterations >= 0 and lr > 0):
-        raise ValueError(f"need iterations >= 0 and lr > 0; got {iterations}, {lr}")
-    v = values.detach().to(dtype)
-    span = (v[..., -1:] - v[..., :1]).abs()
-    # Adam's step is in units of each game's spread; the L1 objective is homogeneous, so the
-    # scaled problem has the scaled solution.
-    scale = v.std(-1, keepdim=True).clamp_min(1e-12) if optimizer == "adam" \
-        else torch.ones_like(span)
-    v_scaled = v / scale
-    bound = q_bound * span / scale
-    p, q = torch.zeros_like(v), torch.zeros_like(v)
-    # the optimisation runs on games stored games-innermost (see l1_gradient); the same numbers
-    many = v.dim() >= 2 and v[..., 0].numel() > 1
-    flat = (lambda t: t.reshape(-1, t.shape[-1]).mT.contiguous().mT) if many \
-        else (lambda t: t)  # noqa: E731
-    v_run, bound_run = flat(v_scaled), bound.reshape(-1, 1) if many else bound
-    p_run, q_run = flat(p), flat(q)
-    opt: torch.optim.Optimizer = (torch.optim.SGD([p_run, q_run], lr=lr, momentum=momentum)
-                                  if optimizer == "sgd" else torch.optim.Adam([p_run, q_run], lr=lr))
-
-    def objective() -> Tensor:
-        i_and, i_or = and_or(v_scaled, p, q)
-        return (i_and.abs().sum(-1) + i_or.abs().sum(-1)) * scale[..., 0]
-
-    loss_start = objective()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=iterations, desc=f"sparsify {tuple(v.shape[:-1])} games, n={n}",
-                   leave=False)
-    low = -bound_run
-    with _reused_buffers(), _one_cpu_thread(v.device):
-        for step_lr in _lr_schedule(lr, iterations):
-            torch.clamp(q_run, low, bound_run, out=q_run)
-            for group in opt.param_groups:
-                group["lr"] = step_lr
-            p_run.grad, q_run.grad = l1_gradient(v_run, p_run, q_run, n)
-            opt.step()
-            if bar is not None:
-                bar.update()
-    if bar is not None:
-        bar.close()
-    p_run.grad = q_run.grad = None
-    torch.clamp(q_run, low, bound_run, out=q_run)
-    p, q = p_run.reshape(v.shape).contiguous(), q_run.reshape(v.shape).contiguous()
-    loss = objective()
-    # A step size too large for a game's scale makes SGD climb instead of descend (the
-    # reference lr does so on many of our n >= 10 games: benchmarks/README.md). Such a game
-    # keeps the plain split p = q = 0, which is also exact; the count is reported.
-    worse = loss > loss_start
-    if worse.any():
-        keep = (~worse)[..., None].to(dtype)
-        p, q, loss = p * keep, q * keep, torch.where(worse, loss_start, loss)
-    params = dict(iterations=iterations, lr=lr, momentum=momentum if optimizer == "sgd" else None,
-                  games_kept_at_start=int(worse.sum()))
-    return p * scale, q * scale, loss, params
-
-
-def salient(I_and: Tensor, I_or: Tensor, tau: float = 0.05) -> Tensor:
-    """Knowledge items: a signed int8 tensor ``[..., 2, 2**n]`` (kind 0 = AND, 1 = OR).
-
-    ``+1`` / ``-1``: the term is salient with that sign, i.e. ``|I| >= tau * max |I|`` over all
-    (kind, S) of its sample (ties count as salient); ``0``: not salient. A sample whose largest
-    ``|I|`` is 0 has no items. Two models share an item only where their entries are equal and
-    non-zero.
-    """
-    if not 0.0 <= float(tau) <= 1.0:
-        raise ValueError(f"tau must lie in [0, 1], got {tau}")
-    both = torch.stack([I_and, I_or], dim=-2)
-    players_of(both)
-    strength = both.abs()
-    top = strength.flatten(-2).amax(-1)[..., None, None]
-    keep = (strength >= tau * top) & (top > 0)
-    return (torch.sign(both) * keep).to(torch.int8)
 
 
 def item_list(items: Tensor) -> list[tuple[str, tuple[int, ...], int]]:

@@ -197,7 +197,25 @@ def salient_items(I: torch.Tensor, tau: float, empty_set: str = "exclude") -> to
     if not bool(torch.isfinite(I).all()):
         raise ValueError("interactions contain NaN or inf")
     I = without_empty_set(I, empty_set)
-    return interactions.salient(I[..., AND, :], I[..., OR, :], tau)
+    return _salient(I[..., AND, :], I[..., OR, :], tau)
+
+
+def _salient(I_and: torch.Tensor, I_or: torch.Tensor, tau: float) -> torch.Tensor:
+    """The salience rule (the one place it is written): knowledge items, a signed int8 tensor ``[..., 2, 2**n]`` (kind 0 = AND, 1 = OR).
+
+    ``+1`` / ``-1``: the term is salient with that sign, i.e. ``|I| >= tau * max |I|`` over all
+    (kind, S) of its sample (ties count as salient); ``0``: not salient. A sample whose largest
+    ``|I|`` is 0 has no items. Two models share an item only where their entries are equal and
+    non-zero.
+    """
+    if not 0.0 <= float(tau) <= 1.0:
+        raise ValueError(f"tau must lie in [0, 1], got {tau}")
+    both = torch.stack([I_and, I_or], dim=-2)
+    n_players(both)
+    strength = both.abs()
+    top = strength.flatten(-2).amax(-1)[..., None, None]
+    keep = (strength >= tau * top) & (top > 0)
+    return (torch.sign(both) * keep).to(torch.int8)
 
 
 def shared(K1: torch.Tensor, K2: torch.Tensor) -> torch.Tensor:

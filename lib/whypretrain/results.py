@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__, data, distributed, interactions, knowledge, masking, training
+from . import (__version__, data, distributed, interactions, knowledge, masking, sparsify,
+               training)
 from .errors import MissingResults
 from .provenance import Sources, attach, command
 from .runs import Run, atomic_write, git_commit, locked, run_hash
@@ -383,7 +384,7 @@ def run_engine(values: torch.Tensor, params: dict, device: str = "cpu",
             raise ValueError("extraction=joint is solved by the exact optimiser only; "
                              f"got optimizer={params['optimizer']}")
         return _joint_engine(values, params, device, progress, workers)
-    return interactions.sparsify(
+    return sparsify.sparsify(
         values.to(device), optimizer=params["optimizer"], tol=params["tol"],
         q_bound=params["q_bound"], iterations=params["iterations"], lr=params["sparsify_lr"],
         merge_low_or=params["or_merge"] == "and", progress=progress,
@@ -410,9 +411,9 @@ def _joint_engine(values: torch.Tensor, params: dict, device: str, progress: boo
     common = dict(optimizer="exact", tol=params["tol"], q_bound=params["q_bound"],
                   merge_low_or=params["or_merge"] == "and", progress=progress,
                   rule=params.get("rule", "canonical"))
-    together = interactions.sparsify(values[finals].to(device), extraction="joint",
+    together = sparsify.sparsify(values[finals].to(device), extraction="joint",
                                      **common).cpu()
-    alone = interactions.sparsify(values[others].to(device), workers=workers,
+    alone = sparsify.sparsify(values[others].to(device), workers=workers,
                                   **common).cpu() if others else None
     state = together.state_dict()
     out = {}
@@ -439,7 +440,7 @@ def compare_with_sgd(r: SeedResults, iterations: int | None = None,
     params = r.params
     rows = [r.row_of(m) for m in MODELS]
     values = r.result.values[rows]
-    sgd = interactions.sparsify(values, optimizer="sgd", q_bound=params["q_bound"],
+    sgd = sparsify.sparsify(values, optimizer="sgd", q_bound=params["q_bound"],
                                 iterations=iterations or params["iterations"],
                                 lr=lr or params["sparsify_lr"],
                                 merge_low_or=params["or_merge"] == "and")
