@@ -98,3 +98,41 @@ def test_no_text_file_holds_a_control_character():
     assert not bad, "\n".join(bad)
     assert CONTROL.search("c_{\text{and}}") and CONTROL.search("1 + \frac12")
     assert not CONTROL.search(r"c_{\text{and}} + \frac12")
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the library modules it imports, lazy (function-level) imports included."""
+    import ast
+    lib = REPO / "lib" / "whypretrain"
+    names = {p.stem for p in lib.glob("*.py")}
+    graph = {}
+    for path in lib.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level == 1 or (
+                    node.module or "").startswith("whypretrain")):
+                module = (node.module or "").removeprefix("whypretrain").lstrip(".")
+                deps |= {module.split(".")[0]} if module else {a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.split(".")[1] for a in node.names
+                         if a.name.startswith("whypretrain.")}
+        graph[path.stem] = {d for d in deps if d in names and d != path.stem}
+    return graph
+
+
+def test_the_library_has_no_import_cycle():
+    """Data flows one way: walking the imports (lazy ones too) never comes back."""
+    graph = import_graph()
+    assert graph["study"] and "knowledge" in graph["nulls"]   # the walk sees the imports
+    state: dict[str, str] = {}
+
+    def visit(module, path):
+        state[module] = "open"
+        for dep in sorted(graph[module]):
+            assert state.get(dep) != "open", " -> ".join([*path, module, dep])
+            if dep not in state:
+                visit(dep, [*path, module])
+        state[module] = "done"
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
