@@ -92,3 +92,16 @@ def test_ci_specification_table_has_a_row_for_every_specification(ci_study):
     agree = findings.agreement(spec)
     assert set(agree.index) == {c.key for c in findings.KNOWLEDGE_CLAIMS}
     assert agree["agree"].between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_ci_robust_items_are_a_share_of_the_canonical_ones(ci_study):
+    root, overrides, _ = ci_study
+    from whypretrain import findings, presets, results
+    params = presets.resolve("ci", overrides)
+    robust = findings.robust_items(params)
+    assert list(robust.index) == list(results.MODELS) and (robust["rules"] == 3).all()
+    assert robust["mean"].between(0, 1).all()
+    # robust items are a subset of the canonical ones: a share below 1 unless the rules agree
+    seed0 = results.load(params, params["seeds"][0])
+    assert (seed0.items_of("probe", params["tau"]) != 0).sum() > 0

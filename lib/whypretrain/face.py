@@ -74,7 +74,7 @@ def sample(values: Tensor, tau: float = 0.05, empty_set: str = "exclude",
     for rule in rules:
         start = time.process_time()
         results[rule] = sparsify.sparsify(values, optimizer="exact", rule=rule,
-                                              support=support, **engine)
+                                          support=support, **engine)
         seconds[rule] = time.process_time() - start
         if warm and rule == "canonical":
             support = support_of(results[rule])

@@ -17,8 +17,10 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import torch
 
 from . import data, knowledge, study
+from .results import MODELS
 from .stats import Estimate
 from .errors import MissingResults, UserError
 from .provenance import attach, combine, command, sources_of
@@ -510,6 +512,34 @@ def specification_table(params: dict) -> pd.DataFrame:
         sources.append(sources_of(x.table))
     return attach(pd.concat(frames, ignore_index=True),
                   combine(sources).rebuilt_by(command("study", params)))
+
+
+def robust_items(params: dict) -> pd.DataFrame:
+    """Per model: the share of its final items (canonical rule) that are salient with the same
+    sign under every rule of the optimal face (book/method.md, section 2): mean, sd and 95%
+    interval over seeds, read from the rule points of the sensitivity grid (``whypretrain
+    study`` computes them; exact extraction only)."""
+    ds = data.load_datasets(params)
+    canonical = study.load(params, datasets=ds)
+    others = [study.load(setting, True, ds) for key, value, setting, finals_only
+              in study.sensitivity_settings(params) if key == "rule" and finals_only]
+    tau, empty_set = params["tau"], params["empty_set"]
+    rows = []
+    for model in MODELS:
+        shares = []
+        for i, r in enumerate(canonical):
+            items = [r.items_of(model, tau, empty_set=empty_set)]
+            items += [rule[i].items_of(model, tau, empty_set=empty_set) for rule in others]
+            first = items[0]
+            robust = (first != 0) & torch.stack([k == first for k in items]).all(0)
+            shares.append(float(robust.sum()) / max(1, int((first != 0).sum())))
+        e = Estimate.of(pd.Series(shares))
+        rows.append(dict(model=model, rules=1 + len(others), mean=e.mean, sd=e.sd, ci_low=e.low,
+                         ci_high=e.high, n_seeds=e.n_seeds, robust=e.text(pct=True)))
+    sources = combine([r.sources() for r in canonical] + [r.sources() for o in others
+                                                            for r in o])
+    return attach(pd.DataFrame(rows).set_index("model"),
+                  sources.rebuilt_by(command("study", params)))
 
 
 def agreement(spec: pd.DataFrame) -> pd.DataFrame:
