@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from whypretrain import assets, book, charts, execute
+from whypretrain import assets, book, charts, execute, layout
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import browser  # noqa: E402
@@ -86,7 +86,7 @@ def _drop_unexecuted(node, root: Path):
         return [n for n in (_drop_unexecuted(item, root) for item in node) if n is not None]
     if isinstance(node, dict):
         entry = node.get("file", "")
-        if entry.startswith(book.EXPERIMENTS + "/") and not (
+        if entry.startswith(layout.EXPERIMENTS + "/") and not (
                 root / f"{entry.removesuffix('.ipynb')}.ipynb").is_file():
             return None
         kept = {k: _drop_unexecuted(v, root) if isinstance(v, (list, dict)) else v
@@ -127,9 +127,9 @@ def test_real_book_builds_and_reads_offline(real_book, tmp_path):
 # --- the method page ------------------------------------------------------------------------
 def test_method_page_is_early_in_the_book_and_numbered():
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
-    files = list(book._toc_files(toc))
+    files = list(layout._toc_files(toc))
     assert files.index("book/method") < min(i for i, f in enumerate(files)
-                                            if f.startswith(book.EXPERIMENTS))
+                                            if f.startswith(layout.EXPERIMENTS))
     text = (REPO / "book/method.md").read_text()
     numbers = [int(m) for m in re.findall(r"^## (\d+)\. ", text, flags=re.M)]
     assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 4
@@ -165,8 +165,8 @@ def test_ci_book_has_a_status_page_with_the_code_version(ci_study):
                           text=True).stdout.strip()
     status = _text((root / "_build" / "html" / "book" / "status.html").read_text())
     assert head[:12] in status
-    for name in book.notebook_list(root):
-        meta = execute.stored_meta(root / book.EXPERIMENTS / f"{name}.ipynb")
+    for name in layout.notebook_list(root):
+        meta = execute.stored_meta(root / layout.EXPERIMENTS / f"{name}.ipynb")
         assert meta["code"]["commit"] == head and meta["wall_s"] > 0, name
         assert name in status
     assert "torch" in status and "jupyter-book" in status and "cores" in status
@@ -205,7 +205,7 @@ def test_status_page_lists_each_notebook_and_what_differs(tmp_path):
     (tmp_path / "_toc.yml").write_text(
         "format: jb-book\nroot: book/index\nchapters:\n  - file: book/experiments/a\n"
         "  - file: book/experiments/b\n  - file: book/experiments/c\n")
-    (tmp_path / book.EXPERIMENTS).mkdir(parents=True)
+    (tmp_path / layout.EXPERIMENTS).mkdir(parents=True)
     env = execute.environment(REPO)
     other = {**env, "machine": {"cpu": "Some GPU box CPU", "cores": 64, "gpus": ["NVIDIA H100"],
                                 "system": "Linux"}}
@@ -215,7 +215,7 @@ def test_status_page_lists_each_notebook_and_what_differs(tmp_path):
                                          "overrides": {"tau": 0.1}, "params": {"tau": 0.1},
                                          "executed": "2026-01-02T03:04:05Z", "wall_s": wall,
                                          **extra}
-        nbformat.write(nb, str(tmp_path / book.EXPERIMENTS / f"{name}.ipynb"))
+        nbformat.write(nb, str(tmp_path / layout.EXPERIMENTS / f"{name}.ipynb"))
     text = book.status_markdown(tmp_path)
     rows = [line for line in text.splitlines() if line.startswith("| {doc}")]
     assert len(rows) == 2 and "| c | | | not executed |" in text

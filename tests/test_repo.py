@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from whypretrain.book import STATUS_PAGE
+from whypretrain.layout import STATUS_PAGE
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from whypretrain import assets, book as book_mod, cli, execute, notebook, presets
+from whypretrain import assets, book as book_mod, cli, execute, layout, notebook, presets
 from whypretrain.errors import ParameterError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -137,11 +137,11 @@ def test_notebook_list_follows_the_toc(tmp_path):
         "format: jb-book\nroot: book/index\nparts:\n  - caption: X\n    chapters:\n"
         "      - file: book/experiments/02-b\n      - file: book/classroom\n"
         "      - file: book/experiments/01-a.ipynb\n")
-    assert book_mod.notebook_list(tmp_path) == ["02-b", "01-a"]
+    assert layout.notebook_list(tmp_path) == ["02-b", "01-a"]
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/experiments/03-c\n")
     with pytest.raises(FileNotFoundError, match="notebooks/03-c.ipynb"):
-        book_mod.notebook_list(tmp_path)
-    assert book_mod.notebook_list(tmp_path, check=False) == ["03-c"]
+        layout.notebook_list(tmp_path)
+    assert layout.notebook_list(tmp_path, check=False) == ["03-c"]
 
 
 def _cells(*specs):

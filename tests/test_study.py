@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from whypretrain import book, cli
+from whypretrain import cli, layout
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import browser  # noqa: E402
@@ -19,7 +19,7 @@ import browser  # noqa: E402
 def test_ci_study_builds_every_page(ci_study):
     root, _, code = ci_study
     assert code == 0
-    names = book.notebook_list(root)
+    names = layout.notebook_list(root)
     assert len(names) == 8
     for name in names:
         assert (root / "book" / "experiments" / f"{name}.ipynb").is_file()

@@ -103,7 +103,8 @@ def book(preset: str = "default", overrides: Mapping[str, Any] | None = None,
     """Execute the notebooks (those whose inputs changed, or all with ``force``) and build the
     book; returns 0 when the book is new, 1 when a notebook or the build failed (the previous
     book stays)."""
-    from .book import BuildError, build_book, find_root
+    from .book import BuildError, build_book
+    from .layout import find_root
     from .execute import NotebookError, execute_notebooks
 
     _resolve_study(preset, overrides)
@@ -185,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "assets":
         from .assets import ensure_assets
-        from .book import find_root
+        from .layout import find_root
 
         ensure_assets(find_root(args.root, fallback=args.root is None))
         return 0

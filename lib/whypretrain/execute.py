@@ -1,7 +1,7 @@
 """Execute the book's notebooks with papermill, and record how each was made.
 
 ``execute_notebooks(root, preset, overrides)`` runs every notebook the book lists, in
-``_toc.yml`` order (``book.notebook_list``): ``notebooks/NAME.ipynb`` is executed into
+``_toc.yml`` order (``layout.notebook_list``): ``notebooks/NAME.ipynb`` is executed into
 ``book/experiments/NAME.ipynb`` with the kernel's working directory at the repository root (so
 ``runs/``, ``results/`` and ``data/`` resolve as on the command line) and the parameters
 ``preset`` plus the overrides.
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from . import presets
-from .book import EXPERIMENTS, NOTEBOOKS, notebook_list
+from .layout import EXPERIMENTS, NOTEBOOKS, notebook_list
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 META_KEY = "whypretrain"     # executed notebook metadata: hash, parameters, provenance

@@ -49,7 +49,7 @@ def anchor_paths(params: dict[str, Any], start: str | Path | None = None) -> dic
     """``params`` with relative ``workdir`` and ``data_root`` made absolute from the repository
     root above ``start`` (default: the working directory); unchanged outside a repository.
     Neither is part of any run's or result's hash, so this changes no name on disk."""
-    from .book import find_root
+    from .layout import find_root
 
     try:
         root = find_root(start, fallback=False)  # not the library's checkout: only a real parent
