@@ -1,12 +1,22 @@
 """The per-seed results pipeline end to end on the `ci` preset: real runs, real games,
 complete tables; and reading without computing."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from whypretrain import errors, interactions, knowledge, presets, results, study
+from whypretrain import distributed, errors, interactions, knowledge, presets, results, study
 from whypretrain.provenance import sources_of
+from whypretrain.runs import Run
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +205,93 @@ def test_explorer_shows_the_empty_set_only_under_include(ci):
     import altair as alt
     with alt.data_transformers.enable("default"):
         charts.explorer(a, tau=params["tau"]).to_dict()
+
+
+# --- timings and chunks of the extraction -------------------------------------------------------
+def test_each_step_records_its_time_and_a_reused_step_keeps_it(ci):
+    params, a = ci
+    file = a.path / "timings.json"
+    timing = json.loads(file.read_text())
+    assert timing["seed"] == 0 and timing["games"] == a.result.loss.numel()
+    assert timing["masking_s"] > 0 and timing["extraction_s"][a.engine_tag] > 0
+    before = file.read_bytes()
+    results.compute(params, seed=0, progress=False)  # everything reused
+    assert file.read_bytes() == before
+    assert not (a.path / f"partial-{a.engine_tag}").exists()  # the chunks went
+
+
+def test_training_runs_record_their_seconds(ci):
+    _, a = ci
+    for kind, name in a.runs.items():
+        run = Run(a.path.parent.parent / "runs" / name)
+        assert run.seconds > 0, kind
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_chunks_to_solve_skip_the_kept_ones_and_cover_the_rest_once(world):
+    games, kept = 23, [(0, 4), (4, 8), (13, 15)]
+    todo = games - sum(end - start for start, end in kept)
+    chunks = [c for rank in range(world) for c in results._to_solve(
+        kept, games, distributed.shard(todo, rank, world), 3)]
+    assert all(0 < end - start <= 3 for start, end in chunks)
+    assert sorted(g for start, end in chunks + kept for g in range(start, end)) \
+        == list(range(games))
+
+
+def test_kept_chunks_do_not_overlap(tmp_path):
+    for name in ("000000000-000000004.pt", "000000004-000000008.pt", "000000004-000000006.pt",
+                 "000000006-000000010.pt", "000000012-000000099.pt", ".000000010-12.pt.tmp1"):
+        (tmp_path / name).touch()
+    # the longest chunk at 4 wins, the one overlapping it and the one past the games are out
+    assert results._kept_chunks(tmp_path, 20) == [(0, 4), (4, 8)]
+
+
+def test_a_killed_extraction_resumes_from_its_chunks_bit_for_bit(ci, tmp_path, monkeypatch):
+    """Kill (SIGKILL) the extraction when it starts its third chunk; the rerun solves only the
+    games of the chunks not kept and ends with the uninterrupted (one-piece) result."""
+    params, a = ci
+    root = a.path.parent.parent
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    folder = tmp_path / "results" / a.hash
+    folder.mkdir(parents=True)
+    for name in ("params.json", "games.pt"):
+        shutil.copy(a.path / name, folder / name)
+    chunk, marker = 2, tmp_path / "stopped"
+    assert a.result.loss.numel() > 2 * chunk
+    script = Path(__file__).with_name("killed_extraction.py")
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(chunk), "2",
+                             str(marker)],
+                            env={**os.environ, "PYTHONPATH": str(script.parents[1] / "lib")})
+    try:
+        while not marker.exists():
+            assert proc.poll() is None, "the extraction ended before it was killed"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    partial = folder / f"partial-{a.engine_tag}"
+    kept = sorted(p.name for p in partial.glob("*.pt"))
+    assert kept == ["000000000-000000002.pt", "000000002-000000004.pt"]
+    assert not (folder / f"interactions-{a.engine_tag}.pt").exists()
+
+    solved = []
+    engine = results.run_engine
+
+    def recording(values, *args, **kwargs):
+        solved.append(values.clone())
+        return engine(values, *args, **kwargs)
+
+    monkeypatch.setattr(results, "CHUNK_OUTPUTS", chunk << params["n"])
+    monkeypatch.setattr(results, "run_engine", recording)
+    resumed = results.compute({**params, "workdir": str(tmp_path)}, seed=0, progress=False)
+    flat = a.result.values.flatten(0, -2)
+    assert torch.equal(torch.cat(solved), flat[4:])  # the kept games were not solved again
+    assert all(len(v) <= chunk for v in solved)
+    stored = torch.load(folder / f"interactions-{a.engine_tag}.pt", weights_only=True)
+    for key, value in a.result.state_dict().items():
+        if torch.is_tensor(value):  # bit for bit, as one piece
+            assert torch.equal(stored[key], value), key
+            assert torch.equal(getattr(resumed.result, key), value), key
+    assert not partial.exists()
+    timing = json.loads((folder / "timings.json").read_text())
+    assert timing["extraction_s"][a.engine_tag] > 0 and "masking_s" not in timing

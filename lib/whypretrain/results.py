@@ -13,20 +13,31 @@ runs, samples, players, masking parameters, seed):
 - ``games.pt``: samples, labels, players and the games ``[model, sample, 2**n]``;
 - ``engine-<tag>.json``: the engine's parameters, named by their hash ``<tag>``;
 - ``interactions-<tag>.pt``: the engine's result for all games (``Interactions.state_dict``);
-- ``table-<tag>-tau<tau>-<empty_set>.csv``: the tidy knowledge + convergence table.
+- ``partial-<tag>/<start>-<end>.pt``: while the engine runs, the result of each chunk of games
+  solved so far (games ``start`` to ``end`` of the flattened ``[model * sample]`` games); the
+  folder goes when ``interactions-<tag>.pt`` is written;
+- ``table-<tag>-tau<tau>-<empty_set>.csv``: the tidy knowledge + convergence table;
+- ``timings.json``: where the time of the seed went: ``seed``, ``games`` (their count),
+  ``masking_s`` (evaluating the games) and ``extraction_s`` (engine tag -> seconds of the
+  engine on them), recorded by the run that computed each step (a reused step keeps its time).
 Games do not depend on the engine's parameters, so changing those re-uses them. Each file is
 written atomically and reused when present, so an interrupted computation resumes at the stage
-it reached. ``tau`` and ``empty_set`` only change tables, which are cheap to rebuild.
+it reached, and inside the extraction at the last chunk of games it finished
+(``chunk_games``): the games are solved independently, so chunks give the numbers of one
+piece, bit for bit. ``tau`` and ``empty_set`` only change tables, which are cheap to rebuild.
 
 Under torchrun (``distributed``) the ranks share the work of a seed and rank 0 writes the same
-files as one process: the games' forward batches (``game_units``) and then the games
-themselves are split over ranks in contiguous blocks; rank 0 gathers each step's results.
+files as one process: the games' forward batches (``game_units``) and then the games still to
+solve are split over ranks in contiguous blocks; rank 0 gathers the games, and each rank writes
+its own chunks of interactions, which rank 0 joins.
 """
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,9 +300,11 @@ def _compute(params, seed, progress, datasets, finals_only) -> SeedResults:
     if distributed.agree(games_file.is_file()):
         games = torch.load(games_file, weights_only=True)
     else:
+        start = time.perf_counter()
         games = _games(params, seed, runs, ds, device, progress, finals_only)
         if main:
             _save(games_file, games)
+            _record_time(path, seed, games["values"], masking_s=time.perf_counter() - start)
         distributed.barrier()
         if not main:
             games = torch.load(games_file, weights_only=True)
@@ -302,41 +315,128 @@ def _compute(params, seed, progress, datasets, finals_only) -> SeedResults:
         atomic_write(path / f"engine-{tag}.json", json.dumps(engine, indent=2).encode())
     # the interactions file is the mark of complete results: written last, once, atomically
     result_file = path / f"interactions-{tag}.pt"
+    partial = path / f"partial-{tag}"
     if distributed.agree(result_file.is_file()):
         result = interactions.Interactions.from_state_dict(
             torch.load(result_file, weights_only=True))
     else:
-        start = time.perf_counter()
-        result = _sharded_engine(games["values"], params, device, progress)
+        result = _chunked_engine(games["values"], params, device, progress, partial)
         if main:
-            result.params["seconds"] = time.perf_counter() - start
             _save(result_file, result.state_dict())
+            _record_time(path, seed, games["values"],
+                         extraction_s={tag: result.params["seconds"]})
         distributed.barrier()
         if not main:
             result = interactions.Interactions.from_state_dict(
                 torch.load(result_file, weights_only=True))
+    if main:  # the chunks are in the interactions file now (also after a kill right here)
+        shutil.rmtree(partial, ignore_errors=True)
     return _results(path, tag, params, seed, games, result, runs)
 
 
-def _sharded_engine(values: torch.Tensor, params: dict, device: str, progress: bool
-                    ) -> interactions.Interactions | None:
-    """``run_engine`` on all games; under torchrun each rank solves a contiguous block of the
-    games (they are solved independently, so the numbers do not change) and rank 0 gets the
-    whole result (the others None)."""
-    if distributed.world() == 1:
-        return run_engine(values, params, device, progress)
+def _record_time(path: Path, seed: int, values: torch.Tensor, **seconds: Any) -> None:
+    """Add the seconds of a step that was just computed to ``timings.json`` (rank 0)."""
+    file = path / "timings.json"
+    record = json.loads(file.read_text()) if file.is_file() else {}
+    record.update(seed=seed, games=int(values[..., 0].numel()))
+    for key, value in seconds.items():
+        record[key] = {**record.get(key, {}), **value} if isinstance(value, dict) else value
+    atomic_write(file, json.dumps(record, indent=2).encode())
+
+
+# A chunk of the exact engine holds games of about this many outputs in all (2**n each): at
+# n = 10, 64 games (about 30 s of the default preset's games on one core; see README.md)
+CHUNK_OUTPUTS = 1 << 16
+
+
+def chunk_games(params: dict) -> int | None:
+    """Games per chunk of the extraction (None: all of a rank's games in one piece). Only the
+    exact engine is chunked: it solves every game on its own, whatever the batch. The descent
+    optimisers run every game's step in one batch whose layout (a single game takes another
+    path) changes the rounding, so they stay in one piece, as they always were."""
+    if params["mode"] == "and-or" and params["optimizer"] == "exact":
+        return max(1, CHUNK_OUTPUTS >> params["n"])
+    return None
+
+
+_CHUNK = re.compile(r"(\d+)-(\d+)\.pt")
+
+
+def _kept_chunks(partial: Path, games: int) -> list[tuple[int, int]]:
+    """The chunks of games in ``partial`` that do not overlap, as ``(start, end)`` pairs in
+    order: taken by their start, at each start the longest; a chunk that overlaps one taken
+    (left by runs that split the games otherwise) is not used."""
+    ends: dict[int, int] = {}
+    for file in partial.glob("*.pt") if partial.is_dir() else ():
+        match = _CHUNK.fullmatch(file.name)
+        if match:
+            start, end = int(match[1]), int(match[2])
+            if 0 <= start < end <= games:
+                ends[start] = max(end, ends.get(start, end))
+    kept, at = [], 0
+    for start in sorted(ends):
+        if start >= at:
+            kept.append((start, ends[start]))
+            at = ends[start]
+    return kept
+
+
+def _chunk_name(start: int, end: int) -> str:
+    return f"{start:09d}-{end:09d}.pt"
+
+
+def _to_solve(kept: list[tuple[int, int]], games: int, share: range, size: int | None
+              ) -> list[tuple[int, int]]:
+    """The chunks to solve: the games not in ``kept``, numbered in order, of which this rank
+    takes ``share``, cut into pieces of at most ``size`` games (no piece spans a kept chunk)."""
+    gaps, at = [], 0
+    for start, end in kept + [(games, games)]:
+        if start > at:
+            gaps.append((at, start))
+        at = max(at, end)
+    out, seen = [], 0
+    for start, end in gaps:
+        lo, hi = max(start, start + share.start - seen), min(end, start + share.stop - seen)
+        seen += end - start
+        step = size or max(1, hi - lo)
+        out += [(i, min(i + step, hi)) for i in range(lo, hi, step)]
+    return out
+
+
+def _chunked_engine(values: torch.Tensor, params: dict, device: str, progress: bool,
+                    partial: Path) -> interactions.Interactions | None:
+    """``run_engine`` on all games, kept as it goes: each chunk of games (``chunk_games``) is
+    written to ``partial`` once solved, and the chunks already there are not solved again.
+    Under torchrun each rank solves a contiguous block of the games still to solve. Rank 0
+    joins the chunks into the whole result (the others get None): every game is solved on its
+    own, so the numbers are those of one piece. ``params["seconds"]`` of the result: this
+    run's seconds for the step, plus those recorded in the chunks kept from an earlier run."""
+    start_time = time.perf_counter()
     flat = values.flatten(0, -2)
-    block = distributed.shard(len(flat))
-    part = run_engine(flat[block.start:block.stop], params, device, progress) if block else None
-    parts = distributed.gather(part.state_dict() if part is not None else None)
-    if parts is None:
+    if distributed.is_main():
+        partial.mkdir(exist_ok=True)
+    kept = distributed.agree(_kept_chunks(partial, len(flat)))
+    todo = len(flat) - sum(end - start for start, end in kept)
+    for start, end in _to_solve(kept, len(flat), distributed.shard(todo), chunk_games(params)):
+        t = time.perf_counter()
+        part = run_engine(flat[start:end], params, device, progress)
+        part.params["seconds"] = time.perf_counter() - t
+        _save(partial / _chunk_name(start, end), part.state_dict())
+    distributed.barrier()
+    if not distributed.is_main():
         return None
-    result = interactions.concatenate([interactions.Interactions.from_state_dict(p)
-                                       for p in parts if p is not None])
-    state = result.state_dict()
-    return interactions.Interactions.from_state_dict(
+    chunks = _kept_chunks(partial, len(flat))
+    if sum(end - start for start, end in chunks) != len(flat):
+        raise RuntimeError(f"the chunks in {partial} do not cover the {len(flat)} games")
+    parts = [interactions.Interactions.from_state_dict(
+        torch.load(partial / _chunk_name(*chunk), weights_only=True)) for chunk in chunks]
+    earlier = sum(p.params.get("seconds", 0.0) for p, c in zip(parts, chunks) if c in kept)
+    state = interactions.concatenate(parts).state_dict()
+    result = interactions.Interactions.from_state_dict(
         {k: v.reshape(*values.shape[:-1], *v.shape[1:]) if torch.is_tensor(v) else v
          for k, v in state.items()})
+    result.params["seconds"] = earlier + time.perf_counter() - start_time
+    return result
 
 
 def run_engine(values: torch.Tensor, params: dict, device: str = "cpu",
