@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from whypretrain import distributed, errors, interactions, knowledge, presets, results, study
 from whypretrain.provenance import sources_of
@@ -295,3 +296,23 @@ def test_a_killed_extraction_resumes_from_its_chunks_bit_for_bit(ci, tmp_path, m
     assert not partial.exists()
     timing = json.loads((folder / "timings.json").read_text())
     assert timing["extraction_s"][a.engine_tag] > 0 and "masking_s" not in timing
+
+
+def test_seeds_computed_side_by_side_equal_seeds_computed_one_by_one(ci, tmp_path):
+    """compute_seeds trains and masks seed 1 in a second thread while seed 0 is extracted:
+    the same runs, games, interactions and tables, bit for bit, as one seed after the other."""
+    params, a = ci
+    both = results.compute_seeds({**params, "workdir": str(tmp_path)}, [0, 1], progress=False)
+    alone = [a, results.compute(params, seed=1, progress=False)]
+    for r, ref in zip(both, alone):
+        assert r.hash == ref.hash and r.runs == ref.runs
+        for name in ["games.pt"] + [p.name for p in ref.path.glob(f"table-{ref.engine_tag}-*")]:
+            assert (r.path / name).read_bytes() == (ref.path / name).read_bytes(), name
+        for key, value in ref.result.state_dict().items():
+            if torch.is_tensor(value):
+                assert torch.equal(getattr(r.result, key), value), key
+        for name in ref.runs.values():  # the checkpoints' tensors (their headers' order varies)
+            for file in (ref.path.parents[1] / "runs" / name).glob("*.safetensors"):
+                mine, theirs = load_file(tmp_path / "runs" / name / file.name), load_file(file)
+                assert mine.keys() == theirs.keys() and all(
+                    torch.equal(mine[k], theirs[k]) for k in mine), file

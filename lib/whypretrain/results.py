@@ -38,6 +38,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,12 +277,60 @@ def compute(params: dict, seed: int, progress: bool = True,
     """
     progress = progress and distributed.is_main()
     with training.num_threads(params["threads"]):
-        out = _compute(params, seed, progress, datasets, finals_only)
+        out = _extract(params, seed, progress,
+                       *_prepare(params, seed, progress, datasets, finals_only))
         out.write_table()
         return out
 
 
-def _compute(params, seed, progress, datasets, finals_only) -> SeedResults:
+def compute_seeds(params: dict, seeds: list[int], progress: bool = True,
+                  datasets: data.Datasets | None = None, finals_only: bool = False
+                  ) -> list[SeedResults]:
+    """``compute`` of each seed, in order. In one process with ``threads = 1`` (the default)
+    both cores work: while the engine extracts one seed's interactions, a second thread trains
+    the next seed's runs and evaluates its games (each thread's numbers do not depend on the
+    other's: torch runs on one thread either way, and nothing here draws from a shared random
+    generator but training). Under torchrun, or with another thread count (the engine would
+    change the count under training's feet), the seeds run one after the other."""
+    if distributed.world() > 1 or params["threads"] != 1 or len(seeds) < 2:
+        return [compute(params, seed, progress, datasets, finals_only) for seed in seeds]
+    ds = datasets or data.load_datasets(params)
+    out = []
+    with training.num_threads(params["threads"]):
+        ahead = _Ahead(_prepare, params, seeds[0], progress, ds, finals_only)
+        for k, seed in enumerate(seeds):
+            prepared = ahead.result()
+            if k + 1 < len(seeds):  # no progress bars from the second thread
+                ahead = _Ahead(_prepare, params, seeds[k + 1], False, ds, finals_only)
+            out.append(_extract(params, seed, progress, *prepared))
+            out[-1].write_table()
+    return out
+
+
+class _Ahead(threading.Thread):
+    """``fn(*args)`` in a daemon thread: an error or Ctrl-C in the main thread does not wait
+    for it (every file it writes is atomic, so stopping it anywhere is safe)."""
+
+    def __init__(self, fn, *args):
+        super().__init__(daemon=True)
+        self.fn, self.args, self.value, self.error = fn, args, None, None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.value = self.fn(*self.args)
+        except BaseException as err:  # noqa: BLE001 -- raised again in the main thread
+            self.error = err
+
+    def result(self):
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _prepare(params, seed, progress, datasets, finals_only):
+    """The runs of one seed (trained when missing), its results folder and its games."""
     ds = datasets or data.load_datasets(params)
     runs = training.ensure_runs(params, seed, progress, datasets=ds)
     path = results_path(params, seed, runs, finals_only)
@@ -308,7 +357,13 @@ def _compute(params, seed, progress, datasets, finals_only) -> SeedResults:
         distributed.barrier()
         if not main:
             games = torch.load(games_file, weights_only=True)
+    return path, runs, games
 
+
+def _extract(params, seed, progress, path, runs, games) -> SeedResults:
+    """The interactions of one seed's games (extracted when missing)."""
+    main = distributed.is_main()
+    device = training.device_of(params)
     engine = engine_params(params)
     tag = run_hash(engine)
     if main and not (path / f"engine-{tag}.json").is_file():
