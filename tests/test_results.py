@@ -316,3 +316,36 @@ def test_seeds_computed_side_by_side_equal_seeds_computed_one_by_one(ci, tmp_pat
                 mine, theirs = load_file(tmp_path / "runs" / name / file.name), load_file(file)
                 assert mine.keys() == theirs.keys() and all(
                     torch.equal(mine[k], theirs[k]) for k in mine), file
+
+
+def test_compute_waits_for_the_second_thread_of_an_interrupted_compute_seeds(ci, monkeypatch):
+    """An error in the main thread leaves the next seed's preparation running; the next
+    compute starts only once it is done (never two threads on the same files)."""
+    import threading
+
+    params, _ = ci
+    prepare, release, order = results._prepare, threading.Event(), []
+
+    def slow_prepare(*args):
+        if order:  # the second thread's seed: held until released
+            release.wait()
+        order.append(threading.current_thread() is threading.main_thread())
+        return prepare(*args)
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupted(*args):
+        raise Interrupted
+
+    monkeypatch.setattr(results, "_prepare", slow_prepare)
+    monkeypatch.setattr(results, "_extract", interrupted)
+    with pytest.raises(Interrupted):
+        results.compute_seeds(params, [0, 0], progress=False)
+    assert len(results._Ahead.running) == 1 and results._Ahead.running[0].is_alive()
+    monkeypatch.undo()
+    monkeypatch.setattr(results, "_prepare", slow_prepare)
+    threading.Timer(0.5, release.set).start()
+    results.compute(params, seed=0, progress=False)
+    # the first seed (second thread), the held one (second thread), then compute's (main)
+    assert order == [False, False, True] and not results._Ahead.running

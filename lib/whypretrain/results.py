@@ -276,6 +276,7 @@ def compute(params: dict, seed: int, progress: bool = True,
     Under torchrun every rank calls it with the same arguments and gets the same results.
     """
     progress = progress and distributed.is_main()
+    _wait_ahead()
     with training.num_threads(params["threads"]):
         out = _extract(params, seed, progress,
                        *_prepare(params, seed, progress, datasets, finals_only))
@@ -296,6 +297,7 @@ def compute_seeds(params: dict, seeds: list[int], progress: bool = True,
         return [compute(params, seed, progress, datasets, finals_only) for seed in seeds]
     ds = datasets or data.load_datasets(params)
     out = []
+    _wait_ahead()
     with training.num_threads(params["threads"]):
         ahead = _Ahead(_prepare, params, seeds[0], progress, ds, finals_only)
         for k, seed in enumerate(seeds):
@@ -309,11 +311,16 @@ def compute_seeds(params: dict, seeds: list[int], progress: bool = True,
 
 class _Ahead(threading.Thread):
     """``fn(*args)`` in a daemon thread: an error or Ctrl-C in the main thread does not wait
-    for it (every file it writes is atomic, so stopping it anywhere is safe)."""
+    for it (every file it writes is atomic, so a process that ends stops it safely anywhere);
+    in a process that goes on (a notebook's kernel), the next ``compute`` waits for it
+    (``_wait_ahead``) rather than work on the same files."""
+
+    running: list["_Ahead"] = []
 
     def __init__(self, fn, *args):
         super().__init__(daemon=True)
         self.fn, self.args, self.value, self.error = fn, args, None, None
+        _Ahead.running.append(self)
         self.start()
 
     def run(self) -> None:
@@ -324,9 +331,16 @@ class _Ahead(threading.Thread):
 
     def result(self):
         self.join()
+        _Ahead.running.remove(self)
         if self.error is not None:
             raise self.error
         return self.value
+
+
+def _wait_ahead() -> None:
+    """Wait for a second thread that an interrupted ``compute_seeds`` left running."""
+    while _Ahead.running:
+        _Ahead.running.pop().join()
 
 
 def _prepare(params, seed, progress, datasets, finals_only):

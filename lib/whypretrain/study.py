@@ -62,8 +62,8 @@ def compute_sensitivity(params: dict, grid: dict[str, list] | None = None,
     compute(params, progress)
     ds = data.load_datasets(params)
     for _key, _value, setting, finals_only in sensitivity_settings(params, grid):
-        for seed in setting["seeds"]:
-            r = results.compute(setting, seed, progress, datasets=ds, finals_only=finals_only)
+        for r in results.compute_seeds(setting, list(setting["seeds"]), progress, datasets=ds,
+                                       finals_only=finals_only):
             r.write_table(setting["tau"], setting["empty_set"])
 
 
