@@ -414,8 +414,9 @@ def _record_time(path: Path, seed: int, values: torch.Tensor, **seconds: Any) ->
 
 
 # A chunk of the exact engine holds games of about this many outputs in all (2**n each): at
-# n = 10, 64 games (about 30 s of the default preset's games on one core; see README.md)
-CHUNK_OUTPUTS = 1 << 16
+# n = 10, 32 games, 20-40 s on one core for the default preset's first games (trained
+# networks; the dense games of early epochs take longer) on the shared 2-core machine
+CHUNK_OUTPUTS = 1 << 15
 
 
 def chunk_games(params: dict) -> int | None:
@@ -479,18 +480,47 @@ def _chunked_engine(values: torch.Tensor, params: dict, device: str, progress: b
     Under torchrun each rank solves a contiguous block of the games still to solve. Rank 0
     joins the chunks into the whole result (the others get None): every game is solved on its
     own, so the numbers are those of one piece. ``params["seconds"]`` of the result: this
-    run's seconds for the step, plus those recorded in the chunks kept from an earlier run."""
+    run's seconds for the step, plus those recorded in the chunks kept from an earlier run.
+
+    With several chunks, each CPU worker solves a chunk on its own (one thread each, the
+    chunks taken in order): a single solve's threads wait at every round for its slowest game
+    and while it prices, and several chunks at once keep the cores busy (1.14-1.16x on the
+    default preset's first 128 games, 2 cores). The numbers do not depend on it."""
     start_time = time.perf_counter()
     flat = values.flatten(0, -2)
     if distributed.is_main():
         partial.mkdir(exist_ok=True)
     kept = distributed.agree(_kept_chunks(partial, len(flat)))
     todo = len(flat) - sum(end - start for start, end in kept)
-    for start, end in _to_solve(kept, len(flat), distributed.shard(todo), chunk_games(params)):
+    chunks = _to_solve(kept, len(flat), distributed.shard(todo), chunk_games(params))
+    workers = min(_engine_workers(), len(chunks))
+
+    def solve(chunk: tuple[int, int]) -> int:
+        start, end = chunk
         t = time.perf_counter()
-        part = run_engine(flat[start:end], params, device, progress)
+        part = run_engine(flat[start:end], params, device, progress and workers == 1,
+                          workers=None if workers == 1 else 1)
         part.params["seconds"] = time.perf_counter() - t
         _save(partial / _chunk_name(start, end), part.state_dict())
+        return end - start
+
+    if workers <= 1:
+        for chunk in chunks:
+            solve(chunk)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tqdm.auto import tqdm
+        # one torch thread in every chunk's solve (the exact engine runs on one anyway, and
+        # the solves must not set the process-wide count under each other's feet)
+        with training.num_threads(1), tqdm(total=todo, desc="exact extraction", unit="game",
+                                           disable=not progress) as bar:
+            pool = ThreadPoolExecutor(workers)
+            try:
+                for solved in pool.map(solve, chunks):
+                    bar.update(solved)
+            finally:  # on an error or Ctrl-C: the chunks being solved end, no new one starts
+                pool.shutdown(cancel_futures=True)
     distributed.barrier()
     if not distributed.is_main():
         return None
@@ -508,9 +538,16 @@ def _chunked_engine(values: torch.Tensor, params: dict, device: str, progress: b
     return result
 
 
+def _engine_workers() -> int:
+    """CPU threads for the exact optimiser's LPs: the cores of this node, shared by the
+    processes on it (torchrun), at most 8."""
+    return max(1, min((os.cpu_count() or 1) // distributed.local_world(), 8))
+
+
 def run_engine(values: torch.Tensor, params: dict, device: str = "cpu",
-               progress: bool = False) -> interactions.Interactions:
+               progress: bool = False, workers: int | None = None) -> interactions.Interactions:
     """The engine on ``values`` with the preset's engine parameters (book/method.md, section 2).
+    ``workers``: threads for the exact optimiser's LPs (``_engine_workers()`` by default).
 
     ``or_merge="and"``: OR terms of order <= 1 are moved into AND (the engine's rule);
     ``"keep"``: they stay OR terms, as later code of the same literature keeps them.
@@ -519,7 +556,7 @@ def run_engine(values: torch.Tensor, params: dict, device: str = "cpu",
         return interactions.and_only(values)
     # the exact optimiser's LPs run in threads (HiGHS releases the GIL); the result does not
     # depend on how many. Processes on one node (torchrun) share its cores.
-    workers = max(1, min((os.cpu_count() or 1) // distributed.local_world(), 8))
+    workers = workers or _engine_workers()
     return interactions.sparsify(
         values.to(device), optimizer=params["optimizer"], tol=params["tol"],
         q_bound=params["q_bound"], iterations=params["iterations"], lr=params["sparsify_lr"],
