@@ -480,7 +480,8 @@ def _chunked_engine(values: torch.Tensor, params: dict, device: str, progress: b
     Under torchrun each rank solves a contiguous block of the games still to solve. Rank 0
     joins the chunks into the whole result (the others get None): every game is solved on its
     own, so the numbers are those of one piece. ``params["seconds"]`` of the result: this
-    run's seconds for the step, plus those recorded in the chunks kept from an earlier run.
+    run's seconds for the step, plus the solve seconds recorded in the chunks kept from an
+    earlier run (an upper bound of the time they took: they were solved side by side).
 
     With several chunks, each CPU worker solves a chunk on its own (one thread each, the
     chunks taken in order): a single solve's threads wait at every round for its slowest game
