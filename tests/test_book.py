@@ -226,3 +226,40 @@ def test_status_page_lists_each_notebook_and_what_differs(tmp_path):
     assert "For a:" in text and "For b:" in text and "NVIDIA H100" in text
     assert text.count("| library | version |") == 1
     assert "| `tau` | 0.1 (default 0.05) |" in text
+
+
+def test_status_page_says_where_the_computing_time_went(tmp_path):
+    """Hand-made results and runs in the notebooks' workdir: a seed's masking and extraction
+    times, a second engine on the same games, and the training seconds of each run."""
+    import nbformat
+
+    from whypretrain import runs
+
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/index\nchapters:\n  - file: book/experiments/a\n")
+    (tmp_path / book.EXPERIMENTS).mkdir(parents=True)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata[execute.META_KEY] = {"hash": "0" * 64, "preset": "ci", "overrides": {},
+                                     "params": {"workdir": "work"}, "wall_s": 3.0,
+                                     **execute.environment(REPO)}
+    nbformat.write(nb, str(tmp_path / book.EXPERIMENTS / "a.ipynb"))
+    work = tmp_path / "work"
+    folder = work / "results" / "0123456789abcdef"
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text(json.dumps({"seed": 1, "preset": "ci"}))
+    (folder / "engine-aaaa.json").write_text(json.dumps({"optimizer": "exact"}))
+    (folder / "engine-bbbb.json").write_text(json.dumps({"optimizer": "sgd"}))
+    (folder / "timings.json").write_text(json.dumps(
+        {"seed": 1, "games": 45, "masking_s": 2.5, "extraction_s": {"aaaa": 70.0, "bbbb": 4.0}}))
+    for kind, seconds in (("pretrain", 30.0), ("scratch", None)):
+        run = runs.Run.create(work, dict(kind=kind, seed=1, num_classes=10, epochs=3))
+        run.mark_done(seconds)
+    text = book.status_markdown(tmp_path)
+    assert "## Computations" in text
+    assert "| 1 | `0123456789ab` | ci | 45 | 2.5 s | exact | 1 min 10 s |" in text
+    assert "| 1 | `0123456789ab` | ci | 45 | same games | sgd | 4.0 s |" in text
+    assert "Total: masking 2.5 s, extraction 1 min 14 s." in text
+    rows = [line for line in text.splitlines() if "| pretrain |" in line or "| scratch |" in line]
+    assert len(rows) == 2 and rows[0].endswith("| pretrain | 3 | 30.0 s |")
+    assert rows[1].endswith("| scratch | 3 | not recorded |")
+    assert "Total training: 30.0 s." in text

@@ -1,12 +1,24 @@
 """The per-seed results pipeline end to end on the `ci` preset: real runs, real games,
 complete tables; and reading without computing."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from whypretrain import data, errors, interactions, knowledge, presets, results, stats, study
+from whypretrain import (data, distributed, errors, interactions, knowledge, presets, results,
+                         stats, study)
 from whypretrain.provenance import sources_of
+from whypretrain.runs import Run
 
 
 @pytest.fixture(scope="module")
@@ -249,3 +261,150 @@ def test_explorer_shows_the_empty_set_only_under_include(ci):
     import altair as alt
     with alt.data_transformers.enable("default", max_rows=None):
         charts.explorer(a, tau=params["tau"]).to_dict()
+
+
+# --- timings and chunks of the extraction -------------------------------------------------------
+def test_each_step_records_its_time_and_a_reused_step_keeps_it(ci):
+    params, a = ci
+    file = a.path / "timings.json"
+    timing = json.loads(file.read_text())
+    assert timing["seed"] == 0 and timing["games"] == a.result.loss.numel()
+    assert timing["masking_s"] > 0 and timing["extraction_s"][a.engine_tag] > 0
+    before = file.read_bytes()
+    results.compute(params, seed=0, progress=False)  # everything reused
+    assert file.read_bytes() == before
+    assert not (a.path / f"partial-{a.engine_tag}").exists()  # the chunks went
+
+
+def test_training_runs_record_their_seconds(ci):
+    _, a = ci
+    for kind, name in a.runs.items():
+        run = Run(a.path.parent.parent / "runs" / name)
+        assert run.seconds > 0, kind
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_chunks_to_solve_skip_the_kept_ones_and_cover_the_rest_once(world):
+    games, kept = 23, [(0, 4), (4, 8), (13, 15)]
+    todo = games - sum(end - start for start, end in kept)
+    chunks = [c for rank in range(world) for c in results._to_solve(
+        kept, games, distributed.shard(todo, rank, world), 3)]
+    assert all(0 < end - start <= 3 for start, end in chunks)
+    assert sorted(g for start, end in chunks + kept for g in range(start, end)) \
+        == list(range(games))
+
+
+def test_kept_chunks_do_not_overlap(tmp_path):
+    for name in ("000000000-000000004.pt", "000000004-000000008.pt", "000000004-000000006.pt",
+                 "000000006-000000010.pt", "000000012-000000099.pt", ".000000010-12.pt.tmp1"):
+        (tmp_path / name).touch()
+    # the longest chunk at 4 wins, the one overlapping it and the one past the games are out
+    assert results._kept_chunks(tmp_path, 20) == [(0, 4), (4, 8)]
+
+
+def test_a_killed_extraction_resumes_from_its_chunks_bit_for_bit(ci, tmp_path, monkeypatch):
+    """Kill (SIGKILL) the extraction once its first two chunks are on disk (the later ones
+    held); the rerun solves only the games of the chunks not kept and ends with the
+    uninterrupted (one-piece) result."""
+    params, a = ci
+    root = a.path.parent.parent
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    folder = tmp_path / "results" / a.hash
+    folder.mkdir(parents=True)
+    for name in ("params.json", "games.pt"):
+        shutil.copy(a.path / name, folder / name)
+    chunk, marker = 2, tmp_path / "stopped"
+    assert a.result.loss.numel() > 2 * chunk
+    script = Path(__file__).with_name("killed_extraction.py")
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(chunk), "2",
+                             str(marker)],
+                            env={**os.environ, "PYTHONPATH": str(script.parents[1] / "lib")})
+    try:
+        while not marker.exists():
+            assert proc.poll() is None, "the extraction ended before it was killed"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    partial = folder / f"partial-{a.engine_tag}"
+    kept = sorted(p.name for p in partial.glob("*.pt"))
+    assert kept == ["000000000-000000002.pt", "000000002-000000004.pt"]
+    assert not (folder / f"interactions-{a.engine_tag}.pt").exists()
+
+    solved = []  # the first game of each chunk solved, and the chunk's size
+    engine = results.run_engine
+
+    def recording(values, *args, **kwargs):
+        solved.append((next(i for i in range(len(flat)) if torch.equal(flat[i], values[0])),
+                       len(values)))
+        return engine(values, *args, **kwargs)
+
+    monkeypatch.setattr(results, "CHUNK_OUTPUTS", chunk << params["n"])
+    monkeypatch.setattr(results, "run_engine", recording)
+    flat = a.result.values.flatten(0, -2)
+    resumed = results.compute({**params, "workdir": str(tmp_path)}, seed=0, progress=False)
+    # the kept games were not solved again, the others once each
+    assert sorted(start + i for start, size in solved for i in range(size)) \
+        == list(range(4, len(flat)))
+    assert all(size <= chunk for _, size in solved)
+    stored = torch.load(folder / f"interactions-{a.engine_tag}.pt", weights_only=True)
+    for key, value in a.result.state_dict().items():
+        if torch.is_tensor(value):  # bit for bit, as one piece
+            assert torch.equal(stored[key], value), key
+            assert torch.equal(getattr(resumed.result, key), value), key
+    assert not partial.exists()
+    timing = json.loads((folder / "timings.json").read_text())
+    assert timing["extraction_s"][a.engine_tag] > 0 and "masking_s" not in timing
+
+
+def test_seeds_computed_side_by_side_equal_seeds_computed_one_by_one(ci, tmp_path):
+    """compute_seeds trains and masks seed 1 in a second thread while seed 0 is extracted:
+    the same runs, games, interactions and tables, bit for bit, as one seed after the other."""
+    params, a = ci
+    both = results.compute_seeds({**params, "workdir": str(tmp_path)}, [0, 1], progress=False)
+    alone = [a, results.compute(params, seed=1, progress=False)]
+    for r, ref in zip(both, alone):
+        assert r.hash == ref.hash and r.runs == ref.runs
+        for name in ["games.pt"] + [p.name for p in ref.path.glob(f"table-{ref.engine_tag}-*")]:
+            assert (r.path / name).read_bytes() == (ref.path / name).read_bytes(), name
+        for key, value in ref.result.state_dict().items():
+            if torch.is_tensor(value):
+                assert torch.equal(getattr(r.result, key), value), key
+        for name in ref.runs.values():  # the checkpoints' tensors (their headers' order varies)
+            for file in (ref.path.parents[1] / "runs" / name).glob("*.safetensors"):
+                mine, theirs = load_file(tmp_path / "runs" / name / file.name), load_file(file)
+                assert mine.keys() == theirs.keys() and all(
+                    torch.equal(mine[k], theirs[k]) for k in mine), file
+
+
+def test_compute_waits_for_the_second_thread_of_an_interrupted_compute_seeds(ci, monkeypatch):
+    """An error in the main thread leaves the next seed's preparation running; the next
+    compute starts only once it is done (never two threads on the same files)."""
+    import threading
+
+    params, _ = ci
+    prepare, release, order = results._prepare, threading.Event(), []
+
+    def slow_prepare(*args):
+        if order:  # the second thread's seed: held until released
+            release.wait()
+        order.append(threading.current_thread() is threading.main_thread())
+        return prepare(*args)
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupted(*args):
+        raise Interrupted
+
+    monkeypatch.setattr(results, "_prepare", slow_prepare)
+    monkeypatch.setattr(results, "_extract", interrupted)
+    with pytest.raises(Interrupted):
+        results.compute_seeds(params, [0, 0], progress=False)
+    assert len(results._Ahead.running) == 1 and results._Ahead.running[0].is_alive()
+    monkeypatch.undo()
+    monkeypatch.setattr(results, "_prepare", slow_prepare)
+    threading.Timer(0.5, release.set).start()
+    results.compute(params, seed=0, progress=False)
+    # the first seed (second thread), the held one (second thread), then compute's (main)
+    assert order == [False, False, True] and not results._Ahead.running

@@ -119,12 +119,14 @@ def test_resume_after_a_crash_is_bit_identical(tiny_study, tiny_data, tmp_path, 
     partial = runs.Run(tmp_path / "runs" / tiny_study[1]["finetune"].path.name)
     assert not partial.done and partial.epochs() == [0, 1, 2]
     assert partial.metrics.epoch.tolist() == [0, 1, 2]
+    before = partial.load_resume()["seconds"]  # the first session's training time
 
     seen = []
     monkeypatch.setattr(training, "_checkpointed", lambda run, epoch: seen.append(
         (run.kind, epoch)))
     resumed = training.ensure_runs(params, 0, progress=False, datasets=tiny_data)
     assert seen[:2] == [("finetune", 3), ("finetune", 4)]  # epochs 1-2 were not redone
+    assert resumed["finetune"].seconds > before > 0  # both sessions' time
     reference = tiny_study[1]
     for kind in ("pretrain", "probe", "finetune", "scratch"):
         assert resumed[kind].path.name == reference[kind].path.name

@@ -6,7 +6,9 @@ Layout: the repository root holds ``_toc.yml`` and ``_config.yml``; an entry
 
 ``build_book(root)`` writes the status page (``book/status.md``, generated: a table per notebook
 of its parameters, wall time, code version, library versions and machine, read from the
-executed notebooks' metadata), then runs ``jupyter-book build --all <root> -W -n --keep-going``
+executed notebooks' metadata; and where the time of the computations went, read from the
+notebooks' workdirs: per results folder the seconds of masking and extraction, per training
+run its seconds), then runs ``jupyter-book build --all <root> -W -n --keep-going``
 into a fresh folder that replaces ``_build/html`` only when the build passed. The footer's
 copyright runs from the first year in ``_config.yml`` to the year of the build.
 """
@@ -126,6 +128,7 @@ def status_markdown(root: str | os.PathLike) -> str:
     if not executed:
         return "\n".join(lines + ["No notebook has been executed yet: run "
                                   "`whypretrain study`.", ""])
+    lines += _computation_times(_workdirs(root, executed))
 
     lines += ["## Parameters", "",
               "Every parameter the notebooks ran with (`whypretrain presets` describes each; "
@@ -146,6 +149,81 @@ def status_markdown(root: str | os.PathLike) -> str:
         ("GPU", ", ".join(machine.get("gpus") or []) or "none"),
         ("system", machine.get("system") or "unknown")])
     return "\n".join(lines)
+
+
+def _workdirs(root: Path, metas: dict[str, dict]) -> list[Path]:
+    """The workdirs the notebooks read, in notebook order (a relative one is taken from the
+    root, where the notebooks ran)."""
+    out: list[Path] = []
+    for meta in metas.values():
+        workdir = (meta.get("params") or {}).get("workdir")
+        if isinstance(workdir, str):
+            path = root / workdir if not Path(workdir).is_absolute() else Path(workdir)
+            if path.resolve() not in out:
+                out.append(path.resolve())
+    return out
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _computation_times(workdirs: list[Path]) -> list[str]:
+    """Where the computing time went: per results folder (one seed's games and their
+    interactions, ``results.py``) the seconds of masking and of each extraction, and per
+    training run (``runs.py``) its seconds, as recorded by the command that computed each."""
+    from .runs import KINDS
+
+    results, runs = [], []
+    for workdir in workdirs:
+        for folder in sorted((workdir / "results").glob("*/params.json")):
+            folder = folder.parent
+            spec, timing = _json(folder / "params.json"), _json(folder / "timings.json")
+            extraction = timing.get("extraction_s") or {
+                p.stem[len("interactions-"):]: None for p in folder.glob("interactions-*.pt")}
+            for tag, seconds in (extraction or {"": None}).items():
+                engine = _json(folder / f"engine-{tag}.json")
+                results.append((spec.get("seed", ""), folder.name, spec.get("preset") or "",
+                                timing.get("games", ""), timing.get("masking_s"),
+                                engine.get("optimizer", engine.get("mode", "")), seconds))
+        for done in sorted((workdir / "runs").glob("*/done")):
+            spec, record = _json(done.parent / "params.json"), _json(done)
+            kind = spec.get("kind", "")
+            runs.append((spec.get("seed", ""), KINDS.index(kind) if kind in KINDS else 9,
+                         done.parent.name, kind, spec.get("epochs", ""),
+                         record.get("seconds")))
+    if not results and not runs:
+        return []
+    lines = ["## Computations", "",
+             "Where the time of the computations went, as recorded by the command that made "
+             "each result (a result reused by a later build keeps the time it took when it was "
+             "made): per seed's results folder, the time to evaluate the models on the masked "
+             "samples (masking) and the engine's time to extract the interactions of those "
+             "games (extraction); and the time of each training run.", ""]
+    if results:
+        lines += ["| seed | results | preset | games | masking | engine | extraction |",
+                  "|---|---|---|---|---|---|---|"]
+        seen = set()
+        for seed, name, preset, games, masking, engine, seconds in sorted(
+                results, key=lambda r: (str(r[0]), r[1])):
+            lines.append(f"| {seed} | `{name[:12]}` | {preset} | {games} | "
+                         f"{_wall(masking) if name not in seen else 'same games'} | "
+                         f"{engine} | {_wall(seconds)} |")
+            seen.add(name)
+        masking = sum({r[1]: r[4] for r in results if isinstance(r[4], (int, float))}.values())
+        extraction = sum(r[6] for r in results if isinstance(r[6], (int, float)))
+        lines += ["", f"Total: masking {_wall(masking)}, extraction {_wall(extraction)}.", ""]
+    if runs:
+        lines += ["| seed | run | kind | epochs | training |", "|---|---|---|---|---|"]
+        for seed, _, name, kind, epochs, seconds in sorted(runs, key=lambda r: (str(r[0]),
+                                                                                 r[1], r[2])):
+            lines.append(f"| {seed} | `{name[:12]}` | {kind} | {epochs} | {_wall(seconds)} |")
+        training = sum(r[5] for r in runs if isinstance(r[5], (int, float)))
+        lines += ["", f"Total training: {_wall(training)}.", ""]
+    return lines
 
 
 def _same(default: Any, value: Any) -> bool:

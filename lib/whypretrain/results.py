@@ -13,21 +13,34 @@ runs, samples, players, masking parameters, seed):
 - ``games.pt``: samples, labels, players and the games ``[model, sample, 2**n]``;
 - ``engine-<tag>.json``: the engine's parameters, named by their hash ``<tag>``;
 - ``interactions-<tag>.pt``: the engine's result for all games (``Interactions.state_dict``);
-- ``table<format>-<tag>-tau<tau>-<empty_set>.csv``: the tidy knowledge + convergence table.
+- ``partial-<tag>/<start>-<end>.pt``: while the engine runs, the result of each chunk of games
+  solved so far (games ``start`` to ``end`` of the flattened ``[model * sample]`` games); the
+  folder goes when ``interactions-<tag>.pt`` is written;
+- ``table<format>-<tag>-tau<tau>-<empty_set>.csv``: the tidy knowledge + convergence table;
+- ``timings.json``: where the time of the seed went: ``seed``, ``games`` (their count),
+  ``masking_s`` (evaluating the games) and ``extraction_s`` (engine tag -> seconds of the
+  engine on them), recorded by the run that computed each step (a reused step keeps its time).
 Games do not depend on the engine's parameters, so changing those re-uses them. Each file is
 written atomically and reused when present, so an interrupted computation resumes at the stage
-it reached; another process on the same workdir waits on the folder's lock (``runs.locked``)
-while one computes a step, and then reuses its file. ``tau`` and ``empty_set`` only change tables, which are cheap to rebuild.
+it reached, and inside the extraction at the last chunk of games it finished
+(``chunk_games``): the games are solved independently, so chunks give the numbers of one
+piece, bit for bit. Another process on the same workdir waits on the folder's lock
+(``runs.locked``) while one computes a step, and then reuses its file. ``tau`` and
+``empty_set`` only change tables, which are cheap to rebuild.
 
 Under torchrun (``distributed``) the ranks share the work of a seed and rank 0 writes the same
-files as one process: the games' forward batches (``game_units``) and then the games
-themselves are split over ranks in contiguous blocks; rank 0 gathers each step's results.
+files as one process: the games' forward batches (``game_units``) and then the games still to
+solve are split over ranks in contiguous blocks; rank 0 gathers the games, and each rank writes
+its own chunks of interactions, which rank 0 joins.
 """
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
+import shutil
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -279,13 +292,75 @@ def compute(params: dict, seed: int, progress: bool = True,
     Under torchrun every rank calls it with the same arguments and gets the same results.
     """
     progress = progress and distributed.is_main()
+    _wait_ahead()
     with training.num_threads(params["threads"]):
-        out = _compute(params, seed, progress, datasets, finals_only)
+        out = _extract(params, seed, progress,
+                       *_prepare(params, seed, progress, datasets, finals_only))
         out.write_table()
         return out
 
 
-def _compute(params, seed, progress, datasets, finals_only) -> SeedResults:
+def compute_seeds(params: dict, seeds: list[int], progress: bool = True,
+                  datasets: data.Datasets | None = None, finals_only: bool = False
+                  ) -> list[SeedResults]:
+    """``compute`` of each seed, in order. In one process with ``threads = 1`` (the default)
+    both cores work: while the engine extracts one seed's interactions, a second thread trains
+    the next seed's runs and evaluates its games (each thread's numbers do not depend on the
+    other's: torch runs on one thread either way, and nothing here draws from a shared random
+    generator but training). Under torchrun, or with another thread count (the engine would
+    change the count under training's feet), the seeds run one after the other."""
+    if distributed.world() > 1 or params["threads"] != 1 or len(seeds) < 2:
+        return [compute(params, seed, progress, datasets, finals_only) for seed in seeds]
+    ds = datasets or data.load_datasets(params)
+    out = []
+    _wait_ahead()
+    with training.num_threads(params["threads"]):
+        ahead = _Ahead(_prepare, params, seeds[0], progress, ds, finals_only)
+        for k, seed in enumerate(seeds):
+            prepared = ahead.result()
+            if k + 1 < len(seeds):  # no progress bars from the second thread
+                ahead = _Ahead(_prepare, params, seeds[k + 1], False, ds, finals_only)
+            out.append(_extract(params, seed, progress, *prepared))
+            out[-1].write_table()
+    return out
+
+
+class _Ahead(threading.Thread):
+    """``fn(*args)`` in a daemon thread: an error or Ctrl-C in the main thread does not wait
+    for it (every file it writes is atomic, so a process that ends stops it safely anywhere);
+    in a process that goes on (a notebook's kernel), the next ``compute`` waits for it
+    (``_wait_ahead``) rather than work on the same files."""
+
+    running: list["_Ahead"] = []
+
+    def __init__(self, fn, *args):
+        super().__init__(daemon=True)
+        self.fn, self.args, self.value, self.error = fn, args, None, None
+        _Ahead.running.append(self)
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.value = self.fn(*self.args)
+        except BaseException as err:  # noqa: BLE001 -- raised again in the main thread
+            self.error = err
+
+    def result(self):
+        self.join()
+        _Ahead.running.remove(self)
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _wait_ahead() -> None:
+    """Wait for a second thread that an interrupted ``compute_seeds`` left running."""
+    while _Ahead.running:
+        _Ahead.running.pop().join()
+
+
+def _prepare(params, seed, progress, datasets, finals_only):
+    """The runs of one seed (trained when missing), its results folder and its games."""
     ds = datasets or data.load_datasets(params)
     # every seed's runs: the explained samples are chosen by all of them (shared_samples)
     runs = training.train_study(params, progress, ds)[seed]
@@ -307,33 +382,44 @@ def _compute(params, seed, progress, datasets, finals_only) -> SeedResults:
         if distributed.agree(games_file.is_file()):
             games = torch.load(games_file, weights_only=True)
         else:
+            start = time.perf_counter()
             games = _games(params, seed, runs, ds, device, progress, finals_only)
             if main:
                 _save(games_file, games)
+                _record_time(path, seed, games["values"], masking_s=time.perf_counter() - start)
             distributed.barrier()
             if not main:
                 games = torch.load(games_file, weights_only=True)
+    return path, runs, games
 
+
+def _extract(params, seed, progress, path, runs, games) -> SeedResults:
+    """The interactions of one seed's games (extracted when missing)."""
+    main = distributed.is_main()
+    device = training.device_of(params)
     engine = engine_params(params)
     tag = run_hash(engine)
     if main and not (path / f"engine-{tag}.json").is_file():
         atomic_write(path / f"engine-{tag}.json", json.dumps(engine, indent=2).encode())
     # the interactions file is the mark of complete results: written last, once, atomically
     result_file = path / f"interactions-{tag}.pt"
+    partial = path / f"partial-{tag}"
     with _step_lock(path):
         if distributed.agree(result_file.is_file()):
             result = interactions.Interactions.from_state_dict(
                 torch.load(result_file, weights_only=True))
         else:
-            start = time.perf_counter()
-            result = _sharded_engine(games["values"], params, device, progress)
+            result = _chunked_engine(games["values"], params, device, progress, partial)
             if main:
-                result.params["seconds"] = time.perf_counter() - start
                 _save(result_file, result.state_dict())
+                _record_time(path, seed, games["values"],
+                             extraction_s={tag: result.params["seconds"]})
             distributed.barrier()
             if not main:
                 result = interactions.Interactions.from_state_dict(
                     torch.load(result_file, weights_only=True))
+    if main:  # the chunks are in the interactions file now (also after a kill right here)
+        shutil.rmtree(partial, ignore_errors=True)
     return _results(path, tag, params, seed, games, result, runs)
 
 
@@ -343,30 +429,158 @@ def _step_lock(path: Path):
     return locked(path) if distributed.is_main() else nullcontext()
 
 
-def _sharded_engine(values: torch.Tensor, params: dict, device: str, progress: bool
-                    ) -> interactions.Interactions | None:
-    """``run_engine`` on all games; under torchrun each rank solves a contiguous block of the
-    games (they are solved independently, so the numbers do not change) and rank 0 gets the
-    whole result (the others None)."""
-    if distributed.world() == 1:
-        return run_engine(values, params, device, progress)
+def _record_time(path: Path, seed: int, values: torch.Tensor, **seconds: Any) -> None:
+    """Add the seconds of a step that was just computed to ``timings.json`` (rank 0)."""
+    file = path / "timings.json"
+    record = json.loads(file.read_text()) if file.is_file() else {}
+    record.update(seed=seed, games=int(values[..., 0].numel()))
+    for key, value in seconds.items():
+        record[key] = {**record.get(key, {}), **value} if isinstance(value, dict) else value
+    atomic_write(file, json.dumps(record, indent=2).encode())
+
+
+# A chunk of the exact engine holds games of about this many outputs in all (2**n each): at
+# n = 10, 32 games, 20-40 s on one core for the default preset's first games (trained
+# networks; the dense games of early epochs take longer) on the shared 2-core machine
+CHUNK_OUTPUTS = 1 << 15
+
+
+def chunk_games(params: dict) -> int | None:
+    """Games per chunk of the extraction (None: all of a rank's games in one piece). Only the
+    exact engine is chunked: it solves every game on its own, whatever the batch. The descent
+    optimisers run every game's step in one batch whose layout (a single game takes another
+    path) changes the rounding, so they stay in one piece, as they always were."""
+    if params["mode"] == "and-or" and params["optimizer"] == "exact":
+        return max(1, CHUNK_OUTPUTS >> params["n"])
+    return None
+
+
+_CHUNK = re.compile(r"(\d+)-(\d+)\.pt")
+
+
+def _kept_chunks(partial: Path, games: int) -> list[tuple[int, int]]:
+    """The chunks of games in ``partial`` that do not overlap, as ``(start, end)`` pairs in
+    order: taken by their start, at each start the longest; a chunk that overlaps one taken
+    (left by runs that split the games otherwise) is not used."""
+    ends: dict[int, int] = {}
+    for file in partial.glob("*.pt") if partial.is_dir() else ():
+        match = _CHUNK.fullmatch(file.name)
+        if match:
+            start, end = int(match[1]), int(match[2])
+            if 0 <= start < end <= games:
+                ends[start] = max(end, ends.get(start, end))
+    kept, at = [], 0
+    for start in sorted(ends):
+        if start >= at:
+            kept.append((start, ends[start]))
+            at = ends[start]
+    return kept
+
+
+def _chunk_name(start: int, end: int) -> str:
+    return f"{start:09d}-{end:09d}.pt"
+
+
+def _to_solve(kept: list[tuple[int, int]], games: int, share: range, size: int | None
+              ) -> list[tuple[int, int]]:
+    """The chunks to solve: the games not in ``kept``, numbered in order, of which this rank
+    takes ``share``, cut into pieces of at most ``size`` games (no piece spans a kept chunk)."""
+    gaps, at = [], 0
+    for start, end in kept + [(games, games)]:
+        if start > at:
+            gaps.append((at, start))
+        at = max(at, end)
+    out, seen = [], 0
+    for start, end in gaps:
+        lo, hi = max(start, start + share.start - seen), min(end, start + share.stop - seen)
+        seen += end - start
+        step = size or max(1, hi - lo)
+        out += [(i, min(i + step, hi)) for i in range(lo, hi, step)]
+    return out
+
+
+def _chunked_engine(values: torch.Tensor, params: dict, device: str, progress: bool,
+                    partial: Path) -> interactions.Interactions | None:
+    """``run_engine`` on all games, kept as it goes: each chunk of games (``chunk_games``) is
+    written to ``partial`` once solved, and the chunks already there are not solved again.
+    Under torchrun each rank solves a contiguous block of the games still to solve. Rank 0
+    joins the chunks into the whole result (the others get None): every game is solved on its
+    own, so the numbers are those of one piece. ``params["seconds"]`` of the result: this
+    run's seconds for the step, plus the solve seconds recorded in the chunks kept from an
+    earlier run (an upper bound of the time they took: they were solved side by side).
+
+    With several chunks, each CPU worker solves a chunk on its own (one thread each, the
+    chunks taken in order): a single solve's threads wait at every round for its slowest game
+    and while it prices, and several chunks at once keep the cores busy (1.14-1.16x on the
+    default preset's first 128 games, 2 cores). The numbers do not depend on it."""
+    start_time = time.perf_counter()
+    if params.get("extraction", "independent") == "joint":
+        # a sample's final models are solved together: the games keep their [model, sample]
+        # layout, in one piece (joint extraction runs in one process only)
+        result = run_engine(values, params, device, progress)
+        result.params["seconds"] = time.perf_counter() - start_time
+        return result
     flat = values.flatten(0, -2)
-    block = distributed.shard(len(flat))
-    part = run_engine(flat[block.start:block.stop], params, device, progress) if block else None
-    parts = distributed.gather(part.state_dict() if part is not None else None)
-    if parts is None:
+    if distributed.is_main():
+        partial.mkdir(exist_ok=True)
+    kept = distributed.agree(_kept_chunks(partial, len(flat)))
+    todo = len(flat) - sum(end - start for start, end in kept)
+    chunks = _to_solve(kept, len(flat), distributed.shard(todo), chunk_games(params))
+    workers = min(_engine_workers(), len(chunks))
+
+    def solve(chunk: tuple[int, int]) -> int:
+        start, end = chunk
+        t = time.perf_counter()
+        part = run_engine(flat[start:end], params, device, progress and workers == 1,
+                          workers=None if workers == 1 else 1)
+        part.params["seconds"] = time.perf_counter() - t
+        _save(partial / _chunk_name(start, end), part.state_dict())
+        return end - start
+
+    if workers <= 1:
+        for chunk in chunks:
+            solve(chunk)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tqdm.auto import tqdm
+        # one torch thread in every chunk's solve (the exact engine runs on one anyway, and
+        # the solves must not set the process-wide count under each other's feet)
+        with training.num_threads(1), tqdm(total=todo, desc="exact extraction", unit="game",
+                                           disable=not progress) as bar:
+            pool = ThreadPoolExecutor(workers)
+            try:
+                for solved in pool.map(solve, chunks):
+                    bar.update(solved)
+            finally:  # on an error or Ctrl-C: the chunks being solved end, no new one starts
+                pool.shutdown(cancel_futures=True)
+    distributed.barrier()
+    if not distributed.is_main():
         return None
-    result = interactions.concatenate([interactions.Interactions.from_state_dict(p)
-                                       for p in parts if p is not None])
-    state = result.state_dict()
-    return interactions.Interactions.from_state_dict(
+    chunks = _kept_chunks(partial, len(flat))
+    if sum(end - start for start, end in chunks) != len(flat):
+        raise RuntimeError(f"the chunks in {partial} do not cover the {len(flat)} games")
+    parts = [interactions.Interactions.from_state_dict(
+        torch.load(partial / _chunk_name(*chunk), weights_only=True)) for chunk in chunks]
+    earlier = sum(p.params.get("seconds", 0.0) for p, c in zip(parts, chunks) if c in kept)
+    state = interactions.concatenate(parts).state_dict()
+    result = interactions.Interactions.from_state_dict(
         {k: v.reshape(*values.shape[:-1], *v.shape[1:]) if torch.is_tensor(v) else v
          for k, v in state.items()})
+    result.params["seconds"] = earlier + time.perf_counter() - start_time
+    return result
+
+
+def _engine_workers() -> int:
+    """CPU threads for the exact optimiser's LPs: the cores of this node, shared by the
+    processes on it (torchrun), at most 8."""
+    return max(1, min((os.cpu_count() or 1) // distributed.local_world(), 8))
 
 
 def run_engine(values: torch.Tensor, params: dict, device: str = "cpu",
-               progress: bool = False) -> interactions.Interactions:
+               progress: bool = False, workers: int | None = None) -> interactions.Interactions:
     """The engine on ``values`` with the preset's engine parameters (book/method.md, section 2).
+    ``workers``: threads for the exact optimiser's LPs (``_engine_workers()`` by default).
 
     ``or_merge="and"``: OR terms of order <= 1 are moved into AND (the engine's rule);
     ``"keep"``: they stay OR terms, as later code of the same literature keeps them.
@@ -378,7 +592,7 @@ def run_engine(values: torch.Tensor, params: dict, device: str = "cpu",
         return interactions.and_only(values)
     # the exact optimiser's LPs run in threads (HiGHS releases the GIL); the result does not
     # depend on how many. Processes on one node (torchrun) share its cores.
-    workers = max(1, min((os.cpu_count() or 1) // distributed.local_world(), 8))
+    workers = workers or _engine_workers()
     if params.get("extraction", "independent") == "joint":
         if params["optimizer"] != "exact":
             raise ValueError("extraction=joint is solved by the exact optimiser only; "

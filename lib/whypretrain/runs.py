@@ -9,7 +9,8 @@ of any of them makes a new run. A run folder holds:
 - ``epoch-NNN.safetensors``: the model's state dict after epoch NNN (epoch 0 = before training);
 - ``resume.pt``: optimizer and RNG state after the last checkpointed epoch (for resuming);
 - ``checksums.json``: the sha256 of every checkpoint, checked before a checkpoint is loaded;
-- ``done``: the completion marker.
+- ``done``: the completion marker, with the epochs and the seconds training took (summed over
+  the sessions of a resumed run; absent for a run that did not train, as a weights file).
 
 Every file is written to a temporary name and renamed (``os.replace``), so a crash leaves either
 the old file or the new one, never a half-written file under the real name.
@@ -124,8 +125,18 @@ class Run:
     def done(self) -> bool:
         return (self.path / "done").is_file()
 
-    def mark_done(self) -> None:
-        atomic_write(self.path / "done", json.dumps({"epochs": self.epochs()}).encode())
+    def mark_done(self, seconds: float | None = None) -> None:
+        record = {"epochs": self.epochs()}
+        if seconds is not None:
+            record["seconds"] = seconds
+        atomic_write(self.path / "done", json.dumps(record).encode())
+
+    @property
+    def seconds(self) -> float | None:
+        """Seconds the run's training took (None: not done, or not recorded)."""
+        if not self.done:
+            return None
+        return json.loads((self.path / "done").read_text()).get("seconds")
 
     @property
     def metrics(self) -> pd.DataFrame:

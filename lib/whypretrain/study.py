@@ -50,11 +50,9 @@ def _progress(progress: bool | None) -> bool:
 
 def compute(params: dict, progress: bool | None = None) -> None:
     """Runs and results of every seed of ``params`` (train what is missing, reuse the rest)."""
-    from tqdm.auto import tqdm
     progress = _progress(progress)
     ds = data.load_datasets(params)
-    for seed in tqdm(params["seeds"], desc="seeds", unit="seed", disable=not progress):
-        results.compute(params, seed, progress, datasets=ds)
+    results.compute_seeds(params, list(params["seeds"]), progress, datasets=ds)
 
 
 def compute_sensitivity(params: dict, grid: dict[str, list] | None = None,
@@ -64,8 +62,8 @@ def compute_sensitivity(params: dict, grid: dict[str, list] | None = None,
     compute(params, progress)
     ds = data.load_datasets(params)
     for _key, _value, setting, finals_only in sensitivity_settings(params, grid):
-        for seed in setting["seeds"]:
-            r = results.compute(setting, seed, progress, datasets=ds, finals_only=finals_only)
+        for r in results.compute_seeds(setting, list(setting["seeds"]), progress, datasets=ds,
+                                       finals_only=finals_only):
             r.write_table(setting["tau"], setting["empty_set"])
 
 

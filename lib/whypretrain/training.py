@@ -13,6 +13,7 @@ saved with every checkpoint, so a resumed run ends bit-identical to an uninterru
 from __future__ import annotations
 
 import hashlib
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,13 @@ def _fit(run, model, train_set, test_set, params, epochs, every_epoch, freeze_ba
     batch = models.inference_batch(params["arch"], EVAL_BATCH) if device == "cpu" else EVAL_BATCH
 
     resume = run.load_resume()
+    # the wall time of the run: this session's, plus the earlier sessions' of a resumed run
+    began = time.perf_counter()
+    before = float(resume.get("seconds", 0.0)) if resume is not None else 0.0
+
+    def seconds() -> float:
+        return before + time.perf_counter() - began
+
     if resume is not None:
         start, rows = resume["epoch"], list(resume["rows"])
         model.load_state_dict(run.load_state(start))
@@ -129,7 +137,7 @@ def _fit(run, model, train_set, test_set, params, epochs, every_epoch, freeze_ba
     else:
         start, rows = 0, [_row(0, *evaluate(model, train_set, device, batch),
                                *evaluate(model, test_set, device, batch))]
-        _save(run, model, optimizer, rows, 0, every_epoch)
+        _save(run, model, optimizer, rows, 0, every_epoch, seconds())
 
     bar = tqdm(range(start + 1, epochs + 1), desc=f"seed {seed} {run.kind}", unit="epoch",
                disable=not progress, initial=start, total=epochs, leave=False)
@@ -149,10 +157,10 @@ def _fit(run, model, train_set, test_set, params, epochs, every_epoch, freeze_ba
             correct += (logits.argmax(1) == y).sum().item()
         rows.append(_row(epoch, loss_sum / len(train_set), correct / len(train_set),
                          *evaluate(model, test_set, device, batch)))
-        _save(run, model, optimizer, rows, epoch, every_epoch)
+        _save(run, model, optimizer, rows, epoch, every_epoch, seconds())
         bar.set_postfix(test_acc=f"{rows[-1]['test_acc']:.3f}")
         _checkpointed(run, epoch)
-    run.mark_done()
+    run.mark_done(seconds())
 
 
 @torch.no_grad()
@@ -188,8 +196,9 @@ def _row(epoch, train_loss, train_acc, test_loss, test_acc) -> dict:
                 test_loss=test_loss, test_acc=test_acc)
 
 
-def _save(run, model, optimizer, rows, epoch, every_epoch) -> None:
-    resume = {"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), "rows": rows}
+def _save(run, model, optimizer, rows, epoch, every_epoch, seconds) -> None:
+    resume = {"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), "rows": rows,
+              "seconds": seconds}
     run.save_checkpoint(epoch, model, resume, keep_previous=every_epoch)
     run.write_metrics(rows)
 
