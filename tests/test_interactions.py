@@ -317,6 +317,19 @@ def test_rules_order_their_costs():
         exact.solve(random_games(3), torch.ones(2), support=torch.ones(2, 2, 4, dtype=torch.bool))
 
 
+def test_exact_raises_rather_than_return_an_uncertified_game():
+    """A game not certified within ``max_rounds`` LP rounds is an error that says so, never a
+    returned solution whose gap exceeds ``tol``, on one thread or several."""
+    from whypretrain import exact
+    v = random_games(5, batch=3)
+    b = 0.04 * (v[:, -1] - v[:, 0]).abs()
+    solved = exact.solve(v, b)
+    assert int(solved.rounds.max()) > 1 and (solved.gap <= 1e-4).all()
+    for workers in (1, 2):
+        with pytest.raises(RuntimeError, match="not certified after 1 rounds"):
+            exact.solve(v, b, max_rounds=1, workers=workers)
+
+
 def test_dense_games_get_every_interaction_at_once(real_games):
     """``spread`` tells a trained network's game (a few interactions explain it) from noise (most
     interactions needed); ``columns="auto"`` gives the dense one every interaction from the start

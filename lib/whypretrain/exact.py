@@ -39,6 +39,7 @@ defining ``t``):
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -254,6 +255,30 @@ class _GameLP:
                            count, np.array(starts, dtype=np.int32),
                            np.concatenate(rows).astype(np.int32), np.concatenate(vals))
 
+    def add_broken_rows(self, outside: np.ndarray) -> bool:
+        """The masks not yet in whose bounds the solution breaks (``outside > 0``) join, worst
+        first (at most ``ROW_GROWTH`` times the rows already in, at least ``4n``); whether any
+        did."""
+        broken = np.nonzero(outside > 0)[0]
+        broken = broken[self.row_of[broken] < 0]
+        if len(broken):
+            worst = broken[np.argsort(-outside[broken], kind="stable")]
+            self.add_rows(worst[: max(4 * self.n, ROW_GROWTH * len(self.row_masks))])
+        return bool(len(broken))
+
+    def priced_in(self, viol: np.ndarray) -> list[tuple[int, int]]:
+        """The interactions not yet in whose reduced price ``viol`` (``[2, 2**n]``) exceeds
+        ``PRICE_TOLERANCE``, most violated first."""
+        kinds, masks = np.nonzero(viol > PRICE_TOLERANCE)
+        order = np.argsort(-viol[kinds, masks], kind="stable")
+        return [(int(kinds[i]), int(masks[i])) for i in order
+                if (int(kinds[i]), int(masks[i])) not in self.have]
+
+    def grow(self, new: list[tuple[int, int]]) -> None:
+        """The first of ``new`` join: at most ``COLUMN_GROWTH`` of the interactions already in
+        (at least ``2n``)."""
+        self.add(new[: max(2 * self.n, int(COLUMN_GROWTH * len(self.have)))])
+
     def solve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Run the LP; return the row duals of the mask rows (0 for masks not in the LP), and
         ``u``, ``w`` as dense arrays."""
@@ -422,10 +447,30 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
     Raises RuntimeError naming the games that could not be certified (never returns them silently).
     """
     n = v.shape[-1].bit_length() - 1
+    cost_np, all_rows = _settings(v, n, tol, simplex, canonical, rule, support, rows, columns)
+    run = _ColumnGeneration(v, b, n, tol, simplex, cost_np, canonical, all_rows, support,
+                            start_columns, columns, workers)
+    active = run.enter()
+    with _progress_bar(progress, v.shape[0], n) as bar, _thread_pool(workers) as pool:
+        while active:
+            still, done = run.round(active, pool)
+            if bar is not None:
+                bar.update(len(done))
+            late = [g for g in still if run.lps[g].rounds >= max_rounds]
+            if late:
+                raise RuntimeError(
+                    f"exact sparsification: {len(late)} game(s) not certified after {max_rounds} "
+                    f"rounds (gap {relative_gap(run.loss, run.bound)[late].max():.2e})")
+            active = still + run.enter()
+    p, q = split_of(run.u, run.w, v, b)
+    return ExactSolution(p, q, run.loss, run.bound, run.rounds, run.columns)
+
+
+def _settings(v: Tensor, n: int, tol: float, simplex: str, canonical: bool, rule: str,
+              support: Tensor | None, rows: str, columns: str) -> tuple[np.ndarray, bool]:
+    """Check ``solve``'s settings; return the interactions' costs ``[2, 2**n]`` (1 + the
+    tie-break, or 1 without ``canonical``) and whether every mask is a row from the start."""
     games, size = v.shape[0], v.shape[-1]
-    device, dtype = v.device, v.dtype
-    v_np = v.detach().cpu().double().numpy()
-    b_np = b.detach().cpu().double().numpy()
     if simplex not in SIMPLEX:
         raise ValueError(f"simplex must be one of {sorted(SIMPLEX)}, got {simplex!r}")
     if not 0 < tol < 1:
@@ -434,7 +479,6 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
     if support is not None and tuple(support.shape) != (games, 2, size):
         raise ValueError(f"support must have the shape {(games, 2, size)}, "
                          f"got {tuple(support.shape)}")
-    cost = torch.from_numpy(cost_np).to(device, dtype)
     if rows not in ("auto", "all", "generated"):
         raise ValueError(f"rows must be 'auto', 'all' or 'generated', got {rows!r}")
     all_rows = rows == "all" or (rows == "auto" and n < ROWS_GENERATED_FROM)
@@ -443,135 +487,168 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
     if columns == "all" and not all_rows:
         raise ValueError("columns='all' needs every row: use rows='all' (or 'auto' below "
                          f"n = {ROWS_GENERATED_FROM})")
-    splits = extreme_splits(v)
-    top_and, top_or = _starting_columns(*splits, n, max(1, start_columns * n))
-    every = [columns == "all" or (columns == "auto" and all_rows and s > DENSE_SPREAD)
-             for s in spread(v, splits).tolist()]
-    # At most ``live`` LPs exist at once (HiGHS holds about 12 MB per n = 10 game): a game's LP
-    # is built when it enters and freed when it is solved, so memory does not grow with games.
-    live = max(workers, LIVE_SIZE >> n, 1)
-    lps: dict[int, _GameLP] = {}
-    waiting = iter(range(games))
-    rounds = torch.zeros(games, dtype=torch.long)
-    columns = torch.zeros(games, dtype=torch.long)
+    return cost_np, all_rows
 
-    def enter() -> list[int]:
+
+@contextlib.contextmanager
+def _progress_bar(progress: bool, games: int, n: int):
+    """A progress bar over the games (None without ``progress``), closed on exit."""
+    if not progress:
+        yield None
+        return
+    from tqdm.auto import tqdm
+    bar = tqdm(total=games, desc=f"exact sparsification, {games} games, n={n}", leave=False)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+@contextlib.contextmanager
+def _thread_pool(workers: int):
+    """``workers`` threads for the restricted LPs (None for one), shut down on exit."""
+    if workers <= 1:
+        yield None
+        return
+    from concurrent.futures import ThreadPoolExecutor
+    pool = ThreadPoolExecutor(workers)
+    try:
+        yield pool
+    finally:
+        pool.shutdown()
+
+
+class _ColumnGeneration:
+    """The state of one ``solve``: the games' restricted LPs, and per game its interactions
+    ``u, w`` (the last LP solution), ``loss`` and certified ``bound``, ``rounds`` and ``columns``.
+
+    At most ``live`` LPs exist at once (HiGHS holds about 12 MB per n = 10 game): a game's LP is
+    built when it enters and freed when it is solved, so memory does not grow with games."""
+
+    def __init__(self, v: Tensor, b: Tensor, n: int, tol: float, simplex: str,
+                 cost_np: np.ndarray, canonical: bool, all_rows: bool, support: Tensor | None,
+                 start_columns: int, columns: str, workers: int) -> None:
+        games = v.shape[0]
+        self.v, self.b, self.n, self.tol = v, b, n, tol
+        self.v_np = v.detach().cpu().double().numpy()
+        self.b_np = b.detach().cpu().double().numpy()
+        self.simplex, self.canonical, self.all_rows, self.support = (simplex, canonical,
+                                                                     all_rows, support)
+        self.cost_np = cost_np
+        self.cost = torch.from_numpy(cost_np).to(v.device, v.dtype)
+        splits = extreme_splits(v)
+        self.top_and, self.top_or = _starting_columns(*splits, n, max(1, start_columns * n))
+        self.every = [columns == "all" or (columns == "auto" and all_rows and s > DENSE_SPREAD)
+                      for s in spread(v, splits).tolist()]
+        self.live = max(workers, LIVE_SIZE >> n, 1)
+        self.lps: dict[int, _GameLP] = {}
+        self.waiting = iter(range(games))
+        self.rounds = torch.zeros(games, dtype=torch.long)
+        self.columns = torch.zeros(games, dtype=torch.long)
+        self.u, self.w = torch.zeros_like(v), torch.zeros_like(v)
+        self.loss = torch.full((games,), float("inf"), dtype=v.dtype, device=v.device)
+        self.bound = torch.zeros(games, dtype=v.dtype, device=v.device)
+
+    def enter(self) -> list[int]:
+        """Build the LPs of the next waiting games while fewer than ``live`` are held: every
+        interaction (a dense game), the ``support`` given, or the extreme splits' strongest
+        terms. Returns the games that entered."""
         new = []
-        while len(lps) < live:
-            g = next(waiting, None)
+        while len(self.lps) < self.live:
+            g = next(self.waiting, None)
             if g is None:
                 break
-            lp = _GameLP(v_np[g], float(b_np[g]), n, simplex,
-                         cost_np if canonical else None, all_rows, every[g])
-            if not every[g] and support is not None:
-                kinds, masks = np.nonzero(support[g].cpu().numpy())
+            every = self.every[g]
+            lp = _GameLP(self.v_np[g], float(self.b_np[g]), self.n, self.simplex,
+                         self.cost_np if self.canonical else None, self.all_rows, every)
+            if not every and self.support is not None:
+                kinds, masks = np.nonzero(self.support[g].cpu().numpy())
                 lp.add([(int(k), int(m)) for k, m in zip(kinds, masks) if m])
-            elif not every[g]:
-                lp.add([(AND_COL, int(m)) for m in top_and[g].tolist()]
-                       + [(OR_COL, int(m)) for m in top_or[g].tolist()])
-            lps[g] = lp
+            elif not every:
+                lp.add([(AND_COL, int(m)) for m in self.top_and[g].tolist()]
+                       + [(OR_COL, int(m)) for m in self.top_or[g].tolist()])
+            self.lps[g] = lp
             new.append(g)
         return new
 
-    def leave(g: int) -> None:
-        lp = lps.pop(g)
-        rounds[g], columns[g] = lp.rounds, len(lp.have)
+    def round(self, active: list[int], pool) -> tuple[list[int], list[int]]:
+        """One round of the active games: re-solve, certify, price in. Returns the games that go
+        on and those done (their LPs freed); raises RuntimeError for a game that is neither."""
+        idx, y = self.resolve(active, pool)
+        within, certified, viol, outside = self.certify(idx, y)
+        still, done = self.extend(active, within, certified, viol, outside)
+        stuck = [g for g in active if g not in done and g not in still]
+        if stuck:
+            gaps = relative_gap(self.loss, self.bound)[stuck].tolist()
+            raise RuntimeError(
+                f"exact sparsification could not certify {len(stuck)} game(s) "
+                f"(first: game {stuck[0]}, gap {gaps[0]:.2e} > tol {self.tol:g}) although no "
+                f"interaction is left to price in; try a larger tol")
+        for g in done:
+            lp = self.lps.pop(g)
+            self.rounds[g], self.columns[g] = lp.rounds, len(lp.have)
+        return still, done
 
-    u = torch.zeros_like(v)
-    w = torch.zeros_like(v)
-    loss = torch.full((games,), float("inf"), dtype=dtype, device=device)
-    bound = torch.zeros(games, dtype=dtype, device=device)
-    active = enter()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=games, desc=f"exact sparsification, {games} games, n={n}", leave=False)
-    pool = None
-    if workers > 1:
-        from concurrent.futures import ThreadPoolExecutor
-        pool = ThreadPoolExecutor(workers)
-    try:
-        while active:
-            solved = list(pool.map(lambda g: lps[g].solve(), active)) if pool \
-                else [lps[g].solve() for g in active]
-            idx = torch.tensor(active, device=device)
-            y = torch.from_numpy(np.stack([s[0] for s in solved])).to(device, dtype)
-            u[idx] = torch.from_numpy(np.stack([s[1] for s in solved])).to(device, dtype)
-            w[idx] = torch.from_numpy(np.stack([s[2] for s in solved])).to(device, dtype)
-            vb, bb = v[idx], b[idx]
-            p, q = split_of(u[idx], w[idx], vb, bb)
-            i_and, i_or = and_or(vb, p, q)
-            loss[idx] = i_and.abs().sum(-1) + i_or.abs().sum(-1)
-            # masks whose bounds the LP's solution breaks (only when rows are generated)
-            outside = None
-            if not all_rows:
-                r = reconstruct(u[idx], w[idx])
-                outside = torch.maximum(r - vb - bb[:, None], vb - bb[:, None] - r)
-                outside = outside - FEASIBILITY_TOLERANCE * (1 + vb.abs())
-                outside_np = outside.cpu().numpy()
-            and_part, or_part = dual_prices(y, n)
-            bound[idx] = torch.maximum(bound[idx], _bound(y, vb, bb, and_part, or_part))
-            within = (relative_gap(loss[idx], bound[idx]) <= tol).tolist()
-            certified = torch.tensor(within, device=device)
-            # violated dual constraints = interactions that would lower the objective
-            viol = torch.stack([and_part.abs(), or_part.abs()], dim=1) - cost  # [A, 2, size]
-            viol[..., 0] = -1.0  # the constant is always in
-            if canonical:  # the perturbed LP's own optimum: no interaction left to price in
-                certified &= viol.amax((-2, -1)) <= PRICE_TOLERANCE
-            done = certified.tolist()
-            viol_np = viol.cpu().numpy()
-            still = []
-            for row, g in enumerate(active):
-                lp = lps[g]
-                broken = np.zeros(0, dtype=np.int64)
-                if outside is not None:
-                    broken = np.nonzero(outside_np[row] > 0)[0]
-                    broken = broken[lp.row_of[broken] < 0]
-                    if len(broken):
-                        worst = broken[np.argsort(-outside_np[row][broken], kind="stable")]
-                        lp.add_rows(worst[: max(4 * n, ROW_GROWTH * len(lp.row_masks))])
-                        done[row] = False
-                if done[row]:
-                    if bar is not None:
-                        bar.update()
-                    continue
-                kinds, masks = np.nonzero(viol_np[row] > PRICE_TOLERANCE)
-                order = np.argsort(-viol_np[row][kinds, masks], kind="stable")
-                new = [(int(kinds[i]), int(masks[i])) for i in order
-                       if (int(kinds[i]), int(masks[i])) not in lp.have]
-                if len(broken):  # rows only this round: the dual simplex re-solves from the basis
-                    lp.after_rows = True
-                    still.append(g)
-                    continue
-                lp.after_rows = False
-                if not new:
-                    if within[row]:  # the perturbed optimum, up to HiGHS's tolerances
-                        done[row] = True
-                        if bar is not None:
-                            bar.update()
-                    continue  # otherwise no column can help: reported below as not certified
-                lp.add(new[: max(2 * n, int(COLUMN_GROWTH * len(lp.have)))])
+    def resolve(self, active: list[int], pool) -> tuple[Tensor, Tensor]:
+        """Solve the active games' LPs (on ``pool``'s threads, if any); their solutions become
+        ``u, w``. Returns the games' index and the LPs' row duals ``y`` (``[A, 2**n]``)."""
+        lps = self.lps
+        solved = list(pool.map(lambda g: lps[g].solve(), active)) if pool \
+            else [lps[g].solve() for g in active]
+        device, dtype = self.v.device, self.v.dtype
+        idx = torch.tensor(active, device=device)
+        y = torch.from_numpy(np.stack([s[0] for s in solved])).to(device, dtype)
+        self.u[idx] = torch.from_numpy(np.stack([s[1] for s in solved])).to(device, dtype)
+        self.w[idx] = torch.from_numpy(np.stack([s[2] for s in solved])).to(device, dtype)
+        return idx, y
+
+    def certify(self, idx: Tensor, y: Tensor):
+        """Measure the games ``idx``: the loss of their split, their certified bound from ``y``.
+        Returns per game whether the gap is within ``tol``, whether it is certified (and, with
+        the tie-break, no interaction is left to price in), the reduced prices ``[A, 2, 2**n]``
+        and the masks' bound violations ``[A, 2**n]`` (None when every mask is a row)."""
+        vb, bb = self.v[idx], self.b[idx]
+        p, q = split_of(self.u[idx], self.w[idx], vb, bb)
+        i_and, i_or = and_or(vb, p, q)
+        self.loss[idx] = i_and.abs().sum(-1) + i_or.abs().sum(-1)
+        outside = None  # masks whose bounds the LP's solution breaks (only when rows are generated)
+        if not self.all_rows:
+            r = reconstruct(self.u[idx], self.w[idx])
+            outside = torch.maximum(r - vb - bb[:, None], vb - bb[:, None] - r)
+            outside = (outside - FEASIBILITY_TOLERANCE * (1 + vb.abs())).cpu().numpy()
+        and_part, or_part = dual_prices(y, self.n)
+        self.bound[idx] = torch.maximum(self.bound[idx], _bound(y, vb, bb, and_part, or_part))
+        within = (relative_gap(self.loss[idx], self.bound[idx]) <= self.tol).tolist()
+        certified = torch.tensor(within, device=self.v.device)
+        # violated dual constraints = interactions that would lower the objective
+        viol = torch.stack([and_part.abs(), or_part.abs()], dim=1) - self.cost  # [A, 2, size]
+        viol[..., 0] = -1.0  # the constant is always in
+        if self.canonical:  # the perturbed LP's own optimum: no interaction left to price in
+            certified &= viol.amax((-2, -1)) <= PRICE_TOLERANCE
+        return within, certified.tolist(), viol.cpu().numpy(), outside
+
+    def extend(self, active: list[int], within: list[bool], certified: list[bool],
+               viol: np.ndarray, outside: np.ndarray | None) -> tuple[list[int], list[int]]:
+        """Each active game's next LP: the masks its solution breaks join (the dual simplex
+        re-solves from the basis), else a certified game is done, else the interactions that
+        price in join (the primal simplex re-solves), else it is done if within ``tol`` (the
+        perturbed optimum, up to HiGHS's tolerances). Returns the games that go on and those
+        done; a game in neither has no column left that can help."""
+        still, done = [], []
+        for row, g in enumerate(active):
+            lp = self.lps[g]
+            if outside is not None and lp.add_broken_rows(outside[row]):
+                lp.after_rows = True
                 still.append(g)
-            stuck = [g for row, g in enumerate(active) if not done[row] and g not in still]
-            if stuck:
-                gaps = relative_gap(loss, bound)[stuck].tolist()
-                raise RuntimeError(
-                    f"exact sparsification could not certify {len(stuck)} game(s) "
-                    f"(first: game {stuck[0]}, gap {gaps[0]:.2e} > tol {tol:g}) although no "
-                    f"interaction is left to price in; try a larger tol")
-            for row, g in enumerate(active):
-                if done[row]:
-                    leave(g)
-            late = [g for g in still if lps[g].rounds >= max_rounds]
-            if late:
-                raise RuntimeError(
-                    f"exact sparsification: {len(late)} game(s) not certified after {max_rounds} "
-                    f"rounds (gap {relative_gap(loss, bound)[late].max():.2e})")
-            active = still + enter()
-    finally:
-        if pool is not None:
-            pool.shutdown()
-        if bar is not None:
-            bar.close()
-    p, q = split_of(u, w, v, b)
-    return ExactSolution(p, q, loss, bound, rounds, columns)
+                continue
+            if certified[row]:
+                done.append(g)
+                continue
+            lp.after_rows = False
+            new = lp.priced_in(viol[row])
+            if new:
+                lp.grow(new)
+                still.append(g)
+            elif within[row]:
+                done.append(g)
+        return still, done

@@ -212,6 +212,39 @@ def solve(v: Tensor, b: Tensor, c: Tensor | None = None, tol: float = 1e-4,
     ``|p_i|`` (``c`` defaults to ``P_BOUND |v_i(N) - v_i(empty)|``). ``rule``: the tie-break that
     picks one point of the optimal face (``exact.tie_break``). Raises RuntimeError for a sample
     whose relative gap ``(loss - loss_bound) / loss`` exceeds ``tol``."""
+    _check(v, tol, alpha, rule)
+    models, games, size = v.shape
+    n = size.bit_length() - 1
+    if c is None:
+        c = P_BOUND * (v[..., -1] - v[..., 0]).abs()
+    weight = 1.0 + tol / 4 * tie_break(n, rule)
+    matrix, cost, lower, upper, extra = _lp(n, models, alpha, weight, chain)
+    v_np, b_np, c_np = (x.detach().cpu().double().numpy() for x in (v, b, c))
+    a_and = np.zeros((models, games, size))
+    a_or = np.zeros((models, games, size))
+    shared = np.zeros((games, size))
+    dual = np.zeros(games)
+    for g in range(games):
+        lo, hi = (np.concatenate([x, np.zeros(extra)])
+                  for x in _row_bounds(v_np[:, g], b_np[:, g], c_np[:, g]))
+        h = _solve_sample(_highs_lp(matrix, cost, lower, upper, lo, hi), solver, g)
+        x = np.asarray(h.getSolution().col_value)
+        a_and[:, g] = x[:models * size].reshape(models, size)
+        a_or[:, g] = x[models * size:2 * models * size].reshape(models, size)
+        shared[g] = x[2 * models * size:2 * models * size + size]
+        dual[g] = _dual_objective(h)
+    to = lambda x: torch.from_numpy(x).to(v.device, v.dtype)  # noqa: E731
+    out = _solution(v, b, to(a_and), to(a_or), to(shared), alpha,
+                    (to(dual) / float(weight.max())).clamp_min(0.0))
+    late = (out.gap > tol).nonzero()[:, 0].tolist()
+    if late:
+        raise RuntimeError(f"joint extraction could not certify {len(late)} sample(s) (first: "
+                           f"sample {late[0]}, gap {float(out.gap[late[0]]):.2e} > tol {tol:g})")
+    return out
+
+
+def _check(v: Tensor, tol: float, alpha: float, rule: str) -> None:
+    """Check ``solve``'s games and settings."""
     if v.dim() != 3:
         raise ValueError(f"joint games must be [models, samples, 2**n], got {tuple(v.shape)}")
     if not 0 < tol < 1:
@@ -220,75 +253,67 @@ def solve(v: Tensor, b: Tensor, c: Tensor | None = None, tol: float = 1e-4,
         raise ValueError(f"alpha must lie in (0, 1], got {alpha}")
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    models, games, size = v.shape
-    n = size.bit_length() - 1
-    if c is None:
-        c = P_BOUND * (v[..., -1] - v[..., 0]).abs()
-    weight = 1.0 + tol / 4 * tie_break(n, rule)
-    matrix, cost, lower, upper, extra = _lp(n, models, alpha, weight, chain)
-    v_np, b_np, c_np = (x.detach().cpu().double().numpy() for x in (v, b, c))
+
+
+def _highs_lp(matrix: sp.csc_matrix, cost: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+              lo: np.ndarray, hi: np.ndarray):
+    """One sample's LP as HiGHS's ``HighsLp``: ``_lp``'s matrix, costs and column bounds, and the
+    sample's row bounds ``lo``, ``hi``."""
     highspy = _require_highspy()
-    a_and = np.zeros((models, games, size))
-    a_or = np.zeros((models, games, size))
-    shared = np.zeros((games, size))
-    dual = np.zeros(games)
-    for g in range(games):
-        lo, hi = (np.concatenate([x, np.zeros(extra)])
-                  for x in _row_bounds(v_np[:, g], b_np[:, g], c_np[:, g]))
-        lp = highspy.HighsLp()
-        lp.num_col_, lp.num_row_ = matrix.shape[1], matrix.shape[0]
-        lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, lower, upper
-        lp.row_lower_, lp.row_upper_ = lo, hi
-        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        lp.a_matrix_.start_ = matrix.indptr
-        lp.a_matrix_.index_ = matrix.indices
-        lp.a_matrix_.value_ = matrix.data
-        h = _new_model()
-        h.setOptionValue("threads", 1)
-        h.setOptionValue("random_seed", 0)
-        h.setOptionValue("solver", solver)
-        h.setOptionValue("presolve", "off")  # it folds the passes back into denser rows: 2x slower
-        h.setOptionValue("run_crossover", "on")
-        h.setOptionValue("dual_feasibility_tolerance", 1e-10)
-        h.setOptionValue("primal_feasibility_tolerance", 1e-10)
-        h.passModel(lp)
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = matrix.shape[1], matrix.shape[0]
+    lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, lower, upper
+    lp.row_lower_, lp.row_upper_ = lo, hi
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = matrix.indptr
+    lp.a_matrix_.index_ = matrix.indices
+    lp.a_matrix_.value_ = matrix.data
+    return lp
+
+
+def _solve_sample(lp, solver: str, g: int):
+    """Solve sample ``g``'s LP to optimality (``solver``, then the simplex from its basis should
+    the interior point end imprecise); return the HiGHS model. Raises RuntimeError when it is
+    not optimal or its dual point is not feasible enough to certify (``DUAL_INFEASIBILITY``)."""
+    highspy = _require_highspy()
+    h = _new_model()
+    h.setOptionValue("threads", 1)
+    h.setOptionValue("random_seed", 0)
+    h.setOptionValue("solver", solver)
+    h.setOptionValue("presolve", "off")  # it folds the passes back into denser rows: 2x slower
+    h.setOptionValue("run_crossover", "on")
+    h.setOptionValue("dual_feasibility_tolerance", 1e-10)
+    h.setOptionValue("primal_feasibility_tolerance", 1e-10)
+    h.passModel(lp)
+    h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:  # an imprecise interior
+        h.setOptionValue("solver", "simplex")  # point: the simplex from crossover's basis
         h.run()
-        if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:  # an imprecise interior
-            h.setOptionValue("solver", "simplex")  # point: the simplex from crossover's basis
-            h.run()
-        if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-            raise RuntimeError(f"joint extraction: HiGHS ended sample {g} with status "
-                               f"{h.modelStatusToString(h.getModelStatus())}")
-        if h.getInfo().max_dual_infeasibility > DUAL_INFEASIBILITY:
-            raise RuntimeError(f"joint extraction: HiGHS's dual point of sample {g} is "
-                               f"infeasible by {h.getInfo().max_dual_infeasibility:.1e}: no "
-                               f"certificate")
-        x = np.asarray(h.getSolution().col_value)
-        a_and[:, g] = x[:models * size].reshape(models, size)
-        a_or[:, g] = x[models * size:2 * models * size].reshape(models, size)
-        shared[g] = x[2 * models * size:2 * models * size + size]
-        dual[g] = _dual_objective(h)
-    dtype, device = v.dtype, v.device
-    to = lambda x: torch.from_numpy(x).to(device, dtype)  # noqa: E731
-    v_and, v_or, p_shared = to(a_and), to(a_or), to(shared)
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        raise RuntimeError(f"joint extraction: HiGHS ended sample {g} with status "
+                           f"{h.modelStatusToString(h.getModelStatus())}")
+    if h.getInfo().max_dual_infeasibility > DUAL_INFEASIBILITY:
+        raise RuntimeError(f"joint extraction: HiGHS's dual point of sample {g} is "
+                           f"infeasible by {h.getInfo().max_dual_infeasibility:.1e}: no "
+                           f"certificate")
+    return h
+
+
+def _solution(v: Tensor, b: Tensor, v_and: Tensor, v_or: Tensor, p_shared: Tensor,
+              alpha: float, loss_bound: Tensor) -> JointSolution:
+    """The split of the LP's ``v_and``, ``v_or`` (``q`` clamped into its box against rounding)
+    with the joint loss the engine's transforms measure on it."""
     bound = b[..., None]
     q = torch.maximum(torch.minimum(v_and + v_or - v, bound), -bound)
     p = (v_and - v_or) / 2
     i_and, i_or = and_or(v, p, q)
-    loss = joint_loss(i_and, i_or, alpha)
-    loss_bound = (to(dual) / float(weight.max())).clamp_min(0.0)
-    out = JointSolution(p, q, p_shared, loss, loss_bound)
-    late = (out.gap > tol).nonzero()[:, 0].tolist()
-    if late:
-        raise RuntimeError(f"joint extraction could not certify {len(late)} sample(s) (first: "
-                           f"sample {late[0]}, gap {float(out.gap[late[0]]):.2e} > tol {tol:g})")
-    return out
+    return JointSolution(p, q, p_shared, joint_loss(i_and, i_or, alpha), loss_bound)
 
 
 def _dual_objective(h) -> float:
     """The dual objective of HiGHS's optimal dual point, computed from the row and column duals:
-    a lower bound of the LP's optimum when the point is dual feasible (``solve`` checks HiGHS's
-    measure of that, ``DUAL_INFEASIBILITY``)."""
+    a lower bound of the LP's optimum when the point is dual feasible (``_solve_sample`` checks
+    HiGHS's measure of that, ``DUAL_INFEASIBILITY``)."""
     sol, lp = h.getSolution(), h.getLp()
     y = np.asarray(sol.row_dual)
     z = np.asarray(sol.col_dual)

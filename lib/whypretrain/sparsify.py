@@ -79,43 +79,18 @@ def sparsify(values: Tensor, optimizer: str = "exact", tol: float = 1e-4, q_boun
     plain split ``p = q = 0``) are measured before that move. Runs in ``dtype`` (float64) on the
     games' device; deterministic on the CPU.
     """
-    n = players_of(values)
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    if not q_bound >= 0:
-        raise ValueError(f"q_bound must be >= 0, got {q_bound}")
-    if optimizer == "exact" and not 0 < tol < 1:
-        raise ValueError(f"tol must lie in (0, 1), got {tol}: it is the relative duality gap "
-                         f"at which a game counts as solved")
-    if extraction not in EXTRACTIONS:
-        raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {extraction!r}")
-    if extraction == "joint" and (optimizer != "exact" or values.dim() < 2):
-        raise ValueError("extraction='joint' needs optimizer='exact' and games [models, ..., 2**n]")
+    _check(values, optimizer, tol, q_bound, extraction)
     v = values.detach().to(dtype)
     span = (v[..., -1] - v[..., 0]).abs()
     zero = torch.zeros_like(v)
     i_and, i_or = and_or(v, zero, zero)
     loss_start = i_and.abs().sum(-1) + i_or.abs().sum(-1)
     if extraction == "joint":
-        models, size = v.shape[0], v.shape[-1]
-        flat = v.reshape(models, -1, size)
-        with _one_cpu_thread(v.device):
-            sol = joint.solve(flat, (q_bound * span).reshape(models, -1), tol=tol, rule=rule)
-        p, q = sol.p.reshape(v.shape), sol.q.reshape(v.shape)
-        loss = sol.loss.reshape(span.shape[1:]).expand(span.shape).clone()
-        loss_bound = sol.loss_bound.reshape(span.shape[1:]).expand(span.shape).clone()
+        p, q, loss, loss_bound, params = _sparsify_joint(v, span, q_bound, tol, rule)
         loss_start = joint.joint_loss(i_and, i_or).expand(span.shape).clone()
-        params = dict(tol=tol, rule=rule, extraction="joint", alpha=joint.ALPHA,
-                      p_bound=joint.P_BOUND, **sol.summary())
     elif optimizer == "exact":
-        flat = v.reshape(-1, v.shape[-1])
-        start = None if support is None else support.reshape(-1, 2, v.shape[-1])
-        with _one_cpu_thread(v.device):
-            sol = exact.solve(flat, (q_bound * span).reshape(-1), tol=tol, progress=progress,
-                              workers=workers, rule=rule, support=start)
-        p, q = sol.p.reshape(v.shape), sol.q.reshape(v.shape)
-        loss, loss_bound = sol.loss.reshape(span.shape), sol.loss_bound.reshape(span.shape)
-        params = dict(tol=tol, rule=rule, **sol.summary())
+        p, q, loss, loss_bound, params = _sparsify_exact(v, span, q_bound, tol, progress,
+                                                         workers, rule, support)
     else:
         p, q, loss, params = _sparsify_descent(v, iterations, lr, q_bound, optimizer, momentum,
                                                dtype, progress)
@@ -127,6 +102,51 @@ def sparsify(values: Tensor, optimizer: str = "exact", tol: float = 1e-4, q_boun
                   merge_low_or=merge_low_or, **params)
     return Interactions(i_and, i_or, v, p, q, loss, loss_start, "and-or", params,
                         loss_bound=loss_bound)
+
+
+def _check(values: Tensor, optimizer: str, tol: float, q_bound: float, extraction: str) -> None:
+    """Check ``sparsify``'s settings (and that ``values`` are games: ``[..., 2**n]``)."""
+    players_of(values)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if not q_bound >= 0:
+        raise ValueError(f"q_bound must be >= 0, got {q_bound}")
+    if optimizer == "exact" and not 0 < tol < 1:
+        raise ValueError(f"tol must lie in (0, 1), got {tol}: it is the relative duality gap "
+                         f"at which a game counts as solved")
+    if extraction not in EXTRACTIONS:
+        raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {extraction!r}")
+    if extraction == "joint" and (optimizer != "exact" or values.dim() < 2):
+        raise ValueError("extraction='joint' needs optimizer='exact' and games [models, ..., 2**n]")
+
+
+def _sparsify_exact(v: Tensor, span: Tensor, q_bound: float, tol: float, progress: bool,
+                    workers: int, rule: str, support: Tensor | None):
+    """Every game of ``v`` alone by ``exact.solve``. Returns ``p, q, loss, loss_bound, params``."""
+    flat = v.reshape(-1, v.shape[-1])
+    start = None if support is None else support.reshape(-1, 2, v.shape[-1])
+    with _one_cpu_thread(v.device):
+        sol = exact.solve(flat, (q_bound * span).reshape(-1), tol=tol, progress=progress,
+                          workers=workers, rule=rule, support=start)
+    p, q = sol.p.reshape(v.shape), sol.q.reshape(v.shape)
+    loss, loss_bound = sol.loss.reshape(span.shape), sol.loss_bound.reshape(span.shape)
+    return p, q, loss, loss_bound, dict(tol=tol, rule=rule, **sol.summary())
+
+
+def _sparsify_joint(v: Tensor, span: Tensor, q_bound: float, tol: float, rule: str):
+    """The games ``[M, ..., 2**n]`` of ``M`` models by ``joint.solve``, sample by sample.
+    Returns ``p, q`` and each sample's joint ``loss`` and ``loss_bound`` (the same for its
+    models), and ``params``."""
+    models, size = v.shape[0], v.shape[-1]
+    flat = v.reshape(models, -1, size)
+    with _one_cpu_thread(v.device):
+        sol = joint.solve(flat, (q_bound * span).reshape(models, -1), tol=tol, rule=rule)
+    p, q = sol.p.reshape(v.shape), sol.q.reshape(v.shape)
+    loss = sol.loss.reshape(span.shape[1:]).expand(span.shape).clone()
+    loss_bound = sol.loss_bound.reshape(span.shape[1:]).expand(span.shape).clone()
+    params = dict(tol=tol, rule=rule, extraction="joint", alpha=joint.ALPHA,
+                  p_bound=joint.P_BOUND, **sol.summary())
+    return p, q, loss, loss_bound, params
 
 
 def _sparsify_descent(values: Tensor, iterations: int, lr: float, q_bound: float,
