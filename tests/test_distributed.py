@@ -15,9 +15,9 @@ import torch
 from whypretrain import distributed, interactions, results, sparsify
 
 REPO = Path(__file__).resolve().parents[1]
-# ci, with 10 explained samples at 2 per forward pass: a model's batches then fall on both
-# ranks, and so do its games in the engine
-SETS = ["--set", "samples_per_class=1", "--set", "only_correct=false",
+# ci with one seed (one results folder), with 10 explained samples at 2 per forward pass: a
+# model's batches then fall on both ranks, and so do its games in the engine
+SETS = ["--set", "seeds=0", "--set", "samples_per_class=1", "--set", "only_correct=false",
         "--set", "mask_batch=128"]
 
 

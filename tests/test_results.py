@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from whypretrain import (data, distributed, errors, interactions, knowledge, presets, results,
-                         stats, study)
+                         sparsify, stats, study)
 from whypretrain.provenance import sources_of
 from whypretrain.runs import Run
 
