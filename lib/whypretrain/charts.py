@@ -305,7 +305,7 @@ def forest(table: pd.DataFrame) -> alt.Chart:
                  alt.Tooltip("effect_low:Q", format=".3f", title="95% low"),
                  alt.Tooltip("effect_high:Q", format=".3f", title="95% high"), "n_seeds:Q"])
     return alt.layer(zero, whiskers, points, data=data).properties(
-        width=420, height=18 * max(1, len(settings))).facet(
+        width=340, height=18 * max(1, len(settings))).facet(
         row=alt.Row("label:N", title=None, sort=[c.replace("_", " ") for c in
                                                  dict.fromkeys(data["claim"])],
                     header=alt.Header(labelAngle=0, labelAlign="left"))).resolve_scale(
@@ -347,11 +347,11 @@ def specification_curve(spec: pd.DataFrame) -> alt.VConcatChart:
     nulls = base.mark_tick(color="#f58518", thickness=3, size=16).encode(x=x, y="null:Q")
     paper = base.mark_rule(strokeDash=[6, 4], color="#333").encode(y="paper_low:Q") + \
         base.mark_rule(strokeDash=[6, 4], color="#333").encode(y="paper_high:Q")
-    top = (paper + whiskers + nulls + points).properties(width=520, height=220)
+    top = (paper + whiskers + nulls + points).properties(width=430, height=220)
     choices = base.mark_square(size=60).encode(
         x=x, y=alt.Y("parameter:N", title=None), opacity=opacity,
         color=alt.value("#4c78a8"), tooltip=["spec:N", "parameter:N", "value:N"]
-    ).properties(width=520, height=16 * data["parameter"].nunique())
+    ).properties(width=430, height=16 * data["parameter"].nunique())
     return alt.vconcat(top, choices).add_params(pick).properties(title=alt.Title(
         "Each claim across its specifications", subtitle=[
             "point: our value (mean over seeds), line: its 95% interval, orange tick: its null, "
