@@ -155,5 +155,5 @@ def test_a_failing_rank_stops_the_job_and_nothing_is_marked_complete(one_and_two
     assert "stopped: rank 1: RuntimeError: the engine failed on rank 1" in proc.stderr
     (folder,) = (tmp_path / "results").iterdir()
     assert (folder / "games.pt").is_file()  # the step before the failure is kept (resumable)
-    assert not list(folder.glob("interactions-*.pt")) and not list(folder.glob("table-*"))
+    assert not list(folder.glob("interactions-*.pt")) and not list(folder.glob("table*"))
     assert not list(folder.glob(".*tmp*"))  # no half-written file either

@@ -100,8 +100,8 @@ def _accepted_downstream(p: dict) -> None:
     torch.zeros(1, device=device)
     with training.num_threads(p["threads"]):
         pass
+    torch.Generator().manual_seed(results.player_seed(10**4, p["player_seed"]))
     for seed in p["seeds"]:
-        torch.Generator().manual_seed(results.player_seed(seed, 10**4, p["player_seed_offset"]))
         training._generator(seed, p["epochs"])
     side = presets.image_side(p)
     channels = presets.DATASETS[presets._family(p["target"])].channels
@@ -165,7 +165,7 @@ def test_any_parameters_resolve_and_run_or_stop_at_once_writing_nothing(case):
 EDGES = [
     dict(n=1, patch=28, player_choice="random", q_bound=0, tol=0.999999, tau=1e-300,
          baseline="blur", subtract_empty=True, mask_batch=1, batch_size=4096, threads=0,
-         seeds="1000000000", player_seed_offset=10**6, checkpoints=10000),
+         seeds="1000000000", player_seed=10**6, checkpoints=10000),
     dict(n=9, patch=9, optimizer="sgd", iterations=0, sparsify_lr=9.99, or_merge="keep",
          empty_set="include", tau=0.999999, pretrain_epochs=0, source="mnist-0-4",
          target="uci-5-9", target_per_class=87, batch_size=1, mask_batch=1 << 20, checkpoints=1),
@@ -178,9 +178,10 @@ def test_edge_values_run_through_analyze(tmp_path, monkeypatch, edge):
     from whypretrain import cli
 
     monkeypatch.chdir(tmp_path)
-    sets = {"epochs": 1, "only_correct": False, "workdir": str(tmp_path / "work"), **edge}
+    sets = {"epochs": 1, "only_correct": False, "seeds": "0", "workdir": str(tmp_path / "work"),
+            **edge}
     argv = ["analyze", "--preset", "ci"] + [a for key, value in sets.items()
                                             for a in ("--set", f"{key}={value}")]
     assert cli.main(argv) == 0
-    (folder,) = (tmp_path / "work" / "results").iterdir()
-    assert len(list(folder.glob("table-*.csv"))) == 1
+    (folder,) = (tmp_path / "work" / "results").iterdir()   # one seed: one results folder
+    assert len(list(folder.glob("table*.csv"))) == 1

@@ -307,7 +307,7 @@ def test_failing_notebook_names_itself_and_keeps_the_previous_book(book, capsys)
         assert cli.book("ci", {}, book) == 1
         message = capsys.readouterr().err
         assert "notebook demo" in message and "code cell 2 (In [3])" in message  # In [2]: injected
-        assert "'n' = 17 is outside its range [1, 16]" in message
+        assert "'n' = 17 is outside its range; allowed: [1, 16]" in message
         assert (target.read_bytes(), index.stat().st_mtime_ns) == before
         assert (book / "_build" / ".partial" / "demo.ipynb").is_file()
     finally:

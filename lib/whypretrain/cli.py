@@ -33,7 +33,7 @@ from .errors import ParameterError, UserError
 # fill, a parameter to set); the same exceptions from anywhere else are bugs and keep their
 # traceback.
 USER_FACING = {"whypretrain.data", "whypretrain.models",
-               "whypretrain.runs", "whypretrain.book"}
+               "whypretrain.runs", "whypretrain.book", "whypretrain.layout"}
 
 
 def _say(text: str) -> None:
