@@ -122,13 +122,17 @@ def _accepted_downstream(p: dict) -> None:
             assert _forward(p["arch"], c, resolution, s) == (2, 3)
     n = min(p["n"], 4)  # small games: the engine's parameters are what is checked
     gen = torch.Generator().manual_seed(0)
-    values = torch.randn(2, 1 << n, dtype=torch.float64, generator=gen)
+    # joint extraction decomposes a seed's three final models together: games [model, sample]
+    shape = (3, 2) if p["extraction"] == "joint" else (2,)
+    values = torch.randn(*shape, 1 << n, dtype=torch.float64, generator=gen)
     engine = results.run_engine(values, {**p, "iterations": min(p["iterations"], 3)})
     knowledge.salient_items(engine.stacked(), p["tau"], p["empty_set"])
 
 
-# an example runs in milliseconds; each model shape is built and run once (about a second)
-@settings(max_examples=200, deadline=None, database=None,
+# an example runs in milliseconds; each model shape is built and run once (about a second).
+# derandomize: CI draws the same 200 examples every run (a search with other seeds:
+# `pytest tests/test_presets.py --hypothesis-seed=N` after removing it)
+@settings(max_examples=200, deadline=None, database=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(overrides())
 def test_any_parameters_resolve_and_run_or_stop_at_once_writing_nothing(case):

@@ -274,6 +274,10 @@ def _check_together(p: Mapping[str, Any]) -> None:
     """What the parameters must satisfy together, in the order the study would otherwise find
     it out (data, weights, model, players); raises ``ParameterError`` at the first failure."""
     arch, target = p["arch"], p["target"]
+    if p["extraction"] == "joint" and p["mode"] == "and-or" and p["optimizer"] != "exact":
+        raise ParameterError(f"extraction=joint is solved by the exact optimiser only; got "
+                             f"optimizer={p['optimizer']!r}: set optimizer=exact or "
+                             f"extraction=independent")
     for role in ("source", "target"):
         if p[role] == "folder" and not p[f"{role}_folder"]:
             raise ParameterError(f"{role}=folder needs {role}_folder: --set {role}_folder=PATH, "
