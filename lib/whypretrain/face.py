@@ -80,11 +80,18 @@ def sample(values: Tensor, tau: float = 0.05, empty_set: str = "exclude",
             support = support_of(results[rule])
     items = {rule: knowledge.salient_items(r.stacked(), tau, empty_set)
              for rule, r in results.items()}
-    stacked = torch.stack(list(items.values()))
+    robust, dependent = classify(list(items.values()))
+    return Face(results, items, robust, dependent, seconds)
+
+
+def classify(items: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """``(robust, dependent)`` booleans of the salient items of one set of games under several
+    rules (the first one's items first): robust = salient with the same sign under every rule;
+    dependent = salient under some rule, not robust."""
+    stacked = torch.stack(list(items))
     first = stacked[0]
     robust = (first != 0) & (stacked == first).all(0)
-    dependent = (stacked != 0).any(0) & ~robust
-    return Face(results, items, robust, dependent, seconds)
+    return robust, (stacked != 0).any(0) & ~robust
 
 
 def support_of(result: interactions.Interactions, rtol: float = 1e-12) -> Tensor:

@@ -17,9 +17,8 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-import torch
 
-from . import data, knowledge, study
+from . import data, face, knowledge, study
 from .results import MODELS
 from .stats import Estimate
 from .errors import MissingResults, UserError
@@ -388,9 +387,11 @@ def inputs(params: dict, datasets: data.Datasets | None = None, finals_only: boo
     them)."""
     ds = datasets or data.load_datasets(params)
     tau, empty_set = params["tau"], params["empty_set"]
-    comparisons, replicates = study.null_tables(params, tau, empty_set, ds, finals_only)
+    loaded = study.load(params, finals_only, ds)  # read once: the tables and the nulls
+    comparisons, replicates = study.null_tables(params, tau, empty_set, ds, finals_only, loaded)
     x = Inputs(study.training_table(params, ds) if metrics is None else metrics,
-               study.table(params, tau, empty_set, finals_only, ds), comparisons, replicates)
+               study.table(params, tau, empty_set, finals_only, ds, loaded), comparisons,
+               replicates)
     attach(x.table, sources_of(x.metrics) + sources_of(x.table))
     return x
 
@@ -530,9 +531,8 @@ def robust_items(params: dict) -> pd.DataFrame:
         for i, r in enumerate(canonical):
             items = [r.items_of(model, tau, empty_set=empty_set)]
             items += [rule[i].items_of(model, tau, empty_set=empty_set) for rule in others]
-            first = items[0]
-            robust = (first != 0) & torch.stack([k == first for k in items]).all(0)
-            shares.append(float(robust.sum()) / max(1, int((first != 0).sum())))
+            robust, _ = face.classify(items)
+            shares.append(float(robust.sum()) / max(1, int((items[0] != 0).sum())))
         e = Estimate.of(pd.Series(shares))
         rows.append(dict(model=model, rules=1 + len(others), mean=e.mean, sd=e.sd, ci_low=e.low,
                          ci_high=e.high, n_seeds=e.n_seeds, robust=e.text(pct=True)))

@@ -113,21 +113,24 @@ def load(params: dict, finals_only: bool = False, datasets: data.Datasets | None
 
 
 def table(params: dict, tau: float | None = None, empty_set: str | None = None,
-          finals_only: bool = False, datasets: data.Datasets | None = None) -> pd.DataFrame:
-    """Every seed's tidy table (``knowledge.TABLE_COLUMNS`` + seed, tau) in one table."""
-    loaded = load(params, finals_only, datasets)
+          finals_only: bool = False, datasets: data.Datasets | None = None,
+          loaded: list[results.SeedResults] | None = None) -> pd.DataFrame:
+    """Every seed's tidy table (``knowledge.TABLE_COLUMNS`` + seed, tau) in one table
+    (``loaded``: the seeds' results when the caller has read them already)."""
+    loaded = loaded or load(params, finals_only, datasets)
     out = pd.concat([r.table(tau, empty_set) for r in loaded], ignore_index=True)
     return attach(out, combine(r.sources() for r in loaded))
 
 
 def null_tables(params: dict, tau: float | None = None, empty_set: str | None = None,
-                datasets: data.Datasets | None = None, finals_only: bool = False
+                datasets: data.Datasets | None = None, finals_only: bool = False,
+                loaded: list[results.SeedResults] | None = None
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The cross-seed comparisons (``nulls.comparison_table``) and the final models'
     similarity across seeds (``nulls.replicate_table``) of every ordered pair of seeds, at the
     preset's ``tau`` and ``empty_set`` unless given. Reads only; both are empty with one
     seed."""
-    loaded = load(params, finals_only, datasets)
+    loaded = loaded or load(params, finals_only, datasets)
     tau = params["tau"] if tau is None else tau
     empty_set = empty_set or params["empty_set"]
     sources = combine(r.sources() for r in loaded)
