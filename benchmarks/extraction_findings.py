@@ -34,7 +34,7 @@ def main() -> None:
     args = ap.parse_args()
     params = presets.resolve(args.preset, presets.parse_sets(args.sets))
     ds = data.load_datasets(params)
-    after = findings.judge(params, "exact", ds)
+    after = findings.judge(study.compute(params, progress=False))
     sgd = presets.resolve(args.preset, {**presets.parse_sets(args.sets), "optimizer": "sgd"})
     start = time.perf_counter()
     tables, compared = [], []
@@ -46,10 +46,11 @@ def main() -> None:
         c.insert(0, "seed", seed)
         compared.append(c)
     seconds = time.perf_counter() - start
+    metrics, _ = study.training_table(sgd, ds)
     try:  # every epoch extracted with SGD too (`whypretrain analyze ... --set optimizer=sgd`)
-        x = findings.Inputs(study.training_table(sgd, ds), study.table(sgd, datasets=ds))
+        x = findings.Inputs(metrics, study.read(sgd).part("near/knowledge"))
     except MissingResults:
-        x = findings.Inputs(study.training_table(sgd, ds), pd.concat(tables, ignore_index=True))
+        x = findings.Inputs(metrics, pd.concat(tables, ignore_index=True))
     rows = []
     for c in findings.CLAIMS:
         try:

@@ -186,14 +186,14 @@ def test_command_names_the_preset_and_what_differs():
 @pytest.fixture(scope="module")
 def ci_transfer(tmp_path_factory):
     params = presets.resolve("ci", {"workdir": str(tmp_path_factory.mktemp("transfer"))})
-    status = study.compute_transfer(params, progress=False, far=True)
-    return params, status
+    result = study.compute(params, ("near", "disjoint", "far"), progress=False, far=True)
+    return params, result
 
 
 def test_findings_table_has_all_three_settings(ci_transfer):
-    params, status = ci_transfer
-    assert status == dict(near="computed", disjoint="computed", far="computed"), status
-    table = findings.transfer_table(params)
+    params, result = ci_transfer
+    assert result.manifest["notes"] == dict(disjoint="computed", far="computed")
+    table = findings.transfer_table(result)
     assert list(dict.fromkeys(table["setting"])) == ["near", "disjoint", "far"]
     assert len(table) == 3 * len(findings.CLAIMS)
     assert table["verdict"].isin(findings.VERDICTS).all()
@@ -219,9 +219,9 @@ def test_reading_before_analysing_names_the_analyze_command(ci_transfer):
     params, _ = ci_transfer
     other = {**params, "n": 5}   # the runs exist, these games do not
     with pytest.raises(errors.MissingResults, match="whypretrain analyze --preset ci .*n=5"):
-        study.table(other)
+        study.read(other).part("near/knowledge")
     with pytest.raises(errors.MissingResults, match="whypretrain study --preset ci"):
-        study.sensitivity(params)   # sensitivity's own results are not computed yet
+        study.read(params).part("sensitivity")   # the grid is not computed yet
 
 
 def test_game_counts_of_the_ci_preset():

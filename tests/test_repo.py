@@ -136,3 +136,47 @@ def test_the_library_has_no_import_cycle():
     for module in sorted(graph):
         if module not in state:
             visit(module, [])
+
+
+def _functions():
+    import ast
+    for path in sorted((REPO / "lib" / "whypretrain").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield f"{path.stem}.{node.name}", node.end_lineno - node.lineno + 1
+
+
+def test_no_library_function_is_longer_than_80_lines():
+    lengths = dict(_functions())
+    assert len(lengths) > 100                       # the walk sees the library
+    assert {k: v for k, v in lengths.items() if v > 80} == {}
+
+
+# what a notebook's code cell may not hold: it chooses from the study result and draws
+COMPUTING = ("For", "While", "ListComp", "DictComp", "SetComp", "GeneratorExp", "FunctionDef",
+             "Lambda", "ClassDef")
+
+
+def notebook_constructs(source: str) -> set[str]:
+    import ast
+    return {type(node).__name__ for node in ast.walk(ast.parse(source))} & set(COMPUTING)
+
+
+def test_the_check_sees_loops_and_definitions():
+    assert notebook_constructs("for x in y: pass") == {"For"}
+    assert notebook_constructs("d = {k: v for k, v in t.items()}") == {"DictComp"}
+    assert notebook_constructs("f = lambda x: x\ndef g(): pass") == {"Lambda", "FunctionDef"}
+    assert notebook_constructs("result.part('near/summary')") == set()
+
+
+def test_notebook_cells_only_choose_and_draw():
+    import json
+    found = {}
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        for cell in cells:
+            if cell["cell_type"] == "code":
+                bad = notebook_constructs("".join(cell["source"]))
+                if bad:
+                    found[f"{path.name} {cell['id']}"] = sorted(bad)
+    assert found == {}

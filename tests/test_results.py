@@ -212,7 +212,7 @@ def test_reading_finds_what_compute_stored_and_names_its_sources(ci):
     assert read.path == a.path and torch.equal(read.result.I_and, a.result.I_and)
     assert read.sources().results == (a.hash,)
     assert set(read.sources().runs) == set(a.runs.values()) and len(a.runs) == 4
-    table = study.table(params)
+    table = study.read(params).part("near/knowledge")   # the study result holds both seeds'
     b = results.load(params, seed=1)
     assert sources_of(table).results == (a.hash, b.hash)
     pd.testing.assert_frame_equal(table, pd.concat([a.table(), b.table()], ignore_index=True))
@@ -234,11 +234,12 @@ def test_or_merge_keep_leaves_low_order_or_terms_and_explains_the_same_games(ci)
 def test_reading_an_empty_workdir_raises_and_writes_nothing(tmp_path):
     params = presets.resolve("ci", {"workdir": str(tmp_path)})
     from whypretrain import findings
-    for read in (lambda: results.load(params, 0), lambda: study.table(params),
-                 lambda: study.training_table(params), lambda: study.load(params),
-                 lambda: findings.judge(params), lambda: findings.transfer_table(params),
-                 lambda: study.sensitivity(params)):
-        with pytest.raises(errors.MissingResults, match="whypretrain (train|study) --preset ci"):
+    result = study.read(params)
+    for read in (lambda: results.load(params, 0), lambda: result.part("near/knowledge"),
+                 lambda: result.part("near/metrics"), lambda: findings.judge(result),
+                 lambda: findings.transfer_table(result), lambda: result.part("sensitivity")):
+        with pytest.raises(errors.MissingResults,
+                           match="whypretrain (train|analyze|study) --preset ci"):
             read()
     assert list(tmp_path.iterdir()) == []
 

@@ -58,9 +58,12 @@ def test_ci_book_names_the_results_and_runs_under_its_tables(ci_study):
         assert any(f"run {h}" in text for h in runs), name
         assert "rebuild: whypretrain" in text and "--preset ci" in text, name
     # the narrative's numbers are glued: the share discarded of the knowledge page is there
-    from whypretrain import presets, stats, study
+    from whypretrain import knowledge, presets, stats, study
     params = presets.resolve("ci", overrides)
-    share = study.headline(stats.summarize(study.table(params)), "share_discarded", pct=True)
+    table = study.read(params).part("near/knowledge")
+    row = stats.summarize(table).query(f"measure == 'share_discarded' and order == "
+                                       f"{knowledge.ALL_ORDERS}").iloc[0]
+    share = stats.interval_text(row, pct=True)   # formed again from the seeds' own table
     assert f"fine-tuning discards {share} of the probe" in text_of("03-knowledge")
 
 
@@ -78,14 +81,15 @@ def test_ci_specification_table_has_a_row_for_every_specification(ci_study):
     root, overrides, _ = ci_study
     from whypretrain import findings, presets, study
     params = presets.resolve("ci", overrides)
-    spec = findings.specification_table(params)
+    result = study.read(params)
+    spec = findings.specification_table(result)
     grid = study.sensitivity_grid(params)
     varied = {f"{k}={v}" for k, values in grid.items() for v in values if v != params[k]}
     assert set(spec["spec"]) == varied | {"preset"}
     assert len(spec) == len(set(spec["spec"])) * len(findings.KNOWLEDGE_CLAIMS)
     assert spec["verdict"].isin(findings.VERDICTS).all()
     # the preset's own row is the findings page's near column
-    near = findings.judge(params).set_index("claim")
+    near = findings.judge(result).set_index("claim")
     own = spec[spec["spec"] == "preset"].set_index("claim")
     for claim in own.index:
         assert own.loc[claim, "mean"] == pytest.approx(near.loc[claim, "mean"], nan_ok=True)
@@ -97,9 +101,9 @@ def test_ci_specification_table_has_a_row_for_every_specification(ci_study):
 @pytest.mark.slow
 def test_ci_robust_items_are_a_share_of_the_canonical_ones(ci_study):
     root, overrides, _ = ci_study
-    from whypretrain import findings, presets, results
+    from whypretrain import findings, presets, results, study
     params = presets.resolve("ci", overrides)
-    robust = findings.robust_items(params)
+    robust = findings.robust_items(study.read(params))
     assert list(robust.index) == list(results.MODELS) and (robust["rules"] == 3).all()
     assert robust["mean"].between(0, 1).all()
     # robust items are a subset of the canonical ones: a share below 1 unless the rules agree

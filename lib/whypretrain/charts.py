@@ -162,16 +162,13 @@ def _interval(base: alt.Chart, x: str, y_title: str, color: str = "model") -> al
     return band + line
 
 
-def training_curves(metrics: pd.DataFrame, value: str = "test_acc") -> alt.Chart:
+def training_curves(training: pd.DataFrame, value: str = "test_acc") -> alt.Chart:
     """Per-epoch curves of the target runs, mean and 95% interval over seeds.
 
-    ``metrics``: columns ``seed, model, epoch`` and the metric (``test_acc``, ``train_loss``,
-    ...), as ``study.training_table`` returns it.
+    ``training``: the study result's ``near/training`` part (``curves.training_summary``):
+    per metric, model and epoch the mean, ``ci_low``, ``ci_high`` and ``n_seeds``.
     """
-    from .stats import aggregate
-    agg = aggregate(metrics.rename(columns={value: "value"})[["seed", "model", "epoch", "value"]]
-                    .rename(columns={"seed": "sample"}), by=["model", "epoch"])
-    agg = agg.rename(columns={"n": "n_seeds"})
+    agg = training[training["metric"] == value].copy()
     agg["model"] = agg["model"].map(lambda m: MODEL_NAMES.get(m, m))
     title = {"test_acc": "test accuracy", "train_acc": "training accuracy",
              "test_loss": "test loss", "train_loss": "training loss"}.get(value, value)
@@ -360,10 +357,10 @@ def specification_curve(spec: pd.DataFrame) -> alt.VConcatChart:
 
 
 def sensitivity_chart(table: pd.DataFrame, measures: list[str]) -> alt.Chart:
-    """How each headline measure moves as one parameter varies (``study.sensitivity``)."""
-    data = table[table["measure"].isin(measures)].rename(columns={"mean": "v"})
-    rows = data.groupby(["parameter", "value", "measure"], sort=False)["v"].agg(
-        mean="mean", std="std", n_seeds="count").reset_index()
+    """How each headline measure moves as one parameter varies: ``table`` holds per
+    (parameter, value, measure) the ``mean``, ``std`` and ``n_seeds`` over seeds (the study
+    result's ``sensitivity`` part)."""
+    rows = table[table["measure"].isin(measures)]
     base = alt.Chart(rows)
     chart = base.mark_line(point=True).encode(
         x=alt.X("value:N", title=None, sort=None),
@@ -428,17 +425,11 @@ def players_image(x, players, patch: int, title: str = "The sample and its playe
         title, subtitle="red boxes: the players; every other pixel stays as it is when masking"))
 
 
-def strength_by_rank(curves: dict) -> alt.Chart:
+def strength_by_rank(ranks: pd.DataFrame) -> alt.Chart:
     """Sparsity: |I| sorted from the strongest down, log-log, one line per method.
 
-    ``curves``: method name -> interactions of one sample (any shape; all terms are ranked)."""
-    frames = []
-    for method, I in curves.items():
-        strength = np.sort(np.abs(np.asarray(I, dtype=float)).ravel())[::-1]
-        strength = strength[strength > 0]
-        frames.append(pd.DataFrame({"method": method, "rank": np.arange(1, len(strength) + 1),
-                                    "strength": strength}))
-    return alt.Chart(pd.concat(frames, ignore_index=True)).mark_line().encode(
+    ``ranks``: columns ``method, rank, strength`` (``study.strength_by_rank``)."""
+    return alt.Chart(ranks).mark_line().encode(
         x=alt.X("rank:Q", title="rank of the interaction (strongest first)",
                 scale=alt.Scale(type="log")),
         y=alt.Y("strength:Q", title="|I(S)|", scale=alt.Scale(type="log")),

@@ -91,7 +91,7 @@ def _family(name: str) -> str:
     return name.split("-")[0]
 
 
-def _digits(name: str) -> list[int]:
+def digits(name: str) -> list[int]:
     """``mnist`` -> 0..9, ``uci-5-9`` -> 5..9."""
     m = re.fullmatch(r"[a-z0-9]+(?:-(\d)-(\d))?", name)
     if m is None or (m.group(1) and int(m.group(1)) > int(m.group(2))):
@@ -107,10 +107,10 @@ def _load(params: dict, role: str):
         return _imagenet(params)
     if family == "mnist":
         images, labels = _mnist()
-        return _embedded(images, labels, _digits(name), MNIST_TEST_FRACTION)
+        return _embedded(images, labels, digits(name), MNIST_TEST_FRACTION)
     if family == "uci":
         images, labels = _uci()
-        return _embedded(images, labels, _digits(name), UCI_TEST_FRACTION)
+        return _embedded(images, labels, digits(name), UCI_TEST_FRACTION)
     if family == "cifar10":
         return _cifar10(params)
     if family == "folder":

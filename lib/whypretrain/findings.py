@@ -8,7 +8,8 @@ its null, per seed; a verdict of "yes" needs the effect's interval above 0 as we
 paper's threshold, and where the effect's interval contains 0 the verdict is
 ``INDISTINCT``: the data cannot tell the claim from its null. ``judge(params)`` reads one
 setting's results and returns one row per claim; ``transfer_table(params)`` does it for the
-near, disjoint and far transfer settings side by side. Reads only (``study``).
+near, disjoint and far transfer settings side by side. Reads the study result only
+(``study_result``): the verdicts are functions of its tables.
 """
 from __future__ import annotations
 
@@ -18,15 +19,17 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from . import data, face, knowledge, study
+from . import curves, knowledge
+from .errors import MissingResults
+from .provenance import attach, combine, sources_of
 from .results import MODELS
+from .specifications import DISJOINT, FAR_PRESET
 from .stats import Estimate
-from .errors import MissingResults, UserError
-from .provenance import attach, combine, command, sources_of
+from .study_result import TRANSFER_SETTINGS, StudyResult
 
 LEARNABLE_RANGE = (0.13, 0.45)  # the paper's range of the learnable share (Figure 3)
-ACCURACY_FRACTION = study.ACCURACY_FRACTION
-REACH_LEVEL = study.REACH_LEVEL
+ACCURACY_FRACTION = curves.ACCURACY_FRACTION
+REACH_LEVEL = curves.REACH_LEVEL
 NOT_RUN = "not run"
 INDISTINCT = "cannot tell from null"
 VERDICTS = ("yes", "partly", "no", INDISTINCT, NOT_RUN)
@@ -86,12 +89,12 @@ class Inputs:
 
 
 def accuracy_gap(x: Inputs) -> pd.Series:
-    final = study.final_accuracy(x.metrics)
+    final = curves.final_accuracy(x.metrics)
     return final["finetune"] - final["scratch"]
 
 
 def accuracy_speed(x: Inputs) -> pd.Series:
-    e = study.accuracy_epochs(x.metrics)
+    e = curves.accuracy_epochs(x.metrics)
     return e["scratch"] - e["finetune"]
 
 
@@ -125,10 +128,10 @@ def share_of(measure: str) -> Callable[[pd.DataFrame], pd.Series]:
 
 
 def _convergence(x: Inputs, measure: str) -> pd.DataFrame:
-    c = study.convergence_measures(x.table, REACH_LEVEL)
+    c = curves.convergence_measures(x.table, REACH_LEVEL)
     if c.empty:
-        raise MissingResults("convergence measures (results of every epoch; set checkpoints=0)",
-                             "whypretrain analyze --preset ... --set checkpoints=0")
+        raise MissingResults("convergence measures (results of every epoch)",
+                             "whypretrain analyze --preset ... --set checkpoints=all")
     return c[c["measure"] == measure].pivot(index="seed", columns="model", values="value")
 
 
@@ -323,10 +326,9 @@ def judge_inputs(x: Inputs, setting: str = "near", claims: tuple[Claim, ...] = C
     return pd.DataFrame(rows)
 
 
-def judge(params: dict, setting: str = "near", datasets: data.Datasets | None = None
-          ) -> pd.DataFrame:
-    """``judge_inputs`` on the stored results of ``params`` (reads only)."""
-    x = inputs(params, datasets)
+def judge(result: StudyResult, setting: str = "near") -> pd.DataFrame:
+    """``judge_inputs`` on one setting of the study result."""
+    x = inputs(result, setting)
     return attach(judge_inputs(x, setting), sources_of(x.table))
 
 
@@ -375,23 +377,11 @@ def replicate_level(x: Inputs, measure: str = "jaccard_weighted") -> pd.DataFram
     return attach(out, sources_of(x.table)) if "sources" in x.table.attrs else out
 
 
-def glue_texts(table: pd.DataFrame, prefix: str, column: str = "share") -> dict[str, str]:
-    """``{prefix-<index>: table[column]}``: a table's formatted values as texts to glue."""
-    return {f"{prefix}-{key}": str(text) for key, text in table[column].items()}
-
-
-def inputs(params: dict, datasets: data.Datasets | None = None, finals_only: bool = False,
-           metrics: pd.DataFrame | None = None) -> Inputs:
-    """What ``judge`` reads for ``params``, with the sources of all of it on ``table``
-    (``finals_only``: the results of the final models alone, as the sensitivity grid has
-    them)."""
-    ds = datasets or data.load_datasets(params)
-    tau, empty_set = params["tau"], params["empty_set"]
-    loaded = study.load(params, finals_only, ds)  # read once: the tables and the nulls
-    comparisons, replicates = study.null_tables(params, tau, empty_set, ds, finals_only, loaded)
-    x = Inputs(study.training_table(params, ds) if metrics is None else metrics,
-               study.table(params, tau, empty_set, finals_only, ds, loaded), comparisons,
-               replicates)
+def inputs(result: StudyResult, setting: str = "near") -> Inputs:
+    """What ``judge`` reads for one transfer setting of the study result, with the sources of
+    all of it on ``table``."""
+    x = Inputs(result.part(f"{setting}/metrics"), result.part(f"{setting}/knowledge"),
+               result.part(f"{setting}/comparisons"), result.part(f"{setting}/replicates"))
     attach(x.table, sources_of(x.metrics) + sources_of(x.table))
     return x
 
@@ -408,28 +398,19 @@ def not_run(setting: str, command: str) -> pd.DataFrame:
                               ours=f"not run: `{command}`", verdict=NOT_RUN) for c in CLAIMS])
 
 
-def transfer_table(params: dict) -> pd.DataFrame:
-    """``judge`` of the near, disjoint and far settings (``study.transfer_settings``), stacked.
-    near and disjoint must be on disk (``MissingResults`` otherwise); a far setting that is not
-    (or has no preset in this version) gets verdict "not run" and the command that runs it."""
+def transfer_table(result: StudyResult) -> pd.DataFrame:
+    """``judge`` of the near, disjoint and far settings, stacked. The near setting must be in
+    the study result (``MissingResults`` otherwise); a setting that is not gets verdict "not
+    run" and the study result's note on why (the command that runs it)."""
     frames, sources = [], []
-    for name, setting in study.transfer_settings(params).items():
-        if setting is None:
-            frames.append(not_run(name, study.unavailable(name, params)))
+    for name in TRANSFER_SETTINGS:
+        if name != "near" and not result.has(f"{name}/knowledge"):
+            frames.append(not_run(name, result.note(name, "not computed")))
             continue
-        try:
-            frame = judge(setting, name)
-        except (UserError, OSError, ValueError, RuntimeError):
-            # far: a missing model, weights file or result is "not run", never a failure
-            if name != "far":
-                raise
-            frames.append(not_run(name, study.far_command(params)))
-            continue
+        frame = judge(result, name)
         frames.append(frame)
         sources.append(sources_of(frame))
-    # `whypretrain study` (compute_all) computes near and disjoint; far: its own command
-    return attach(pd.concat(frames, ignore_index=True),
-                  combine(sources).rebuilt_by(command("study", params)))
+    return attach(pd.concat(frames, ignore_index=True), combine(sources))
 
 
 def _cell(text: str) -> str:
@@ -483,63 +464,42 @@ PAPER_LINES = {"share_discarded": (0.5, 0.5), "share_new": (0.5, 0.5),
                "learnable": LEARNABLE_RANGE, "discard_order": (0.0, 0.0)}
 
 
-def specification_table(params: dict) -> pd.DataFrame:
-    """Every knowledge claim under every specification the study computes: the preset's own
+def specification_table(result: StudyResult) -> pd.DataFrame:
+    """Every knowledge claim under every specification the study computed: the preset's own
     (``spec = "preset"``) and each point of its sensitivity grid that differs from it
-    (``study.sensitivity_grid``: tau, n, baseline, optimiser, empty_set, or_merge, players,
-    samples, the rule that picks the optimum, AND-only), each judged against its null as on
-    the findings page. One row per (spec, claim): ``judge_inputs``' columns plus ``spec``,
-    ``parameter`` and ``value``. Reads only: ``whypretrain study`` computes every point."""
-    ds = data.load_datasets(params)
-    metrics = study.training_table(params, ds)
-    frames, sources, seen = [], [], set()
-    for key, value, setting, finals_only in study.sensitivity_settings(params):
-        own = value == params[key]
-        spec = "preset" if own else f"{key}={value}"
-        if spec in seen:
-            continue
-        seen.add(spec)
-        try:
-            x = inputs(setting, ds, finals_only, metrics)
-        except MissingResults as err:
-            raise MissingResults(f"the specification {spec} ({err.what})",
-                                 command("study", params)) from None
-        t = judge_inputs(x, spec, KNOWLEDGE_CLAIMS).rename(columns={"setting": "spec"})
-        t.insert(1, "parameter", "preset" if own else key)
-        t.insert(2, "value", "" if own else str(value))
-        t["paper_low"] = t["claim"].map(lambda k: PAPER_LINES[k][0])
-        t["paper_high"] = t["claim"].map(lambda k: PAPER_LINES[k][1])
-        frames.append(t)
-        sources.append(sources_of(x.table))
-    return attach(pd.concat(frames, ignore_index=True),
-                  combine(sources).rebuilt_by(command("study", params)))
+    (``specifications.sensitivity_grid``: tau, n, baseline, optimiser, empty_set, or_merge,
+    players, samples, the rule that picks the optimum, AND-only), each judged against its null
+    as on the findings page. One row per (spec, claim): ``judge_inputs``' columns plus
+    ``spec``, ``parameter`` and ``value``."""
+    tables = result.part("specifications/knowledge")
+    comparisons = result.part("specifications/comparisons")
+    metrics = result.part("near/metrics")
+    frames = []
+    for spec, t in tables.groupby("spec", sort=False):
+        x = Inputs(metrics, t, comparisons[comparisons["spec"] == spec])
+        judged = judge_inputs(x, spec, KNOWLEDGE_CLAIMS).rename(columns={"setting": "spec"})
+        judged.insert(1, "parameter", t["parameter"].iloc[0])
+        judged.insert(2, "value", t["grid_value"].iloc[0])
+        frames.append(judged)
+    out = pd.concat(frames, ignore_index=True)
+    out["paper_low"] = out["claim"].map(lambda k: PAPER_LINES[k][0])
+    out["paper_high"] = out["claim"].map(lambda k: PAPER_LINES[k][1])
+    return attach(out, sources_of(tables))
 
 
-def robust_items(params: dict) -> pd.DataFrame:
+def robust_items(result: StudyResult) -> pd.DataFrame:
     """Per model: the share of its final items (canonical rule) that are salient with the same
     sign under every rule of the optimal face (book/method.md, section 2): mean, sd and 95%
-    interval over seeds, read from the rule points of the sensitivity grid (``whypretrain
-    study`` computes them; exact extraction only)."""
-    ds = data.load_datasets(params)
-    canonical = study.load(params, datasets=ds)
-    others = [study.load(setting, True, ds) for key, value, setting, finals_only
-              in study.sensitivity_settings(params) if key == "rule" and finals_only]
-    tau, empty_set = params["tau"], params["empty_set"]
+    interval over seeds (the study result's ``robust`` part)."""
+    counts = result.part("robust")
     rows = []
     for model in MODELS:
-        shares = []
-        for i, r in enumerate(canonical):
-            items = [r.items_of(model, tau, empty_set=empty_set)]
-            items += [rule[i].items_of(model, tau, empty_set=empty_set) for rule in others]
-            robust, _ = face.classify(items)
-            shares.append(float(robust.sum()) / max(1, int((items[0] != 0).sum())))
-        e = Estimate.of(pd.Series(shares))
-        rows.append(dict(model=model, rules=1 + len(others), mean=e.mean, sd=e.sd, ci_low=e.low,
-                         ci_high=e.high, n_seeds=e.n_seeds, robust=e.text(pct=True)))
-    sources = combine([r.sources() for r in canonical] + [r.sources() for o in others
-                                                            for r in o])
-    return attach(pd.DataFrame(rows).set_index("model"),
-                  sources.rebuilt_by(command("study", params)))
+        c = counts[counts["model"] == model]
+        e = Estimate.of((c["robust"] / c["items"].clip(lower=1)).reset_index(drop=True))
+        rows.append(dict(model=model, rules=int(c["rules"].iloc[0]), mean=e.mean, sd=e.sd,
+                         ci_low=e.low, ci_high=e.high, n_seeds=e.n_seeds,
+                         robust=e.text(pct=True)))
+    return attach(pd.DataFrame(rows).set_index("model"), sources_of(counts))
 
 
 def agreement(spec: pd.DataFrame) -> pd.DataFrame:
@@ -605,6 +565,6 @@ def narrative(table: pd.DataFrame) -> dict[str, str]:
         out[f"verdicts-{setting}"] = text
     for claim, text in movement(table).items():
         out[f"move-{claim}"] = text
-    out["disjoint-setting"] = " → ".join(f"`{study.DISJOINT[k]}`" for k in ("source", "target"))
-    out["far-setting"] = f"`{study.FAR_PRESET}`"
+    out["disjoint-setting"] = " → ".join(f"`{DISJOINT[k]}`" for k in ("source", "target"))
+    out["far-setting"] = f"`{FAR_PRESET}`"
     return out

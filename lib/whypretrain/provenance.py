@@ -135,3 +135,11 @@ def glue_all(texts: dict[str, str]) -> None:
     """``glue_text`` for every ``key: text``."""
     for key, text in texts.items():
         glue_text(key, text)
+
+
+def glue_table(table: Any, column: str, prefix: str | None = None) -> None:
+    """``glue_text`` of every row's ``column`` under ``<prefix>-<index>`` (a MultiIndex joined
+    by ``-``; no prefix: the index alone)."""
+    for index, text in table[column].items():
+        parts = [str(i) for i in (index if isinstance(index, tuple) else (index,))]
+        glue_text("-".join(([prefix] if prefix else []) + parts), str(text))

@@ -97,6 +97,17 @@ def interval_text(row: Any, pct: bool = False) -> str:
     return text
 
 
+def with_text(table: pd.DataFrame, pct: Any = False) -> pd.DataFrame:
+    """``table`` (rows with ``mean, std, ci_low, ci_high``) with a column ``text``:
+    ``interval_text`` of each row, as a percentage where ``pct`` (a bool, or a function of
+    the row) says so."""
+    out = table.copy()
+    out["text"] = [interval_text(r, pct(r) if callable(pct) else pct) for _, r in out.iterrows()]
+    if "sources" in table.attrs:
+        attach(out, sources_of(table))
+    return out
+
+
 @dataclass(frozen=True)
 class Estimate:
     """One measure over seeds: mean, sd and 95% interval (NaN with fewer than 2 seeds)."""

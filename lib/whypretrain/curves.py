@@ -1,0 +1,91 @@
+"""Measures on curves over epochs: how fast a run reaches its final test accuracy, and how
+directly its knowledge converges (book/method.md, section 5).
+
+Functions of tables (``study`` stores them in the study result): the training metrics
+(``seed, model, epoch, ..., test_acc``) and the knowledge table's convergence rows
+(``jaccard_weighted*``). Nothing here reads files.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .provenance import Sources, attach, sources_of
+from .stats import over_seeds
+
+ACCURACY_FRACTION = 0.95  # "epochs to reach 95% of the final test accuracy"
+REACH_LEVEL = 0.5         # weighted Jaccard to the final fine-tuned model that counts as reached
+
+
+def training_summary(metrics: pd.DataFrame, values: tuple[str, ...] = ("test_acc", "train_loss")
+                     ) -> pd.DataFrame:
+    """Per metric in ``values``, model and epoch: mean, sd and 95% interval over seeds of the
+    training metrics (``seed, model, epoch, <metric>``)."""
+    frames = [over_seeds(metrics.rename(columns={v: "value"})[["seed", "model", "epoch", "value"]],
+                         by=["model", "epoch"]).assign(metric=v) for v in values]
+    return pd.concat(frames, ignore_index=True)
+
+
+def first_epoch_reaching(curve: pd.Series, level: float, never: float) -> float:
+    """First epoch (index of ``curve``) whose value reaches ``level``; ``never`` if none does."""
+    hit = curve.to_numpy() >= level - 1e-12
+    return float(curve.index[np.argmax(hit)]) if hit.any() else never
+
+
+def final_accuracy(m: pd.DataFrame) -> pd.DataFrame:
+    last = m[m["epoch"] == m.groupby(["seed", "model"])["epoch"].transform("max")]
+    return last.pivot(index="seed", columns="model", values="test_acc")
+
+
+def accuracy_epochs(m: pd.DataFrame, fraction: float = ACCURACY_FRACTION) -> pd.DataFrame:
+    """Per seed and model: the first epoch (>= 1) whose test accuracy reaches ``fraction`` of
+    the final one."""
+    rows = []
+    for (seed, model), g in m[m["epoch"] >= 1].groupby(["seed", "model"]):
+        curve = g.set_index("epoch")["test_acc"].sort_index()
+        rows.append(dict(seed=seed, model=model,
+                         value=first_epoch_reaching(curve, fraction * curve.iloc[-1],
+                                                    curve.index[-1])))
+    return pd.DataFrame(rows).pivot(index="seed", columns="model", values="value")
+
+
+def accuracy_summary(metrics: pd.DataFrame, fraction: float = ACCURACY_FRACTION
+                     ) -> pd.DataFrame:
+    """Final test accuracy and the epoch first reaching ``fraction`` of it, per model: mean,
+    sd and 95% interval over seeds."""
+    last = metrics[metrics["epoch"] == metrics.groupby(["seed", "model"])["epoch"]
+                   .transform("max")]
+    final = last[["seed", "model", "test_acc"]].rename(columns={"test_acc": "value"})
+    final.insert(2, "measure", "final test accuracy")
+    epochs = accuracy_epochs(metrics, fraction).stack().rename("value").reset_index()
+    epochs.insert(2, "measure", f"epoch reaching {fraction:.0%} of final accuracy")
+    per_seed = attach(pd.concat([final, epochs], ignore_index=True),
+                      sources_of(metrics) if "sources" in metrics.attrs else Sources())
+    return over_seeds(per_seed, by=["model", "measure"])
+
+
+def convergence_measures(t: pd.DataFrame, level: float = REACH_LEVEL) -> pd.DataFrame:
+    """Per seed and run (finetune, scratch), two measures that do not rest on a run's
+    similarity to itself:
+
+    - ``area``: the mean over epochs 0..T-1 of the weighted Jaccard to the run's own final
+      interactions (the area under its curve without the final epoch, where it is 1 by
+      construction); higher = closer to its final knowledge all along;
+    - ``reach``: the first epoch whose weighted Jaccard to the final *fine-tuned* model (the
+      reference common to both runs) reaches ``level``; ``T + 1`` when no epoch does.
+    """
+    rows = []
+    for (seed, model), g in t[t["measure"].str.startswith("jaccard_weighted")].groupby(
+            ["seed", "model"]):
+        own = g[g["measure"] == "jaccard_weighted"].groupby("epoch")["value"].mean().sort_index()
+        ref = g[g["measure"] == "jaccard_weighted_vs_finetune"].groupby("epoch")["value"] \
+            .mean().sort_index()
+        last = int(own.index.max())
+        rows += [dict(seed=seed, model=model, measure="area",
+                      value=float(own[own.index < last].mean())),
+                 dict(seed=seed, model=model, measure="reach",
+                      value=first_epoch_reaching(ref, level, last + 1))]
+    out = pd.DataFrame(rows, columns=["seed", "model", "measure", "value"])
+    return attach(out, sources_of(t)) if "sources" in t.attrs else out
+
+

@@ -1,0 +1,154 @@
+"""Specifications: the settings a study computes besides the preset itself.
+
+- the sensitivity grid (``sensitivity_grid``): one analysis choice varied at a time around the
+  preset's values (tau, n, baseline, optimiser, empty_set, or_merge, players, samples, the
+  rule that picks the optimum, AND-only); ``sensitivity_settings`` turns it into full
+  parameter sets, each one *specification* (book/method.md, section 6);
+- the transfer settings (``transfer_settings``): near (the preset), disjoint (the source's and
+  the target's classes apart) and far (an ImageNet-pre-trained network);
+- how many games all of them cost (``game_counts``).
+
+Parameters in, parameters out: nothing here reads or writes results.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pandas as pd
+
+from . import data, masking, presets, results
+from .provenance import command
+
+TRANSFER_SETTINGS = ("near", "disjoint", "far")
+DISJOINT = dict(source="mnist-0-4", target="uci-5-9")  # no class of the target pre-trained
+FAR_PRESET = "imagenet-uci"  # ImageNet EfficientNet-Lite0 -> UCI digits (models.py)
+# test-sized presets whose far setting is a test-sized preset of its own (imagenet-uci-ci
+# explains digits whether or not its 3-epoch models get them right)
+FAR_PRESETS = {"ci": "imagenet-uci-ci"}
+# parameters of a study's scale and reading that the far setting takes over from the preset
+# being run when they differ from the `default` preset (so `ci` gets a ci-sized far setting)
+FAR_CARRY = ("seeds", "epochs", "pretrain_epochs", "n", "iterations", "samples_per_class",
+             "tau", "empty_set", "or_merge", "optimizer", "player_seed", "checkpoints",
+             "workdir", "device", "threads")
+
+
+
+# --- the sensitivity grid ---------------------------------------------------------------------
+
+# what the sensitivity study varies; tau and empty_set only re-read the study's interactions
+TABLE_ONLY = ("tau", "empty_set")
+
+
+def sensitivity_grid(params: dict) -> dict[str, list]:
+    """What the sensitivity study varies, around the preset's values, one at a time."""
+    tau, n, per_class = params["tau"], params["n"], params["samples_per_class"]
+    optimizers = [o for o in ("exact", "sgd") if o in presets.PARAMS["optimizer"].choices]
+    if params["optimizer"] not in optimizers:
+        optimizers.insert(0, params["optimizer"])
+    return {
+        "tau": sorted({round(tau / 2, 4), tau, round(min(0.5, tau * 2), 4)}),
+        "n": sorted({max(4, n - 4), max(4, n - 2), n}),
+        "baseline": list(masking.BASELINES),
+        "optimizer": optimizers,
+        "empty_set": list(presets.PARAMS["empty_set"].choices),
+        "or_merge": list(presets.PARAMS["or_merge"].choices),
+        # players drawn with the study's player seed and with another one
+        "player_seed": sorted({params["player_seed"], params["player_seed"] + 1}),
+        "samples_per_class": sorted({max(1, per_class // 2), per_class, per_class * 2}),
+        # the point of the exact optimum's face (book/method.md, section 2), and the AND-only
+        # (Harsanyi) interactions, the one reference with no choice of optimum; joint
+        # extraction is left out (30-50 s per sample at n = 10): `--set extraction=joint`
+        "rule": list(presets.PARAMS["rule"].choices) if params["optimizer"] == "exact"
+        else [params["rule"]],
+        "mode": list(presets.PARAMS["mode"].choices),
+    }
+
+
+def sensitivity_settings(params: dict, grid: dict[str, list] | None = None
+                         ) -> Iterator[tuple[str, Any, dict, bool]]:
+    """``(parameter, value, setting, finals_only)`` for every point of the grid. The preset's
+    own values and the table-only parameters read the main results; any other value needs new
+    games (or interactions) of the final models only, all the knowledge measures need."""
+    grid = grid or sensitivity_grid(params)
+    unknown = set(grid) - set(presets.PARAMS)
+    if unknown:
+        raise ValueError(f"sensitivity varies parameters of the study; not {sorted(unknown)}")
+    for key, values in grid.items():
+        for value in values:
+            setting = presets.resolve(params["preset"], {
+                **{k: params[k] for k in presets.PARAMS}, key: value})
+            finals_only = key not in TABLE_ONLY and value != params[key]
+            yield key, value, setting, finals_only
+
+
+# --- the transfer settings -------------------------------------------------------------------
+
+def transfer_settings(params: dict) -> dict[str, dict | None]:
+    """near: ``params`` itself; disjoint: the same with the source's and the target's classes
+    apart (``DISJOINT``), for the digit data only (None otherwise); far: preset ``FAR_PRESET``
+    at the scale of ``params``, or None when this version has no such preset
+    (``unavailable`` says why)."""
+    base = {k: params[k] for k in presets.PARAMS}
+    digits = params["source"].startswith("mnist") and params["target"].startswith(("uci",
+                                                                                   "mnist"))
+    out: dict[str, dict | None] = {
+        "near": params,
+        "disjoint": presets.resolve(params["preset"], {**base, **DISJOINT}) if digits else None,
+    }
+    far = FAR_PRESETS.get(params.get("preset", "default"), FAR_PRESET)
+    if far in presets.PRESETS:
+        default = presets.resolve("default")
+        carry = {k: params[k] for k in FAR_CARRY if k in params and params[k] != default[k]}
+        out["far"] = presets.resolve(far, carry)
+    else:
+        out["far"] = None
+    return out
+
+
+def unavailable(name: str, params: dict) -> str:
+    """Why ``transfer_settings(params)[name]`` is None."""
+    if name == "disjoint":
+        return (f"defined for the digit data only (source mnist, target uci; this preset: "
+                f"{params['source']} -> {params['target']})")
+    return far_command(params)
+
+
+def far_command(params: dict) -> str:
+    """The command that makes the far setting's results (what the findings read)."""
+    setting = transfer_settings(params)["far"]
+    if setting is None:
+        return f"whypretrain analyze --preset {FAR_PRESET} (needs a version with that preset)"
+    return command("analyze", setting)
+
+
+def game_counts(params: dict) -> pd.DataFrame:
+    """How many games (``2**n`` outputs each) ``compute_all`` evaluates and sparsifies, by
+    part, at most (``only_correct`` can keep fewer samples): one row per results folder kind.
+    Counts only; reads nothing but the dataset sizes."""
+    def models(p, finals_only):
+        per_run = 1 if finals_only else (p["epochs"] + 1 if p["checkpoints"] == results.EVERY_EPOCH
+                                         else min(p["checkpoints"], p["epochs"] + 1))
+        return 1 + 2 * per_run
+
+    def row(part, p, finals_only):
+        classes = len(data.digits(p["target"])) if p["target"].startswith(("uci", "mnist")) \
+            else data.load_datasets(p).num_target_classes
+        samples = classes * p["samples_per_class"]
+        m = models(p, finals_only)
+        return dict(part=part, seeds=len(p["seeds"]), models=m, samples=samples, n=p["n"],
+                    games=len(p["seeds"]) * m * samples,
+                    outputs=len(p["seeds"]) * m * samples * (1 << p["n"]))
+    rows = [row("main", params, False)]
+    seen = set()
+    for key, value, setting, finals_only in sensitivity_settings(params):
+        spec = tuple(sorted((k, str(setting[k])) for k in results.GAME_KEYS + results.ENGINE_KEYS
+                            if k in setting))
+        if finals_only and spec not in seen:
+            seen.add(spec)
+            rows.append(row(f"sensitivity {key}={value}", setting, True))
+    for name, setting in transfer_settings(params).items():
+        if name != "near" and setting is not None:
+            rows.append(row(f"transfer {name}", setting, False))
+    return pd.DataFrame(rows)
+
+
