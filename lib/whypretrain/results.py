@@ -66,7 +66,7 @@ ENGINE_KEYS = ("mode", "optimizer", "iterations", "sparsify_lr", "q_bound", "tol
 RESULTS_FORMAT = 4
 MODELS = ("probe", "finetune", "scratch")  # rows of the games, in this order
 TABLE_FORMAT = 2  # 2: the weighted_* and chance_* measures (knowledge.KNOWLEDGE_MEASURES)
-EVERY_EPOCH = 0  # the value of ``checkpoints`` that analyses every epoch (the default)
+EVERY_EPOCH = "all"  # the value of ``checkpoints`` that analyses every epoch (the default)
 
 
 @dataclass
@@ -231,9 +231,9 @@ def engine_params(params: dict) -> dict[str, Any]:
     return out
 
 
-def analysed_epochs(epochs: list[int], count: int) -> list[int]:
-    """The checkpoints a run contributes: all of them (``count = EVERY_EPOCH``), or about
-    ``count`` spaced geometrically; epoch 0 and the last are always in."""
+def analysed_epochs(epochs: list[int], count: int | str) -> list[int]:
+    """The checkpoints a run contributes: all of them (``count = EVERY_EPOCH``, "all"), or
+    about ``count`` spaced geometrically; epoch 0 and the last are always in."""
     if count == EVERY_EPOCH or count >= len(epochs):
         return list(epochs)
     last = epochs[-1]
