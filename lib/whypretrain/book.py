@@ -23,15 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .distributed import say
 from .layout import EXPERIMENTS, STATUS_PAGE, notebook_list
 
 
 class BuildError(RuntimeError):
     """``jupyter-book build`` failed; the previous book is left in place."""
-
-
-def _say(text: str) -> None:
-    print(text, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,7 +273,7 @@ def build_book(root: str | os.PathLike, out: str | os.PathLike | None = None) ->
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb) if jb.exists() else "jupyter-book", "build", "--all", str(root), "-W", "-n",
            "--keep-going", "--config", str(config), "--path-output", str(work)]
-    _say("building the book (jupyter-book build --all . -W -n --keep-going) ...")
+    say("building the book (jupyter-book build --all . -W -n --keep-going) ...")
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
     built = work / "_build" / "html"
@@ -295,5 +292,5 @@ def build_book(root: str | os.PathLike, out: str | os.PathLike | None = None) ->
     os.replace(built, out)
     shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
-    _say(f"  built in {time.perf_counter() - start:.1f} s")
+    say(f"  built in {time.perf_counter() - start:.1f} s")
     return out

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from . import presets
+from .distributed import say
 from .layout import EXPERIMENTS, NOTEBOOKS, notebook_list
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -179,10 +180,6 @@ def hide_setup(nb: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 # Execution
 # ---------------------------------------------------------------------------------------------
-def _say(text: str) -> None:
-    print(text, flush=True)
-
-
 def _first_line(source: str) -> str:
     lines = [line for line in source.splitlines() if line.strip()]
     if not lines:
@@ -240,10 +237,10 @@ def execute_notebooks(root: str | os.PathLike, preset: str = "default",
             digest = notebook_hash(source, params, lib_hash)
             tag = f"[{i}/{len(names)}] {name}"
             if not force and stored_hash(target) == digest:
-                _say(f"{tag}: up to date, skipped")
+                say(f"{tag}: up to date, skipped")
                 status[name] = "skipped"
                 continue
-            _say(f"{tag}: executing ...")
+            say(f"{tag}: executing ...")
             env = env or environment(root)
             partial = partial_dir / f"{name}.ipynb"
             start = time.perf_counter()
@@ -274,7 +271,7 @@ def execute_notebooks(root: str | os.PathLike, preset: str = "default",
                 "wall_s": round(wall, 2), **env}
             nbformat.write(nb, str(partial))
             os.replace(partial, target)
-            _say(f"{tag}: done in {wall:.1f} s")
+            say(f"{tag}: done in {wall:.1f} s")
             status[name] = "executed"
     finally:
         if env_before is None:
