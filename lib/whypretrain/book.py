@@ -89,8 +89,9 @@ def _fact_tables(metas: dict[str, dict], key: str, header: tuple[str, str],
 def status_markdown(root: str | os.PathLike) -> str:
     """The status page: per notebook of the book, how its executed copy was made."""
     from . import __version__
-    from .execute import code_version, stored_meta
+    from .execute import stored_meta
     from .presets import PARAMS
+    from .provenance import code_version
 
     root = Path(root)
     names = notebook_list(root, check=False)

@@ -34,6 +34,7 @@ from typing import Any, Iterable, Mapping
 from . import presets
 from .distributed import say
 from .layout import EXPERIMENTS, NOTEBOOKS, notebook_list
+from .provenance import code_version
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 META_KEY = "whypretrain"     # executed notebook metadata: hash, parameters, provenance
@@ -87,26 +88,8 @@ def stored_hash(executed: Path) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Provenance: code version, library versions, machine
+# Provenance: code version (provenance.code_version), library versions, machine
 # ---------------------------------------------------------------------------------------------
-def _git(folder: Path, *args: str) -> str | None:
-    if not shutil.which("git"):
-        return None
-    proc = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True)
-    return proc.stdout.strip() if proc.returncode == 0 else None
-
-
-def code_version(root: str | os.PathLike | None = None) -> dict[str, Any]:
-    """``{"commit", "dirty"}`` of the git checkout that holds the library's code (else of
-    ``root``); ``dirty`` = tracked files differ from the commit. ``commit`` is None outside git."""
-    for folder in (PACKAGE_DIR, *([Path(root)] if root else [])):
-        commit = _git(folder, "rev-parse", "HEAD")
-        if commit:
-            dirty = bool(_git(folder, "status", "--porcelain", "--untracked-files=no"))
-            return {"commit": commit, "dirty": dirty}
-    return {"commit": None, "dirty": None}
-
-
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

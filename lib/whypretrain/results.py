@@ -54,8 +54,8 @@ import torch
 from . import (__version__, data, distributed, interactions, knowledge, masking, sparsify,
                training)
 from .errors import MissingResults
-from .provenance import Sources, attach, command
-from .runs import Run, atomic_write, git_commit, locked, run_hash
+from .provenance import Sources, attach, command, git_commit
+from .runs import Run, atomic_write, locked, run_hash
 
 # the parameters that change the games, and those that change their interactions
 # (tau, empty_set, workdir, device change neither)

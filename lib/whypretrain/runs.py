@@ -27,7 +27,6 @@ import hashlib
 import io
 import json
 import os
-import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +36,7 @@ import pandas as pd
 import torch
 
 from . import __version__
+from .provenance import git_commit
 
 KINDS = ("pretrain", "probe", "finetune", "scratch")
 METRICS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")
@@ -77,15 +77,6 @@ def locked(folder: str | Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 class Run:
