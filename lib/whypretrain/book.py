@@ -229,12 +229,12 @@ def _same(default: Any, value: Any) -> bool:
 
 
 def write_status_page(root: str | os.PathLike) -> Path:
+    from .runs import atomic_write
+
     root = Path(root)
     path = root / STATUS_PAGE
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(status_markdown(root))
-    os.replace(tmp, path)
+    atomic_write(path, status_markdown(root).encode())
     return path
 
 

@@ -55,7 +55,7 @@ from . import (__version__, data, distributed, interactions, knowledge, masking,
                training)
 from .errors import MissingResults
 from .provenance import Sources, attach, command, git_commit
-from .runs import Run, atomic_write, locked, run_hash
+from .runs import Run, atomic_save, atomic_write, locked, run_hash
 
 # the parameters that change the games, and those that change their interactions
 # (tau, empty_set, workdir, device change neither)
@@ -385,7 +385,7 @@ def _prepare(params, seed, progress, datasets, finals_only):
             start = time.perf_counter()
             games = _games(params, seed, runs, ds, device, progress, finals_only)
             if main:
-                _save(games_file, games)
+                atomic_save(games_file, games)
                 _record_time(path, seed, games["values"], masking_s=time.perf_counter() - start)
             distributed.barrier()
             if not main:
@@ -411,7 +411,7 @@ def _extract(params, seed, progress, path, runs, games) -> SeedResults:
         else:
             result = _chunked_engine(games["values"], params, device, progress, partial)
             if main:
-                _save(result_file, result.state_dict())
+                atomic_save(result_file, result.state_dict())
                 _record_time(path, seed, games["values"],
                              extraction_s={tag: result.params["seconds"]})
             distributed.barrier()
@@ -534,7 +534,7 @@ def _chunked_engine(values: torch.Tensor, params: dict, device: str, progress: b
         part = run_engine(flat[start:end], params, device, progress and workers == 1,
                           workers=None if workers == 1 else 1)
         part.params["seconds"] = time.perf_counter() - t
-        _save(partial / _chunk_name(start, end), part.state_dict())
+        atomic_save(partial / _chunk_name(start, end), part.state_dict())
         return end - start
 
     if workers <= 1:
@@ -748,9 +748,3 @@ def shared_samples(params: dict, ds: data.Datasets, device: str, progress: bool 
                            f"of every seed ({len(finals)} models); train longer or set "
                            f"only_correct=false")
     return ids, candidates, eligible
-
-
-def _save(path: Path, obj: Any) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write(path, buf.getvalue())

@@ -50,12 +50,21 @@ def run_hash(spec: dict[str, Any]) -> str:
 
 
 def atomic_write(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` through a temporary file of this process, synced and then
+    renamed: ``path`` holds the old bytes or the new ones, never a part."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(payload)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def atomic_save(path: Path, obj: Any) -> None:
+    """``torch.save(obj, path)``, written with ``atomic_write``."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, buf.getvalue())
 
 
 @contextmanager
@@ -168,9 +177,7 @@ class Run:
         sums = {**self._checksums(), path.name: hashlib.sha256(payload).hexdigest()}
         atomic_write(self.path / "checksums.json", json.dumps(sums, indent=1).encode())
         if resume is not None:
-            buf = io.BytesIO()
-            torch.save({**resume, "epoch": epoch}, buf)
-            atomic_write(self.path / "resume.pt", buf.getvalue())
+            atomic_save(self.path / "resume.pt", {**resume, "epoch": epoch})
         if not keep_previous and len(sums) > 1:
             sums = {path.name: sums[path.name]}
             atomic_write(self.path / "checksums.json", json.dumps(sums, indent=1).encode())
