@@ -79,6 +79,7 @@ def test_parameter_error_is_one_line(capsys):
     (["seeds=0,0"], ["'seeds'", "distinct", "(0, 0)"]),
     (["device=gpu"], ["'device'", "'gpu'", "cuda"]),
     (["workdir=f"], ["workdir='f'", "folder"]),  # a file that the test writes
+    (["checkpoints=0"], ["'checkpoints'", "checkpoints=all"]),  # 0 meant every epoch before
 ])
 def test_bad_parameters_stop_at_once_with_one_line(tmp_path, monkeypatch, capsys, sets, words):
     """Through `main` in an empty working directory without --set workdir: exit 2, one line

@@ -50,8 +50,9 @@ def _plausible(name: str) -> st.SearchStrategy:
     if name == "resolution":  # a few, so that each model is built once
         return st.sampled_from([15, 16, 32, 48, 512, 513])
     if kind is int:
-        return st.integers(int(spec.low) - 2, int(spec.high) + 2) | st.sampled_from(
+        numbers = st.integers(int(spec.low) - 2, int(spec.high) + 2) | st.sampled_from(
             [int(spec.low), int(spec.high), 10**30])
+        return numbers | st.sampled_from(spec.words) if spec.words else numbers
     edges = [spec.low, spec.high, math.nan, math.inf, -math.inf, 1e-300, 5e-324]
     return st.floats(spec.low - 0.5, spec.high + 0.5) | st.sampled_from(edges)
 
@@ -165,6 +166,24 @@ def test_any_parameters_resolve_and_run_or_stop_at_once_writing_nothing(case):
             os.chdir(before)
 
 
+def test_checkpoints_are_all_or_a_count_of_at_least_two():
+    """``checkpoints``: every epoch is "all" (the default), a number is about that many
+    epochs; 0, which meant every epoch before, says to write "all"."""
+    resolve = presets.resolve
+    assert resolve("ci")["checkpoints"] == "all" == results.EVERY_EPOCH
+    for text, value in [("all", "all"), (" all", "all"), ("6", 6), ("2", 2), ("10000", 10000)]:
+        assert resolve("ci", presets.parse_sets([f"checkpoints={text}"]))["checkpoints"] == value
+    assert resolve("imagenet-uci")["checkpoints"] == 6
+    for bad, words in [(0, ["checkpoints=all"]), ("0", ["checkpoints=all"]),
+                       (1, ["'all' or [2, 10000]"]), (10001, ["'all' or [2, 10000]"]),
+                       ("All", ["'all' or int"]), ("every", ["'all' or int"]),
+                       (6.0, ["'all' or int"]), (True, ["'all' or int"])]:
+        with pytest.raises(ParameterError) as err:
+            resolve("ci", {"checkpoints": bad})
+        assert "'checkpoints'" in str(err.value) and all(w in str(err.value) for w in words)
+    assert "'all' or in [2, 10000]" in presets.describe()
+
+
 # values at the edges of their ranges and of the constraints, end to end (about 40 s each)
 EDGES = [
     dict(n=1, patch=28, player_choice="random", q_bound=0, tol=0.999999, tau=1e-300,
@@ -172,7 +191,7 @@ EDGES = [
          seeds="1000000000", player_seed=10**6, checkpoints=10000),
     dict(n=9, patch=9, optimizer="sgd", iterations=0, sparsify_lr=9.99, or_merge="keep",
          empty_set="include", tau=0.999999, pretrain_epochs=0, source="mnist-0-4",
-         target="uci-5-9", target_per_class=87, batch_size=1, mask_batch=1 << 20, checkpoints=1),
+         target="uci-5-9", target_per_class=87, batch_size=1, mask_batch=1 << 20, checkpoints=2),
 ]
 
 

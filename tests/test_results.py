@@ -188,7 +188,7 @@ def test_excluding_the_empty_set_is_salience_on_the_other_terms(ci):
 
 
 def test_analysed_checkpoints_are_geometric_with_the_first_and_last_epochs():
-    assert results.analysed_epochs(list(range(21)), 0) == list(range(21))
+    assert results.analysed_epochs(list(range(21)), "all") == list(range(21))
     assert results.analysed_epochs(list(range(21)), 6) == [0, 1, 2, 4, 9, 20]
     assert results.analysed_epochs(list(range(21)), 2) == [0, 20]
     assert results.analysed_epochs(list(range(5)), 100) == [0, 1, 2, 3, 4]

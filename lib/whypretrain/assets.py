@@ -26,6 +26,8 @@ import urllib.request
 from pathlib import Path
 from typing import Iterable
 
+from .distributed import say
+
 ASSETS = "book/_assets"            # fetched / generated JavaScript (git-ignored)
 
 # Pinned offline JavaScript of the book (npm registry; sha512 checked after download).
@@ -40,10 +42,6 @@ NPM_PINS: dict[str, tuple[str, str]] = {
 # The parts of MathJax's es5/ folder the book loads (the rest of the package is not served).
 _MATHJAX_PARTS = ("tex-mml-chtml.js", "input", "output/chtml", "output/chtml.js", "ui", "a11y",
                   "sre", "adaptors")
-
-
-def _say(text: str) -> None:
-    print(text, flush=True)
 
 
 def _vegalite_version() -> str:
@@ -108,7 +106,7 @@ def ensure_assets(root: str | os.PathLike, quiet: bool = False) -> Path:
         return folder
     start = time.perf_counter()
     if not quiet:
-        _say(f"fetching the book's offline JavaScript into {folder} ...")
+        say(f"fetching the book's offline JavaScript into {folder} ...")
     tmp = Path(tempfile.mkdtemp(prefix=".assets-", dir=root / ASSETS if (root / ASSETS).is_dir()
                                 else None))
     try:
@@ -143,5 +141,5 @@ def ensure_assets(root: str | os.PathLike, quiet: bool = False) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if not quiet:
-        _say(f"  done in {time.perf_counter() - start:.1f} s ({pins})")
+        say(f"  done in {time.perf_counter() - start:.1f} s ({pins})")
     return folder

@@ -23,15 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .distributed import say
 from .layout import EXPERIMENTS, STATUS_PAGE, notebook_list
 
 
 class BuildError(RuntimeError):
     """``jupyter-book build`` failed; the previous book is left in place."""
-
-
-def _say(text: str) -> None:
-    print(text, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,8 +89,9 @@ def _fact_tables(metas: dict[str, dict], key: str, header: tuple[str, str],
 def status_markdown(root: str | os.PathLike) -> str:
     """The status page: per notebook of the book, how its executed copy was made."""
     from . import __version__
-    from .execute import code_version, stored_meta
+    from .execute import stored_meta
     from .presets import PARAMS
+    from .provenance import code_version
 
     root = Path(root)
     names = notebook_list(root, check=False)
@@ -231,12 +229,12 @@ def _same(default: Any, value: Any) -> bool:
 
 
 def write_status_page(root: str | os.PathLike) -> Path:
+    from .runs import atomic_write
+
     root = Path(root)
     path = root / STATUS_PAGE
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(status_markdown(root))
-    os.replace(tmp, path)
+    atomic_write(path, status_markdown(root).encode())
     return path
 
 
@@ -276,7 +274,7 @@ def build_book(root: str | os.PathLike, out: str | os.PathLike | None = None) ->
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb) if jb.exists() else "jupyter-book", "build", "--all", str(root), "-W", "-n",
            "--keep-going", "--config", str(config), "--path-output", str(work)]
-    _say("building the book (jupyter-book build --all . -W -n --keep-going) ...")
+    say("building the book (jupyter-book build --all . -W -n --keep-going) ...")
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
     built = work / "_build" / "html"
@@ -295,5 +293,5 @@ def build_book(root: str | os.PathLike, out: str | os.PathLike | None = None) ->
     os.replace(built, out)
     shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
-    _say(f"  built in {time.perf_counter() - start:.1f} s")
+    say(f"  built in {time.perf_counter() - start:.1f} s")
     return out

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import distributed, presets
+from .distributed import say
 from .errors import ParameterError, UserError
 
 # Modules whose FileNotFoundError / ValueError messages are written for the user (a path to
@@ -34,11 +35,6 @@ from .errors import ParameterError, UserError
 # traceback.
 USER_FACING = {"whypretrain.data", "whypretrain.models",
                "whypretrain.runs", "whypretrain.book", "whypretrain.layout"}
-
-
-def _say(text: str) -> None:
-    if distributed.is_main():
-        print(text, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,7 +111,7 @@ def book(preset: str = "default", overrides: Mapping[str, Any] | None = None,
     except (NotebookError, BuildError) as err:
         print(f"whypretrain: {err}", file=sys.stderr, flush=True)
         return 1
-    _say(f"\nthe book is ready: open {out / 'index.html'}\n"
+    say(f"\nthe book is ready: open {out / 'index.html'}\n"
          f"  (or serve it: python -m http.server -d {out} and open http://127.0.0.1:8000)")
     return 0
 
@@ -125,13 +121,13 @@ def study(preset: str = "default", overrides: Mapping[str, Any] | None = None,
     """The whole study: train, analyze, execute every notebook, build the book. Each step
     reuses what is already on disk."""
     params = _resolve_study(preset, overrides)
-    _say(f"== training ({preset}) ==")
+    say(f"== training ({preset}) ==")
     train(params)
-    _say(f"== analysis ({preset}) ==")
+    say(f"== analysis ({preset}) ==")
     analyze_all(params)
     if not distributed.is_main():
         return 0  # rank 0 alone executes the notebooks and builds the book
-    _say("== notebooks and book ==")
+    say("== notebooks and book ==")
     return book(preset, overrides, root)
 
 
@@ -181,8 +177,8 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "presets":
         for name, values in presets.PRESETS.items():
-            _say(f"{name}: {values or '(the defaults)'}")
-        _say("\nparameters:\n" + presets.describe())
+            say(f"{name}: {values or '(the defaults)'}")
+        say("\nparameters:\n" + presets.describe())
         return 0
     if args.command == "assets":
         from .assets import ensure_assets

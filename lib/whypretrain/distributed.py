@@ -17,7 +17,9 @@ and the pipeline divides its work with:
 - ``gather(obj)``: every rank's object on rank 0 (None elsewhere), tensors moved to the CPU.
 
 Everything else travels through the workdir (runs, games, interactions), so with several nodes
-it must be one shared folder.
+it must be one shared folder. ``say(text)`` prints on rank 0 only. torch is imported by the
+functions that use it, so the modules that print without torch (the book's runner, its build,
+its assets) can print through ``say``.
 """
 from __future__ import annotations
 
@@ -25,8 +27,6 @@ import os
 import time
 from datetime import timedelta
 from typing import Any
-
-import torch
 
 # Collectives run only right after a ``barrier`` (every rank is there), so they are short: a
 # timeout of minutes ends a rank stuck in one (its peer died between the two) instead of the
@@ -69,6 +69,12 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def say(text: str) -> None:
+    """Print ``text`` on rank 0, flushed (so it comes before what a child process prints)."""
+    if is_main():
+        print(text, flush=True)
+
+
 def device(resolved: str) -> str:
     """This rank's device for a study whose device resolves to ``resolved``: ``cuda:LOCAL_RANK``
     for ``cuda`` under torchrun (an explicit ``cuda:K`` stays as given)."""
@@ -81,6 +87,7 @@ def init(resolved_device: str | None = None) -> None:
     """Join the process group when torchrun started several processes (idempotent; nothing to
     do for one process). ``resolved_device``: the study's device (``training.device_of``);
     CUDA picks nccl, anything else gloo."""
+    import torch
     import torch.distributed as dist
 
     if world() == 1 or dist.is_initialized():
@@ -165,6 +172,8 @@ def agree(value: Any) -> Any:
 
 
 def _to_cpu(obj: Any) -> Any:
+    import torch
+
     if torch.is_tensor(obj):
         return obj.cpu()
     if isinstance(obj, (list, tuple)):

@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from . import presets
+from .distributed import say
 from .layout import EXPERIMENTS, NOTEBOOKS, notebook_list
+from .provenance import code_version
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 META_KEY = "whypretrain"     # executed notebook metadata: hash, parameters, provenance
@@ -86,26 +88,8 @@ def stored_hash(executed: Path) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Provenance: code version, library versions, machine
+# Provenance: code version (provenance.code_version), library versions, machine
 # ---------------------------------------------------------------------------------------------
-def _git(folder: Path, *args: str) -> str | None:
-    if not shutil.which("git"):
-        return None
-    proc = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True)
-    return proc.stdout.strip() if proc.returncode == 0 else None
-
-
-def code_version(root: str | os.PathLike | None = None) -> dict[str, Any]:
-    """``{"commit", "dirty"}`` of the git checkout that holds the library's code (else of
-    ``root``); ``dirty`` = tracked files differ from the commit. ``commit`` is None outside git."""
-    for folder in (PACKAGE_DIR, *([Path(root)] if root else [])):
-        commit = _git(folder, "rev-parse", "HEAD")
-        if commit:
-            dirty = bool(_git(folder, "status", "--porcelain", "--untracked-files=no"))
-            return {"commit": commit, "dirty": dirty}
-    return {"commit": None, "dirty": None}
-
-
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -179,10 +163,6 @@ def hide_setup(nb: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 # Execution
 # ---------------------------------------------------------------------------------------------
-def _say(text: str) -> None:
-    print(text, flush=True)
-
-
 def _first_line(source: str) -> str:
     lines = [line for line in source.splitlines() if line.strip()]
     if not lines:
@@ -240,10 +220,10 @@ def execute_notebooks(root: str | os.PathLike, preset: str = "default",
             digest = notebook_hash(source, params, lib_hash)
             tag = f"[{i}/{len(names)}] {name}"
             if not force and stored_hash(target) == digest:
-                _say(f"{tag}: up to date, skipped")
+                say(f"{tag}: up to date, skipped")
                 status[name] = "skipped"
                 continue
-            _say(f"{tag}: executing ...")
+            say(f"{tag}: executing ...")
             env = env or environment(root)
             partial = partial_dir / f"{name}.ipynb"
             start = time.perf_counter()
@@ -274,7 +254,7 @@ def execute_notebooks(root: str | os.PathLike, preset: str = "default",
                 "wall_s": round(wall, 2), **env}
             nbformat.write(nb, str(partial))
             os.replace(partial, target)
-            _say(f"{tag}: done in {wall:.1f} s")
+            say(f"{tag}: done in {wall:.1f} s")
             status[name] = "executed"
     finally:
         if env_before is None:

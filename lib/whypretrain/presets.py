@@ -32,9 +32,14 @@ class Param:
     low: float | None = None  # inclusive
     high: float | None = None  # inclusive
     open_interval: bool = False  # (low, high) instead of [low, high]
+    # words the parameter takes besides an int in [low, high] (its default may be one of them)
+    words: tuple[str, ...] = ()
 
     @property
     def type(self) -> type:
+        """The type of its values (of its numbers, for a parameter that also takes words)."""
+        if self.words:
+            return int
         return tuple if isinstance(self.default, tuple) else type(self.default)
 
 
@@ -84,9 +89,10 @@ PARAMS: dict[str, Param] = {
     "baseline": Param("zero", "value a masked player takes",
                       choices=("zero", "mean", "blur")),
     "subtract_empty": Param(False, "use v(x_T) - v(x_empty) as the game"),
-    "checkpoints": Param(0, "0 = every epoch of fine-tuning and of scratch training analysed "
-                         "for convergence (the default); k > 0 = about k, spaced "
-                         "geometrically (epoch 0 and the last always)", low=0, high=10000),
+    "checkpoints": Param("all", "the epochs of fine-tuning and of scratch training analysed "
+                         "for convergence: all = every epoch; k = about k of them, spaced "
+                         "geometrically (epoch 0 and the last always)",
+                         low=2, high=10000, words=("all",)),
     "mask_batch": Param(1024, "masked inputs per forward pass", low=1, high=1 << 20),
     # --- interactions (book/method.md, section 2) ---------------------------------------------
     "mode": Param("and-or", "interaction type", choices=("and-or", "and")),
@@ -212,6 +218,8 @@ def _parse(name: str, raw: Any) -> Any:
     """Turn a raw value (a string from the command line, or a Python value) into the param's type."""
     spec = PARAMS[name]
     kind = spec.type
+    if isinstance(raw, str) and raw.strip() in spec.words:
+        return raw.strip()
     if isinstance(raw, str) and kind is not str:
         text = raw.strip()
         try:
@@ -224,7 +232,7 @@ def _parse(name: str, raw: Any) -> Any:
                 return tuple(int(t) for t in text.strip("()[] ").split(",") if t.strip())
             return kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
         except (ValueError, OverflowError):
-            raise ParameterError(f"parameter {name!r}: cannot read {raw!r} as {kind.__name__}"
+            raise ParameterError(f"parameter {name!r}: cannot read {raw!r} as {_kind(spec)}"
                                  f" ({spec.help}; default {spec.default!r})") from None
     if kind is tuple and isinstance(raw, (list, tuple)):
         raw = tuple(raw)
@@ -235,20 +243,31 @@ def _parse(name: str, raw: Any) -> Any:
             raise ParameterError(f"parameter {name!r} = {raw!r} is too large for a float"
                                  f"{_range(spec)}") from None
     if not isinstance(raw, kind) or (kind is int and isinstance(raw, bool)):
-        raise ParameterError(f"parameter {name!r} must be {kind.__name__}, got {raw!r}"
+        raise ParameterError(f"parameter {name!r} must be {_kind(spec)}, got {raw!r}"
                              f" ({type(raw).__name__})")
     return raw
+
+
+def _kind(spec: Param) -> str:
+    """The values a parameter takes, as a message names them: ``int``, ``'all' or int``."""
+    return " or ".join([*map(repr, spec.words), spec.type.__name__])
 
 
 def _range(spec: Param) -> str:
     if spec.low is None and spec.high is None:
         return ""
     brackets = "()" if spec.open_interval else "[]"
-    return f"; allowed: {brackets[0]}{spec.low}, {spec.high}{brackets[1]}"
+    words = "".join(f"{word!r} or " for word in spec.words)
+    return f"; allowed: {words}{brackets[0]}{spec.low}, {spec.high}{brackets[1]}"
 
 
 def _check(name: str, value: Any) -> None:
     spec = PARAMS[name]
+    if value in spec.words:
+        return
+    if name == "checkpoints" and value == 0:  # what every epoch was called before "all"
+        raise ParameterError(f"parameter 'checkpoints' = 0: to analyse every epoch set "
+                             f"checkpoints=all (0 meant that before){_range(spec)}")
     if spec.choices is not None and value not in spec.choices:
         raise ParameterError(f"parameter {name!r} = {value!r} is not one of {list(spec.choices)}")
     if spec.type is str and "\x00" in value:
@@ -400,7 +419,8 @@ def describe() -> str:
     """A plain-text table of every parameter, its default and its range (for --help)."""
     lines = []
     for name, spec in PARAMS.items():
+        words = "".join(f" {word!r} or" for word in spec.words)
         rng = (f" one of {list(spec.choices)}" if spec.choices else
-               f" in [{spec.low}, {spec.high}]" if spec.low is not None else "")
+               f"{words} in [{spec.low}, {spec.high}]" if spec.low is not None else "")
         lines.append(f"  {name:<18} {spec.default!r:<14} {spec.help}{rng}")
     return "\n".join(lines)

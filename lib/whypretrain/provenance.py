@@ -5,14 +5,19 @@ Every reading function of ``study`` and ``findings`` returns its table with ``So
 ``table.attrs["sources"]`` (``sources_of(table)``); the notebooks print ``caption(...)`` under
 every table and chart: lines ``results <hash12>`` and ``run <hash12>`` (folders
 ``<workdir>/results/<hash>/`` and ``<workdir>/runs/<hash>/``) and the ``whypretrain`` command.
+The code that made them: ``git_commit`` (recorded in every run and results folder) and
+``code_version`` (recorded in every executed notebook).
 """
 from __future__ import annotations
 
 import html
 import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
+
+from .layout import PACKAGE_DIR
 
 SHORT = 12  # characters of a hash shown in captions; the folders carry the full hash
 # parameters that hold a path: a rebuild command writes them relative to the repository
@@ -93,6 +98,33 @@ def show(obj: Any, *sources: Any) -> None:
     from IPython.display import display
     display(obj)
     display(caption(*(sources or (obj,))))
+
+
+def _git(folder: Path, *args: str) -> str | None:
+    """What ``git -C folder ARGS`` prints, stripped; None without git or when it fails."""
+    try:
+        proc = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
+                              timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def git_commit(folder: str | os.PathLike = PACKAGE_DIR) -> str | None:
+    """The commit of the git checkout that holds ``folder`` (default: the library's code);
+    None outside git."""
+    return _git(Path(folder), "rev-parse", "HEAD") or None
+
+
+def code_version(root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``{"commit", "dirty"}`` of the git checkout that holds the library's code (else of
+    ``root``); ``dirty`` = tracked files differ from the commit. ``commit`` is None outside git."""
+    for folder in (PACKAGE_DIR, *([Path(root)] if root else [])):
+        commit = git_commit(folder)
+        if commit:
+            dirty = bool(_git(folder, "status", "--porcelain", "--untracked-files=no"))
+            return {"commit": commit, "dirty": dirty}
+    return {"commit": None, "dirty": None}
 
 
 def portable(value: str) -> str:

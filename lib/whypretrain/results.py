@@ -54,8 +54,8 @@ import torch
 from . import (__version__, data, distributed, interactions, knowledge, masking, sparsify,
                training)
 from .errors import MissingResults
-from .provenance import Sources, attach, command
-from .runs import Run, atomic_write, git_commit, locked, run_hash
+from .provenance import Sources, attach, command, git_commit
+from .runs import Run, atomic_save, atomic_write, locked, run_hash
 
 # the parameters that change the games, and those that change their interactions
 # (tau, empty_set, workdir, device change neither)
@@ -66,7 +66,7 @@ ENGINE_KEYS = ("mode", "optimizer", "iterations", "sparsify_lr", "q_bound", "tol
 RESULTS_FORMAT = 4
 MODELS = ("probe", "finetune", "scratch")  # rows of the games, in this order
 TABLE_FORMAT = 2  # 2: the weighted_* and chance_* measures (knowledge.KNOWLEDGE_MEASURES)
-EVERY_EPOCH = 0  # the value of ``checkpoints`` that analyses every epoch (the default)
+EVERY_EPOCH = "all"  # the value of ``checkpoints`` that analyses every epoch (the default)
 
 
 @dataclass
@@ -231,9 +231,9 @@ def engine_params(params: dict) -> dict[str, Any]:
     return out
 
 
-def analysed_epochs(epochs: list[int], count: int) -> list[int]:
-    """The checkpoints a run contributes: all of them (``count = EVERY_EPOCH``), or about
-    ``count`` spaced geometrically; epoch 0 and the last are always in."""
+def analysed_epochs(epochs: list[int], count: int | str) -> list[int]:
+    """The checkpoints a run contributes: all of them (``count = EVERY_EPOCH``, "all"), or
+    about ``count`` spaced geometrically; epoch 0 and the last are always in."""
     if count == EVERY_EPOCH or count >= len(epochs):
         return list(epochs)
     last = epochs[-1]
@@ -385,7 +385,7 @@ def _prepare(params, seed, progress, datasets, finals_only):
             start = time.perf_counter()
             games = _games(params, seed, runs, ds, device, progress, finals_only)
             if main:
-                _save(games_file, games)
+                atomic_save(games_file, games)
                 _record_time(path, seed, games["values"], masking_s=time.perf_counter() - start)
             distributed.barrier()
             if not main:
@@ -411,7 +411,7 @@ def _extract(params, seed, progress, path, runs, games) -> SeedResults:
         else:
             result = _chunked_engine(games["values"], params, device, progress, partial)
             if main:
-                _save(result_file, result.state_dict())
+                atomic_save(result_file, result.state_dict())
                 _record_time(path, seed, games["values"],
                              extraction_s={tag: result.params["seconds"]})
             distributed.barrier()
@@ -534,7 +534,7 @@ def _chunked_engine(values: torch.Tensor, params: dict, device: str, progress: b
         part = run_engine(flat[start:end], params, device, progress and workers == 1,
                           workers=None if workers == 1 else 1)
         part.params["seconds"] = time.perf_counter() - t
-        _save(partial / _chunk_name(start, end), part.state_dict())
+        atomic_save(partial / _chunk_name(start, end), part.state_dict())
         return end - start
 
     if workers <= 1:
@@ -748,9 +748,3 @@ def shared_samples(params: dict, ds: data.Datasets, device: str, progress: bool 
                            f"of every seed ({len(finals)} models); train longer or set "
                            f"only_correct=false")
     return ids, candidates, eligible
-
-
-def _save(path: Path, obj: Any) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write(path, buf.getvalue())

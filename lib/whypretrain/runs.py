@@ -27,7 +27,6 @@ import hashlib
 import io
 import json
 import os
-import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +36,7 @@ import pandas as pd
 import torch
 
 from . import __version__
+from .provenance import git_commit
 
 KINDS = ("pretrain", "probe", "finetune", "scratch")
 METRICS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")
@@ -50,12 +50,21 @@ def run_hash(spec: dict[str, Any]) -> str:
 
 
 def atomic_write(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` through a temporary file of this process, synced and then
+    renamed: ``path`` holds the old bytes or the new ones, never a part."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(payload)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def atomic_save(path: Path, obj: Any) -> None:
+    """``torch.save(obj, path)``, written with ``atomic_write``."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, buf.getvalue())
 
 
 @contextmanager
@@ -77,15 +86,6 @@ def locked(folder: str | Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 class Run:
@@ -177,9 +177,7 @@ class Run:
         sums = {**self._checksums(), path.name: hashlib.sha256(payload).hexdigest()}
         atomic_write(self.path / "checksums.json", json.dumps(sums, indent=1).encode())
         if resume is not None:
-            buf = io.BytesIO()
-            torch.save({**resume, "epoch": epoch}, buf)
-            atomic_write(self.path / "resume.pt", buf.getvalue())
+            atomic_save(self.path / "resume.pt", {**resume, "epoch": epoch})
         if not keep_previous and len(sums) > 1:
             sums = {path.name: sums[path.name]}
             atomic_write(self.path / "checksums.json", json.dumps(sums, indent=1).encode())
