@@ -29,8 +29,8 @@ import pandas as pd
 
 from . import __version__, presets
 from .errors import MissingResults
-from .provenance import Sources, attach, command
-from .runs import atomic_write, git_commit, locked, run_hash
+from .provenance import Sources, attach, command, git_commit
+from .runs import atomic_write, locked, run_hash
 
 STUDY_FORMAT = 1
 TRANSFER_SETTINGS = ("near", "disjoint", "far")
