@@ -167,13 +167,13 @@ def test_any_parameters_resolve_and_run_or_stop_at_once_writing_nothing(case):
 
 
 def test_checkpoints_are_all_or_a_count_of_at_least_two():
-    """``checkpoints``: every epoch is "all" (the default), a number is about that many
-    epochs; 0, which meant every epoch before, says to write "all"."""
+    """``checkpoints``: every epoch is "all", a number is about that many epochs (8 by
+    default); 0, which meant every epoch before, says to write "all"."""
     resolve = presets.resolve
-    assert resolve("ci")["checkpoints"] == "all" == results.EVERY_EPOCH
+    assert resolve("ci")["checkpoints"] == 8 and results.EVERY_EPOCH == "all"
     for text, value in [("all", "all"), (" all", "all"), ("6", 6), ("2", 2), ("10000", 10000)]:
         assert resolve("ci", presets.parse_sets([f"checkpoints={text}"]))["checkpoints"] == value
-    assert resolve("imagenet-uci")["checkpoints"] == 6
+    assert resolve("imagenet-uci")["checkpoints"] == 4
     for bad, words in [(0, ["checkpoints=all"]), ("0", ["checkpoints=all"]),
                        (1, ["'all' or [2, 10000]"]), (10001, ["'all' or [2, 10000]"]),
                        ("All", ["'all' or int"]), ("every", ["'all' or int"]),

@@ -87,7 +87,7 @@ def analyze(params: dict[str, Any]) -> None:
 
 def analyze_all(params: dict[str, Any]) -> None:
     """Everything the book reads: the preset's results, its sensitivity experiment and the
-    near and disjoint transfer settings (reuses results)."""
+    near, disjoint and far transfer settings (reuses results)."""
     from .study import compute_all
 
     _join(params)

@@ -70,9 +70,10 @@ def convergence_measures(t: pd.DataFrame, level: float = REACH_LEVEL) -> pd.Data
 
     - ``area``: the mean over epochs 0..T-1 of the weighted Jaccard to the run's own final
       interactions (the area under its curve without the final epoch, where it is 1 by
-      construction); higher = closer to its final knowledge all along;
-    - ``reach``: the first epoch whose weighted Jaccard to the final *fine-tuned* model (the
-      reference common to both runs) reaches ``level``; ``T + 1`` when no epoch does.
+      construction; an epoch between two analysed checkpoints takes the straight line between
+      them); higher = closer to its final knowledge all along;
+    - ``reach``: the first analysed epoch whose weighted Jaccard to the final *fine-tuned*
+      model (the reference common to both runs) reaches ``level``; ``T + 1`` when none does.
     """
     rows = []
     for (seed, model), g in t[t["measure"].str.startswith("jaccard_weighted")].groupby(
@@ -81,8 +82,11 @@ def convergence_measures(t: pd.DataFrame, level: float = REACH_LEVEL) -> pd.Data
         ref = g[g["measure"] == "jaccard_weighted_vs_finetune"].groupby("epoch")["value"] \
             .mean().sort_index()
         last = int(own.index.max())
+        # epochs between analysed checkpoints (checkpoints = k) read off the straight line
+        # between them; with every epoch analysed this is the plain mean over 0..T-1
+        every = own.reindex(range(last + 1)).interpolate(method="index")
         rows += [dict(seed=seed, model=model, measure="area",
-                      value=float(own[own.index < last].mean())),
+                      value=float(every[every.index < last].mean())),
                  dict(seed=seed, model=model, measure="reach",
                       value=first_epoch_reaching(ref, level, last + 1))]
     out = pd.DataFrame(rows, columns=["seed", "model", "measure", "value"])

@@ -89,7 +89,7 @@ PARAMS: dict[str, Param] = {
     "baseline": Param("zero", "value a masked player takes",
                       choices=("zero", "mean", "blur")),
     "subtract_empty": Param(False, "use v(x_T) - v(x_empty) as the game"),
-    "checkpoints": Param("all", "the epochs of fine-tuning and of scratch training analysed "
+    "checkpoints": Param(8, "the epochs of fine-tuning and of scratch training analysed "
                          "for convergence: all = every epoch; k = about k of them, spaced "
                          "geometrically (epoch 0 and the last always)",
                          low=2, high=10000, words=("all",)),
@@ -144,10 +144,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": dict(),
     # The far transfer: ImageNet's EfficientNet-Lite0 (packaged weights, no pre-training step)
     # to the UCI digits, resized to `resolution` inside the model (benchmarks/imagenet.md).
-    # 6 checkpoints, not every epoch: each analysed epoch costs about 1 ms per masked input
-    # through Lite0 on this CPU, 20x the small CNN.
+    # 4 checkpoints and one digit per class: each analysed model costs about 1 ms per masked
+    # input through Lite0 on this CPU, 20x the small CNN (benchmarks/imagenet.md); the default
+    # study computes this setting beside its own (study.transfer_settings)
     "imagenet-uci": dict(source="imagenet", arch="efficientnet_lite0", resolution=48,
-                         checkpoints=6, mask_batch=64),
+                         checkpoints=4, samples_per_class=1, mask_batch=64),
+    # the far setting of `classroom`: 32 px (half the cost of 48 px per input), and the digits
+    # chosen whether or not the scratch model (at 32 px, close to chance) gets them right
+    "imagenet-uci-classroom": dict(source="imagenet", arch="efficientnet_lite0", resolution=32,
+                                   epochs=10, seeds=(0, 1, 2), n=8, iterations=2000,
+                                   checkpoints=4, samples_per_class=1, mask_batch=64,
+                                   only_correct=False),
     # A smoke test: after 3 epochs scratch training is at chance, so no test digit is
     # classified correctly by all three models and the explained ones are chosen regardless.
     "imagenet-uci-ci": dict(source="imagenet", arch="efficientnet_lite0", resolution=32,

@@ -5,9 +5,10 @@ result (``study_result.GROUPS``: the preset itself, ``near``; the transfer setti
 ``disjoint`` and ``far``; the ``sensitivity`` grid of specifications), reuses what is on disk,
 and writes the group's tables with their provenance. It returns the study result, from which
 the findings, the charts and the notebooks select (``StudyResult.part``); ``read(params)``
-returns it without computing anything. The far setting's games are only computed when asked
-(``far=True``, or ``whypretrain analyze`` on its preset): an ImageNet network's games are slow
-on a CPU; without them its part is left out with a note that says how to make it.
+returns it without computing anything. The far setting's games are computed by ``compute_all``
+(``whypretrain study``) and otherwise only when asked (``far=True``, or ``whypretrain analyze``
+on its preset); a far setting that cannot run here (its weights or data missing) is left out
+with a note that says how to make it.
 
 Callers: the CLI (``whypretrain analyze`` = ``compute(params)``, ``whypretrain study`` =
 ``compute_all``), and the one visible call at the top of each notebook.
@@ -59,9 +60,9 @@ def compute(params: dict, groups: tuple[str, ...] = ("near",), progress: bool | 
     return result
 
 
-def compute_all(params: dict, progress: bool | None = None, far: bool = False) -> StudyResult:
-    """Everything the book reads: what ``whypretrain study`` computes before it executes the
-    notebooks."""
+def compute_all(params: dict, progress: bool | None = None, far: bool = True) -> StudyResult:
+    """Everything the book reads, the far setting's games included (unless ``far=False``):
+    what ``whypretrain study`` computes before it executes the notebooks."""
     return compute(params, ALL_GROUPS, progress, far)
 
 
