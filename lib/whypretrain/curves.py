@@ -72,8 +72,11 @@ def convergence_measures(t: pd.DataFrame, level: float = REACH_LEVEL) -> pd.Data
       interactions (the area under its curve without the final epoch, where it is 1 by
       construction; an epoch between two analysed checkpoints takes the straight line between
       them); higher = closer to its final knowledge all along;
-    - ``reach``: the first analysed epoch whose weighted Jaccard to the final *fine-tuned*
-      model (the reference common to both runs) reaches ``level``; ``T + 1`` when none does.
+    - ``reach``: the first analysed epoch before the last whose weighted Jaccard to the final
+      *fine-tuned* model (the reference common to both runs) reaches ``level``; ``T + 1`` when
+      none does. The last epoch is left out for both runs: the fine-tuned run's is the
+      reference itself (similarity 1), so counting it made a fine-tuned run that never came
+      near its final knowledge "reach" it at T, one epoch ahead of a scratch run's T + 1.
     """
     rows = []
     for (seed, model), g in t[t["measure"].str.startswith("jaccard_weighted")].groupby(
@@ -88,7 +91,7 @@ def convergence_measures(t: pd.DataFrame, level: float = REACH_LEVEL) -> pd.Data
         rows += [dict(seed=seed, model=model, measure="area",
                       value=float(every[every.index < last].mean())),
                  dict(seed=seed, model=model, measure="reach",
-                      value=first_epoch_reaching(ref, level, last + 1))]
+                      value=first_epoch_reaching(ref[ref.index < last], level, last + 1))]
     out = pd.DataFrame(rows, columns=["seed", "model", "measure", "value"])
     return attach(out, sources_of(t)) if "sources" in t.attrs else out
 

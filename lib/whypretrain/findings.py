@@ -23,7 +23,7 @@ from . import curves, knowledge
 from .errors import MissingResults
 from .provenance import attach, combine, sources_of
 from .results import MODELS
-from .specifications import DISJOINT, FAR_PRESET
+from .specifications import DISJOINT, FAR_PRESET, FAR_PRESETS
 from .stats import Estimate
 from .study_result import TRANSFER_SETTINGS, StudyResult
 
@@ -551,7 +551,7 @@ def movement(table: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def narrative(table: pd.DataFrame) -> dict[str, str]:
+def narrative(table: pd.DataFrame, result: StudyResult | None = None) -> dict[str, str]:
     """The texts the findings page glues into its prose, by key: ``<setting>-<claim>`` (our
     value), ``<setting>-<claim>-verdict``, ``count-<setting>`` (claims that reproduce),
     ``move-<claim>`` (``movement``), ``disjoint-setting`` and ``far-setting`` (what they are)."""
@@ -566,5 +566,6 @@ def narrative(table: pd.DataFrame) -> dict[str, str]:
     for claim, text in movement(table).items():
         out[f"move-{claim}"] = text
     out["disjoint-setting"] = " → ".join(f"`{DISJOINT[k]}`" for k in ("source", "target"))
-    out["far-setting"] = f"`{FAR_PRESET}`"
+    preset = (result.params if result is not None else {}).get("preset", "default")
+    out["far-setting"] = f"`{FAR_PRESETS.get(preset, FAR_PRESET)}`"
     return out
