@@ -71,6 +71,7 @@ def test_a_group_is_written_whole_or_not_at_all(params):
 
 def test_the_key_is_what_changes_the_study_not_where_it_runs(params):
     key = study_result.key(params)
-    assert study_result.key({**params, "workdir": "/elsewhere", "device": "cpu"}) == key
+    assert study_result.key({**params, "workdir": "/elsewhere", "device": "cpu",
+                             "data_root": "data"}) == key
     assert study_result.key({**params, "tau": 0.1}) != key
     assert study_result.key({**params, "seeds": (0, 1, 2)}) != key

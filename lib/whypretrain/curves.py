@@ -64,6 +64,13 @@ def accuracy_summary(metrics: pd.DataFrame, fraction: float = ACCURACY_FRACTION
     return over_seeds(per_seed, by=["model", "measure"])
 
 
+def _every_epoch(curve: pd.Series, last: int) -> pd.Series:
+    """``curve`` (indexed by the analysed epochs) at every epoch 0..last: an epoch between two
+    analysed checkpoints (``checkpoints = k``) takes the straight line between them; with every
+    epoch analysed the curve is returned as it is."""
+    return curve.reindex(range(last + 1)).interpolate(method="index")
+
+
 def convergence_measures(t: pd.DataFrame, level: float = REACH_LEVEL) -> pd.DataFrame:
     """Per seed and run (finetune, scratch), two measures that do not rest on a run's
     similarity to itself:
@@ -72,9 +79,9 @@ def convergence_measures(t: pd.DataFrame, level: float = REACH_LEVEL) -> pd.Data
       interactions (the area under its curve without the final epoch, where it is 1 by
       construction; an epoch between two analysed checkpoints takes the straight line between
       them); higher = closer to its final knowledge all along;
-    - ``reach``: the first analysed epoch before the last whose weighted Jaccard to the final
-      *fine-tuned* model (the reference common to both runs) reaches ``level``; ``T + 1`` when
-      none does. The last epoch is left out for both runs: the fine-tuned run's is the
+    - ``reach``: the first epoch before the last whose weighted Jaccard to the final
+      *fine-tuned* model (the reference common to both runs) reaches ``level``, between
+      analysed checkpoints on the straight line joining them; ``T + 1`` when none does. The last epoch is left out for both runs: the fine-tuned run's is the
       reference itself (similarity 1), so counting it made a fine-tuned run that never came
       near its final knowledge "reach" it at T, one epoch ahead of a scratch run's T + 1.
     """
@@ -85,13 +92,12 @@ def convergence_measures(t: pd.DataFrame, level: float = REACH_LEVEL) -> pd.Data
         ref = g[g["measure"] == "jaccard_weighted_vs_finetune"].groupby("epoch")["value"] \
             .mean().sort_index()
         last = int(own.index.max())
-        # epochs between analysed checkpoints (checkpoints = k) read off the straight line
-        # between them; with every epoch analysed this is the plain mean over 0..T-1
-        every = own.reindex(range(last + 1)).interpolate(method="index")
+        every = _every_epoch(own, last)
         rows += [dict(seed=seed, model=model, measure="area",
                       value=float(every[every.index < last].mean())),
                  dict(seed=seed, model=model, measure="reach",
-                      value=first_epoch_reaching(ref[ref.index < last], level, last + 1))]
+                      value=first_epoch_reaching(_every_epoch(ref, last)[:-1], level,
+                                                 last + 1))]
     out = pd.DataFrame(rows, columns=["seed", "model", "measure", "value"])
     return attach(out, sources_of(t)) if "sources" in t.attrs else out
 

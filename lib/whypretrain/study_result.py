@@ -60,8 +60,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "sensitivity": ("sensitivity", "specifications/knowledge", "specifications/comparisons",
                     "robust"),
 }
-# parameters that do not change what a study computes
-NOT_KEYED = ("workdir", "device")
+# where a study runs, reads and writes: not what it computes (the CLI passes absolute paths,
+# the notebooks relative ones; the results folders it reads are keyed by their contents)
+NOT_KEYED = ("workdir", "device", "data_root")
 
 
 def key(params: dict) -> str:
