@@ -187,9 +187,11 @@ def test_excluding_the_empty_set_is_salience_on_the_other_terms(ci):
     assert (knowledge.salient_items(I, params["tau"])[..., 0] == 0).all()
 
 
-def test_analysed_checkpoints_are_geometric_with_the_first_and_last_epochs():
+def test_analysed_checkpoints_are_even_with_the_first_and_last_epochs():
     assert results.analysed_epochs(list(range(21)), "all") == list(range(21))
-    assert results.analysed_epochs(list(range(21)), 6) == [0, 1, 2, 4, 9, 20]
+    assert results.analysed_epochs(list(range(21)), 8) == [0, 3, 6, 9, 11, 14, 17, 20]
+    assert results.analysed_epochs(list(range(21)), 6) == [0, 4, 8, 12, 16, 20]
+    assert results.analysed_epochs(list(range(11)), 8) == [0, 1, 3, 4, 6, 7, 9, 10]
     assert results.analysed_epochs(list(range(21)), 2) == [0, 20]
     assert results.analysed_epochs(list(range(5)), 100) == [0, 1, 2, 3, 4]
 

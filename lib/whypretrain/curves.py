@@ -66,8 +66,9 @@ def accuracy_summary(metrics: pd.DataFrame, fraction: float = ACCURACY_FRACTION
 
 def _every_epoch(curve: pd.Series, last: int) -> pd.Series:
     """``curve`` (indexed by the analysed epochs) at every epoch 0..last: an epoch between two
-    analysed checkpoints (``checkpoints = k``) takes the straight line between them; with every
-    epoch analysed the curve is returned as it is."""
+    analysed checkpoints (``checkpoints = k``) takes the straight line between them, one after
+    the last analysed epoch keeps its value; with every epoch analysed the curve is returned as
+    it is."""
     return curve.reindex(range(last + 1)).interpolate(method="index")
 
 
@@ -81,7 +82,9 @@ def convergence_measures(t: pd.DataFrame, level: float = REACH_LEVEL) -> pd.Data
       them); higher = closer to its final knowledge all along;
     - ``reach``: the first epoch before the last whose weighted Jaccard to the final
       *fine-tuned* model (the reference common to both runs) reaches ``level``, between
-      analysed checkpoints on the straight line joining them; ``T + 1`` when none does. The last epoch is left out for both runs: the fine-tuned run's is the
+      analysed checkpoints on the straight line joining them (the last epoch is no point of
+      that line: the fine-tuned run's is the reference itself, and a line drawn towards it
+      would reach any level); ``T + 1`` when none does. The last epoch is left out for both runs: the fine-tuned run's is the
       reference itself (similarity 1), so counting it made a fine-tuned run that never came
       near its final knowledge "reach" it at T, one epoch ahead of a scratch run's T + 1.
     """
@@ -96,8 +99,8 @@ def convergence_measures(t: pd.DataFrame, level: float = REACH_LEVEL) -> pd.Data
         rows += [dict(seed=seed, model=model, measure="area",
                       value=float(every[every.index < last].mean())),
                  dict(seed=seed, model=model, measure="reach",
-                      value=first_epoch_reaching(_every_epoch(ref, last)[:-1], level,
-                                                 last + 1))]
+                      value=first_epoch_reaching(_every_epoch(ref[ref.index < last], last - 1),
+                                                 level, last + 1))]
     out = pd.DataFrame(rows, columns=["seed", "model", "measure", "value"])
     return attach(out, sources_of(t)) if "sources" in t.attrs else out
 

@@ -91,7 +91,7 @@ PARAMS: dict[str, Param] = {
     "subtract_empty": Param(False, "use v(x_T) - v(x_empty) as the game"),
     "checkpoints": Param(8, "the epochs of fine-tuning and of scratch training analysed "
                          "for convergence: all = every epoch; k = about k of them, spaced "
-                         "geometrically (epoch 0 and the last always)",
+                         "evenly (epoch 0 and the last always)",
                          low=2, high=10000, words=("all",)),
     "mask_batch": Param(1024, "masked inputs per forward pass", low=1, high=1 << 20),
     # --- interactions (book/method.md, section 2) ---------------------------------------------
