@@ -553,12 +553,14 @@ def movement(table: pd.DataFrame) -> dict[str, str]:
 
 def narrative(table: pd.DataFrame, result: StudyResult | None = None) -> dict[str, str]:
     """The texts the findings page glues into its prose, by key: ``<setting>-<claim>`` (our
-    value), ``<setting>-<claim>-verdict``, ``count-<setting>`` (claims that reproduce),
-    ``move-<claim>`` (``movement``), ``disjoint-setting`` and ``far-setting`` (what they are)."""
+    value), ``<setting>-<claim>-verdict``, ``<setting>-<claim>-effect``, ``count-<setting>``
+    (claims that reproduce), ``move-<claim>`` (``movement``), ``disjoint-setting`` and
+    ``far-setting`` (what they are)."""
     out = {}
     for r in table.itertuples():
         out[f"{r.setting}-{r.claim}"] = r.ours
         out[f"{r.setting}-{r.claim}-verdict"] = r.verdict
+        out[f"{r.setting}-{r.claim}-effect"] = r.effect or "n/a"
     for setting, text in verdict_counts(table).items():
         out[f"count-{setting}"] = text
     for setting, text in by_verdict(table).items():

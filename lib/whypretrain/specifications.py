@@ -33,6 +33,9 @@ FAR_CARRY = ("seeds", "epochs", "pretrain_epochs", "n", "iterations", "samples_p
 
 
 
+JOINT_MAX_N = 6  # the largest n whose sensitivity grid holds the joint extraction
+
+
 # --- the sensitivity grid ---------------------------------------------------------------------
 
 # what the sensitivity study varies; tau and empty_set only re-read the study's interactions
@@ -56,11 +59,16 @@ def sensitivity_grid(params: dict) -> dict[str, list]:
         "player_seed": sorted({params["player_seed"], params["player_seed"] + 1}),
         "samples_per_class": sorted({max(1, per_class // 2), per_class, per_class * 2}),
         # the point of the exact optimum's face (book/method.md, section 2), and the AND-only
-        # (Harsanyi) interactions, the one reference with no choice of optimum; joint
-        # extraction is left out (30-50 s per sample at n = 10): `--set extraction=joint`
+        # (Harsanyi) interactions, the one reference with no choice of optimum
         "rule": list(presets.PARAMS["rule"].choices) if params["optimizer"] == "exact"
         else [params["rule"]],
         "mode": list(presets.PARAMS["mode"].choices),
+        # a sample's three final models extracted together (joint.py): one LP per sample,
+        # 30-50 s at n = 10 against 0.3-0.9 s for the three alone (benchmarks/README.md), so
+        # a point of the grid only up to JOINT_MAX_N players; `--set extraction=joint` else
+        "extraction": ["independent", "joint"]
+        if params["optimizer"] == "exact" and params["n"] <= JOINT_MAX_N
+        else [params["extraction"]],
     }
 
 
