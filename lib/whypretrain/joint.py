@@ -292,6 +292,9 @@ def _solve_sample(lp, solver: str, g: int):
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         raise RuntimeError(f"joint extraction: HiGHS ended sample {g} with status "
                            f"{h.modelStatusToString(h.getModelStatus())}")
+    if h.getInfo().max_dual_infeasibility > DUAL_INFEASIBILITY and solver != "simplex":
+        h.setOptionValue("solver", "simplex")  # crossover's basis, not quite dual feasible:
+        h.run()                                # the simplex from it restores feasibility
     if h.getInfo().max_dual_infeasibility > DUAL_INFEASIBILITY:
         raise RuntimeError(f"joint extraction: HiGHS's dual point of sample {g} is "
                            f"infeasible by {h.getInfo().max_dual_infeasibility:.1e}: no "
