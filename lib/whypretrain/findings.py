@@ -23,9 +23,9 @@ from . import curves, knowledge
 from .errors import MissingResults
 from .provenance import attach, combine, sources_of
 from .results import MODELS
-from .specifications import DISJOINT, FAR_PRESET, FAR_PRESETS
+from .specifications import DISJOINT, FAR_PRESET, FAR_PRESETS, TRANSFER_SETTINGS
 from .stats import Estimate
-from .study_result import TRANSFER_SETTINGS, StudyResult
+from .study_result import StudyResult
 
 LEARNABLE_RANGE = (0.13, 0.45)  # the paper's range of the learnable share (Figure 3)
 ACCURACY_FRACTION = curves.ACCURACY_FRACTION

@@ -129,6 +129,13 @@ def far_command(params: dict) -> str:
     return command("analyze", setting)
 
 
+def results_key(setting: dict) -> tuple:
+    """What tells two points of the grid's results apart (their games and their extraction;
+    not ``TABLE_ONLY``): points with the same key read the same results folders."""
+    return tuple(sorted((k, str(setting[k])) for k in results.GAME_KEYS + results.ENGINE_KEYS
+                        + ("rule", "extraction") if k in setting))
+
+
 def game_counts(params: dict) -> pd.DataFrame:
     """How many games (``2**n`` outputs each) ``compute_all`` evaluates and sparsifies, by
     part, at most (``only_correct`` can keep fewer samples): one row per results folder kind.
@@ -149,9 +156,7 @@ def game_counts(params: dict) -> pd.DataFrame:
     rows = [row("main", params, False)]
     seen = set()
     for key, value, setting, finals_only in sensitivity_settings(params):
-        spec = tuple(sorted((k, str(setting[k])) for k in results.GAME_KEYS + results.ENGINE_KEYS
-                            + ("rule", "extraction")
-                            if k in setting))
+        spec = results_key(setting)
         if finals_only and spec not in seen:
             seen.add(spec)
             rows.append(row(f"sensitivity {key}={value}", setting, True))

@@ -21,10 +21,10 @@ import torch
 from . import curves, data, distributed, face, interactions, knowledge, nulls, results, stats
 from .errors import MissingResults, UserError
 from .provenance import Sources, combine, command
-from .specifications import (DISJOINT, FAR_PRESET, TABLE_ONLY, far_command, game_counts,
-                             sensitivity_grid, sensitivity_settings, transfer_settings,
-                             unavailable)
-from .study_result import GROUPS, TRANSFER_SETTINGS, StudyResult, write, write_note
+from .specifications import (DISJOINT, FAR_PRESET, TABLE_ONLY, TRANSFER_SETTINGS, far_command,
+                             game_counts, results_key, sensitivity_grid, sensitivity_settings,
+                             transfer_settings, unavailable)
+from .study_result import GROUPS, StudyResult, write, write_note
 
 ALL_GROUPS = tuple(GROUPS)
 
@@ -193,11 +193,16 @@ def _sensitivity(params: dict, progress: bool, far: bool) -> StudyResult:
     ds = data.load_datasets(params)
     frames, comparisons, rows, srcs, by_spec = [], [], [], [], {}
     canonical = _seeds(params, progress, ds)
+    # the preset's own values and the table-only points read the same results: load once
+    by_results = {(results_key(params), False): canonical}
     rules = []
     for key, value, setting, finals_only in sensitivity_settings(params):
         own = value == params[key]
         spec = "preset" if own else f"{key}={value}"
-        loaded = _seeds(setting, progress, ds, finals_only=finals_only)
+        which = (results_key(setting), finals_only)
+        if which not in by_results:
+            by_results[which] = _seeds(setting, progress, ds, finals_only=finals_only)
+        loaded = by_results[which]
         if not distributed.is_main():
             continue
         srcs += [r.sources() for r in loaded]

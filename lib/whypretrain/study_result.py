@@ -33,7 +33,6 @@ from .provenance import Sources, attach, command, git_commit
 from .runs import atomic_write, locked, run_hash
 
 STUDY_FORMAT = 1
-TRANSFER_SETTINGS = ("near", "disjoint", "far")
 # what each group's parts hold; "<setting>/..." parts exist for near, disjoint and far
 SETTING_PARTS = {
     "metrics": "per-epoch training metrics of the probe, fine-tuned and scratch runs",
@@ -192,7 +191,7 @@ def write(params: dict, group: str, parts: dict[str, pd.DataFrame],
                         code=fingerprint(),
                         params={k: (list(v) if isinstance(v, tuple) else v)
                                 for k, v in params.items()})
-        atomic_write(path / "study.json", json.dumps(manifest, indent=1, default=str).encode())
+        _write_manifest(path, manifest)
     return StudyResult(path, params, manifest)
 
 
@@ -203,5 +202,9 @@ def write_note(params: dict, name: str, text: str) -> StudyResult:
     with locked(path):
         manifest = _manifest(path)
         manifest["notes"][name] = text
-        atomic_write(path / "study.json", json.dumps(manifest, indent=1, default=str).encode())
+        _write_manifest(path, manifest)
     return StudyResult(path, params, manifest)
+
+
+def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    atomic_write(path / "study.json", json.dumps(manifest, indent=1, default=str).encode())
