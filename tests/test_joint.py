@@ -12,24 +12,26 @@ import oracle
 
 @pytest.fixture(scope="module")
 def joint_games(three_cnns):
-    """Games ``[3 models, 2 samples, 2**n]`` of three real CNNs, n = 3..5 (players shared)."""
+    """Games ``[3 models, 2 samples, 2**n]`` of three real CNNs, n = 3..5 and 8 (players
+    shared)."""
     nets, xs, ys = three_cnns
     xs, ys = xs[:2], ys[:2]
     games = {}
-    for n in (3, 4, 5):
+    for n in (3, 4, 5, 8):
         players = torch.stack([masking.choose_players(x, n, 4, seed=i) for i, x in enumerate(xs)])
         games[n] = torch.stack([masking.evaluate(net, xs, ys, players, "zero", batch_size=1024,
                                                  patch=4) for net in nets]).double()
     return games
 
 
+@pytest.mark.parametrize("columns", ["generated", "all"])
 @pytest.mark.parametrize("n, models", [(3, 3), (4, 2), (4, 3), (5, 3)])
-def test_joint_reaches_the_lp_optimum_with_a_valid_certificate(joint_games, n, models):
+def test_joint_reaches_the_lp_optimum_with_a_valid_certificate(joint_games, n, models, columns):
     v = joint_games[n][:models]
     span = (v[..., -1] - v[..., 0]).abs()
     b, c = 0.04 * span, joint.P_BOUND * span
     tol = 1e-4
-    sol = joint.solve(v, b, tol=tol)
+    sol = joint.solve(v, b, tol=tol, columns=columns)
     i_and, i_or = I.and_or(v, sol.p, sol.q)
     # the loss is the engine's own measure of the returned split
     torch.testing.assert_close(sol.loss, joint.joint_loss(i_and, i_or), rtol=0, atol=1e-9)
@@ -62,9 +64,53 @@ def test_the_two_forms_of_the_transforms_give_one_solution(joint_games):
     torch.testing.assert_close(i_or, (half - p) @ torch.from_numpy(b.toarray()).T, rtol=0,
                                atol=1e-9)
     span = (v[..., -1] - v[..., 0]).abs()
-    chained, matrices = (joint.solve(v, 0.04 * span, chain=c) for c in (True, False))
+    chained, matrices = (joint.solve(v, 0.04 * span, columns="all", chain=c)
+                         for c in (True, False))
     torch.testing.assert_close(chained.p, matrices.p, rtol=0, atol=1e-9 * float(v.abs().max()))
     torch.testing.assert_close(chained.loss, matrices.loss, rtol=1e-12, atol=0)
+
+
+def test_any_duals_give_a_lower_bound(joint_games):
+    """Weak duality, the certificate's ground (``joint.lower_bound``): random duals, scaled into
+    the groups' dual constraints, never bound above the optimum; and the scale is the least
+    that does (each group's constraint holds, one with equality)."""
+    v = joint_games[4]
+    span = (v[..., -1] - v[..., 0]).abs()
+    b, c = 0.04 * span, joint.P_BOUND * span
+    gen = torch.Generator().manual_seed(3)
+    optima = [oracle.joint_lp(v[:, g])[0] for g in range(v.shape[1])]
+    for _ in range(20):
+        y = torch.randn(v.shape, dtype=torch.float64, generator=gen)
+        z = torch.randn(v.shape, dtype=torch.float64, generator=gen)
+        bound = joint.lower_bound(y, z, v, b, c)
+        for g, optimum in enumerate(optima):
+            assert float(bound[g]) <= optimum * (1 + 1e-9) + 1e-12
+        z = z - z.mean(0, keepdim=True)
+        price = joint.dual_prices(y, z)
+        scale = joint.group_scale(price, joint.ALPHA)
+        excess = joint.group_excess(price / scale[None, :, None, None], joint.ALPHA)
+        assert float(excess.amax()) <= 1e-12
+        tight = excess.flatten(-2).amax(-1)  # the binding group of each sample
+        assert ((scale == 1) | (tight.abs() <= 1e-9)).all()
+    # the solver's own duals certify within tol: the bound is the optimum's
+    sol = joint.solve(v, b, columns="generated")
+    for g, optimum in enumerate(optima):
+        assert float(sol.loss_bound[g]) >= optimum * (1 - 1e-4)
+
+
+def test_generated_and_whole_lp_reach_one_optimum_on_real_games(joint_games):
+    """n = 8, three real models' games on two samples: column and row generation reach the
+    whole LP's tie-broken optimum, under two rules."""
+    v = joint_games[8]
+    b = 0.04 * (v[..., -1] - v[..., 0]).abs()
+    for rule in ("canonical", "reverse"):
+        gen = joint.solve(v, b, columns="generated", rule=rule)
+        whole = joint.solve(v, b, columns="all", rule=rule)
+        torch.testing.assert_close(gen.loss, whole.loss, rtol=1e-9, atol=0)
+        torch.testing.assert_close(gen.p, whole.p, rtol=0, atol=1e-8 * float(v.abs().max()))
+        assert (gen.rounds > 1).all() and (whole.rounds == 0).all()
+    with pytest.raises(ValueError, match="columns"):
+        joint.solve(v, b, columns="some")
 
 
 @pytest.mark.parametrize("n", [4, 6, 8])

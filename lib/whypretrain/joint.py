@@ -18,32 +18,49 @@ which is a linear program with an epigraph variable ``t(kind, S) >= |I_i(kind, S
 ``i``. With one model the bound on ``p_i`` binds nothing (``p`` is free) and the loss is the
 single-game L1 loss: the joint extraction of one model is its independent extraction.
 
-One LP per sample, every subset and model at once (columns ``v_and_i``, ``v_or_i``, ``p``, the
-``+``/``-`` parts of every ``I_i``, ``t``; rows: the two transforms per model, the ``q`` box and the
-``p_i`` box per model, the epigraph). Each transform is held as its ``n`` butterfly passes, one
-column and one row of 3 non-zeros per changed entry (``_butterfly_rows``), not as its ``3**n``-entry
-matrix: at ``n = 10`` with 3 models 58,368 columns, 49,152 rows and 151k non-zeros against
-21,504, 18,432 and 400k, and HiGHS's interior point, presolve off, took 30 s against 73 s on one
-sample (presolve folds the passes back: 57 s). Like the single-game extraction the solution is
-a defined point of the optimal face: every interaction's weight is raised by
-``tol / 4 * tie_break(n, rule)``. The certificate is HiGHS's dual objective of that program
-divided by the largest weight (a lower bound of the plain loss's optimum), and the loss is
-measured by the engine's own transforms on the returned split.
+One LP per sample, solved in one of two ways that reach the same optimum (tested):
+
+- column and row generation (``_JointLP``, the default for all but dense samples): the program
+  written in the interactions themselves, as the single-game solver writes its own. A restricted
+  LP holds the few groups (one interaction ``(kind, S)`` of every model) that can be non-zero
+  and the masks whose bounds bind; the primal simplex re-solves from the last basis; the
+  engine's transforms price every other group from the LP's duals (``dual_prices``,
+  ``group_excess``) and check every mask's bounds, and the most violated join. The certificate
+  is weak duality on the duals (``lower_bound``), computed by the same transforms, so it does
+  not rest on HiGHS. At n = 10 a sample took 1.4-19 s against 7-19 s for the whole LP.
+- the whole LP (``_lp``; ``columns="all"``, and ``auto`` for a sample whose games are dense,
+  ``DENSE_SPREAD``): columns ``v_and_i``, ``v_or_i``, ``p``, the ``+``/``-`` parts of every
+  ``I_i``, ``t``; rows: the two transforms per model, the ``q`` box and the ``p_i`` box per
+  model, the epigraph. Each transform is held as its ``n`` butterfly passes, one column and one
+  row of 3 non-zeros per changed entry (``_butterfly_rows``), not as its ``3**n``-entry matrix:
+  at ``n = 10`` with 3 models 58,368 columns, 49,152 rows and 151k non-zeros against 21,504,
+  18,432 and 400k. HiGHS's interior point with crossover, presolve off (it folds the passes
+  back into denser rows: 2x slower). Its certificate is HiGHS's dual objective divided by the
+  largest weight.
+
+Like the single-game extraction the solution is a defined point of the optimal face: every
+interaction's weight is raised by ``tol / 4 * tie_break(n, rule)``. The loss is measured by the
+engine's own transforms on the returned split.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from . import exact
 from .exact import RULES, _new_model, _require_highspy, tie_break
-from .interactions import and_or, relative_gap
+from .interactions import and_or, butterfly, reconstruct, relative_gap
 
 ALPHA = 0.1  # weight of the sum over models in the loss (Chen et al. 2024; alpha there)
 P_BOUND = 0.5  # |p_i| <= P_BOUND |v_i(N) - v_i(empty)| (Chen et al.'s code: 0.5 of the mean span)
+DENSE_SPREAD = 24.0  # columns = "auto": a sample with a game of a larger spread (exact.spread) is
+# solved as the whole LP: at n = 10, spread 20 took 9 s generated against 19 s whole, spread 29
+# 19 s against 13 s, spread 99 195 s against 29 s (benchmarks/README.md, "Joint extraction")
+FEASIBILITY_TOLERANCE = 1e-9  # the most a slack may hold at the end (relative to |v|)
 DUAL_INFEASIBILITY = 1e-9  # the most HiGHS's dual point may break its constraints (0 after
 # crossover on the study's samples) for its dual objective to count as the certificate
 
@@ -89,13 +106,23 @@ class JointSolution:
     shared: Tensor
     loss: Tensor
     loss_bound: Tensor
+    rounds: Tensor | None = None  # LP rounds per sample (0: the whole LP at once)
 
     @property
     def gap(self) -> Tensor:
         return relative_gap(self.loss, self.loss_bound)
 
     def summary(self) -> dict[str, float]:
-        return dict(gap=float(self.gap.max()) if self.loss.numel() else 0.0)
+        """The largest gap; the mean LP rounds of the generated samples and how many samples
+        were solved as the whole LP."""
+        if not self.loss.numel():
+            return dict(gap=0.0)
+        out = dict(gap=float(self.gap.max()))
+        if self.rounds is not None:
+            generated = self.rounds[self.rounds > 0]
+            out.update(rounds_mean=float(generated.double().mean()) if len(generated) else 0.0,
+                       samples_whole=int((self.rounds == 0).sum()))
+        return out
 
 
 def _lp(n: int, models: int, alpha: float, weight: np.ndarray, chain: bool = True):
@@ -203,39 +230,53 @@ def _row_bounds(v: np.ndarray, b: np.ndarray, c: np.ndarray):
 
 
 def solve(v: Tensor, b: Tensor, c: Tensor | None = None, tol: float = 1e-4,
-          alpha: float = ALPHA, rule: str = "canonical", solver: str = "ipm",
-          chain: bool = True) -> JointSolution:
+          alpha: float = ALPHA, rule: str = "canonical", columns: str = "auto",
+          solver: str = "ipm", chain: bool = True, support: Tensor | None = None,
+          max_rounds: int = 200, workers: int = 1) -> JointSolution:
     """The joint extraction of the games ``v`` ``[M, G, 2**n]`` (``M`` models of ``G`` samples):
-    one LP per sample, solved to optimality by HiGHS (``solver``: ``ipm``, interior point with
-    crossover to an optimal vertex, 2.7x faster than ``simplex``, its dual simplex, on n = 8
-    games). ``b``, ``c``: ``[M, G]`` bounds on ``|q_i|`` and
-    ``|p_i|`` (``c`` defaults to ``P_BOUND |v_i(N) - v_i(empty)|``). ``rule``: the tie-break that
-    picks one point of the optimal face (``exact.tie_break``). Raises RuntimeError for a sample
-    whose relative gap ``(loss - loss_bound) / loss`` exceeds ``tol``."""
-    _check(v, tol, alpha, rule)
+    one LP per sample, solved to optimality by HiGHS. ``b``, ``c``: ``[M, G]`` bounds on
+    ``|q_i|`` and ``|p_i|`` (``c`` defaults to ``P_BOUND |v_i(N) - v_i(empty)|``). ``rule``: the
+    tie-break that picks one point of the optimal face (``exact.tie_break``).
+
+    ``columns``: ``generated``, column and row generation (``_JointLP``: the groups of
+    interactions that can be non-zero join when they price in, the primal simplex re-solves
+    from the last basis, the certificate comes from the duals by the engine's transforms,
+    ``lower_bound``); ``all``, the whole LP at once (``_lp``: ``solver`` ``ipm``, interior point
+    with crossover, or ``simplex``; ``chain``: each transform as its butterfly passes);
+    ``auto``: ``all`` for a sample with a dense game (``exact.spread`` above ``DENSE_SPREAD``),
+    else ``generated``. The same optimum either way. ``support``: ``[G, 2, 2**n]`` booleans,
+    the groups each sample's first restricted LP holds instead of the extreme splits'
+    strongest terms. ``workers``: threads, one sample each (HiGHS releases the GIL; the result
+    does not depend on it). Raises RuntimeError for a sample whose relative gap
+    ``(loss - loss_bound) / loss`` exceeds ``tol``."""
+    _check(v, tol, alpha, rule, columns)
     models, games, size = v.shape
     n = size.bit_length() - 1
     if c is None:
         c = P_BOUND * (v[..., -1] - v[..., 0]).abs()
     weight = 1.0 + tol / 4 * tie_break(n, rule)
-    matrix, cost, lower, upper, extra = _lp(n, models, alpha, weight, chain)
-    v_np, b_np, c_np = (x.detach().cpu().double().numpy() for x in (v, b, c))
-    a_and = np.zeros((models, games, size))
-    a_or = np.zeros((models, games, size))
-    shared = np.zeros((games, size))
-    dual = np.zeros(games)
-    for g in range(games):
-        lo, hi = (np.concatenate([x, np.zeros(extra)])
-                  for x in _row_bounds(v_np[:, g], b_np[:, g], c_np[:, g]))
-        h = _solve_sample(_highs_lp(matrix, cost, lower, upper, lo, hi), solver, g)
-        x = np.asarray(h.getSolution().col_value)
-        a_and[:, g] = x[:models * size].reshape(models, size)
-        a_or[:, g] = x[models * size:2 * models * size].reshape(models, size)
-        shared[g] = x[2 * models * size:2 * models * size + size]
-        dual[g] = _dual_objective(h)
-    to = lambda x: torch.from_numpy(x).to(v.device, v.dtype)  # noqa: E731
-    out = _solution(v, b, to(a_and), to(a_or), to(shared), alpha,
-                    (to(dual) / float(weight.max())).clamp_min(0.0))
+    every = _every(v, columns)
+    full = _lp(n, models, alpha, weight, chain) if any(every) else None
+    starts = _start_groups(v, n) if support is None else support.cpu().numpy()
+
+    def one(g: int):
+        if every[g]:
+            return _full_sample(full, v[:, g], b[:, g], c[:, g], solver, g, weight) + (0,)
+        lp = _JointLP(*(x[:, g].detach().cpu().double().numpy() for x in (v, b, c)), alpha,
+                      weight)
+        kinds, masks = np.nonzero(starts[g])
+        lp.add([(int(k), int(m)) for k, m in zip(kinds, masks)])
+        return _generated_sample(lp, v[:, g], b[:, g], c[:, g], max_rounds) + (lp.rounds,)
+
+    with exact._thread_pool(workers) as pool:
+        solved = list(pool.map(one, range(games))) if pool else [one(g) for g in range(games)]
+    p = torch.stack([s[0] for s in solved], 1)
+    q = torch.stack([s[1] for s in solved], 1)
+    shared = torch.stack([s[2] for s in solved])
+    bound = torch.stack([s[3] for s in solved])
+    rounds = torch.tensor([s[4] for s in solved], dtype=torch.long)
+    i_and, i_or = and_or(v, p, q)
+    out = JointSolution(p, q, shared, joint_loss(i_and, i_or, alpha), bound, rounds)
     late = (out.gap > tol).nonzero()[:, 0].tolist()
     if late:
         raise RuntimeError(f"joint extraction could not certify {len(late)} sample(s) (first: "
@@ -243,8 +284,48 @@ def solve(v: Tensor, b: Tensor, c: Tensor | None = None, tol: float = 1e-4,
     return out
 
 
-def _check(v: Tensor, tol: float, alpha: float, rule: str) -> None:
+def _every(v: Tensor, columns: str) -> list[bool]:
+    """Per sample, whether its LP holds every interaction from the start (``solve``'s
+    ``columns``)."""
+    if columns != "auto":
+        return [columns == "all"] * v.shape[1]
+    return (exact.spread(v) > DENSE_SPREAD).any(0).tolist()
+
+
+def _start_groups(v: Tensor, n: int) -> np.ndarray:
+    """``[G, 2, 2**n]``: the groups of the first restricted LP of each sample, the union over
+    the models of the ``3n`` strongest terms of each extreme split (``exact.extreme_splits``)."""
+    top_and, top_or = exact._starting_columns(*exact.extreme_splits(v), n, 3 * n)
+    start = torch.zeros(v.shape[1], 2, 1 << n, dtype=torch.bool)
+    for kind, top in ((0, top_and), (1, top_or)):
+        for i in range(v.shape[0]):
+            start[torch.arange(v.shape[1])[:, None], kind, top[i].cpu()] = True
+    return start.numpy()
+
+
+def _full_sample(full, v: Tensor, b: Tensor, c: Tensor, solver: str, g: int,
+                 weight: np.ndarray) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One sample by the whole LP (``_lp``): ``p``, ``q`` ``[M, 2**n]``, the shared part and
+    HiGHS's dual objective divided by the largest weight (the certified bound)."""
+    matrix, cost, lower, upper, extra = full
+    models, size = v.shape
+    lo, hi = (np.concatenate([x, np.zeros(extra)])
+              for x in _row_bounds(*(t.detach().cpu().double().numpy() for t in (v, b, c))))
+    h = _solve_sample(_highs_lp(matrix, cost, lower, upper, lo, hi), solver, g)
+    x = torch.from_numpy(np.asarray(h.getSolution().col_value)).to(v.device, v.dtype)
+    v_and = x[:models * size].reshape(models, size)
+    v_or = x[models * size:2 * models * size].reshape(models, size)
+    bound = b[:, None]
+    q = torch.maximum(torch.minimum(v_and + v_or - v, bound), -bound)
+    dual = max(_dual_objective(h) / float(weight.max()), 0.0)
+    return (v_and - v_or) / 2, q, x[2 * models * size:2 * models * size + size], \
+        torch.tensor(dual, dtype=v.dtype)
+
+
+def _check(v: Tensor, tol: float, alpha: float, rule: str, columns: str) -> None:
     """Check ``solve``'s games and settings."""
+    if columns not in ("auto", "all", "generated"):
+        raise ValueError(f"columns must be 'auto', 'all' or 'generated', got {columns!r}")
     if v.dim() != 3:
         raise ValueError(f"joint games must be [models, samples, 2**n], got {tuple(v.shape)}")
     if not 0 < tol < 1:
@@ -302,17 +383,6 @@ def _solve_sample(lp, solver: str, g: int):
     return h
 
 
-def _solution(v: Tensor, b: Tensor, v_and: Tensor, v_or: Tensor, p_shared: Tensor,
-              alpha: float, loss_bound: Tensor) -> JointSolution:
-    """The split of the LP's ``v_and``, ``v_or`` (``q`` clamped into its box against rounding)
-    with the joint loss the engine's transforms measure on it."""
-    bound = b[..., None]
-    q = torch.maximum(torch.minimum(v_and + v_or - v, bound), -bound)
-    p = (v_and - v_or) / 2
-    i_and, i_or = and_or(v, p, q)
-    return JointSolution(p, q, p_shared, joint_loss(i_and, i_or, alpha), loss_bound)
-
-
 def _dual_objective(h) -> float:
     """The dual objective of HiGHS's optimal dual point, computed from the row and column duals:
     a lower bound of the LP's optimum when the point is dual feasible (``_solve_sample`` checks
@@ -329,3 +399,324 @@ def _dual_objective(h) -> float:
     row_part = (y * np.where(np.abs(rows) < inf, rows, 0.0)).sum()
     col_part = (z * np.where(np.abs(cols) < inf, cols, 0.0)).sum()
     return float(row_part + col_part)
+
+
+# --------------------------------------------------------------------------------------------
+# column generation: the joint LP in the interactions themselves, groups priced in
+# --------------------------------------------------------------------------------------------
+def group_excess(price: Tensor, alpha: float, weight: Tensor | float = 1.0) -> Tensor:
+    """How much the dual prices ``price`` ``[M, ..., 2, 2**n]`` of each group (one interaction,
+    every model) break the group's dual constraint ``sum_i max(0, |price_i| - alpha w) <=
+    (1 - alpha) w``: its left side minus its right side (``> 0``: the group would lower the
+    objective)."""
+    spare = (price.abs() - alpha * weight).clamp_min(0.0).sum(0)
+    return spare - (1 - alpha) * weight
+
+
+def group_scale(price: Tensor, alpha: float) -> Tensor:
+    """The least ``s`` that brings the prices ``price`` ``[M, ..., 2, 2**n]`` of every group into
+    its dual constraint (weights 1): ``sum_i max(0, |price_i| / s - alpha) <= 1 - alpha`` holds
+    when, for every ``k``, the ``k`` largest ``|price_i|`` sum to at most ``s (1 - alpha + k
+    alpha)``. Returns ``[...]``, at least 1."""
+    top = price.abs().sort(0, descending=True).values.cumsum(0)
+    k = torch.arange(1, price.shape[0] + 1, dtype=price.dtype, device=price.device)
+    per_k = top / (1 - alpha + alpha * k).reshape(-1, *([1] * (price.dim() - 1)))
+    return per_k.amax(0).flatten(-2).amax(-1).clamp_min(1.0)
+
+
+def dual_prices(y: Tensor, z: Tensor) -> Tensor:
+    """The price of every model's interaction from the duals ``y`` of its outputs' rows and
+    ``z`` of its shared-split rows (``[M, ..., 2**n]`` each): ``[M, ..., 2, 2**n]``. The AND
+    interaction ``S`` of model ``i`` enters both rows of every ``T >= S`` with +1, the OR
+    interaction its outputs' rows as universal matching does and its split rows negated."""
+    n = y.shape[-1].bit_length() - 1
+    return torch.stack([exact.dual_prices(y + z, n)[0], exact.dual_prices(y - z, n)[1]], -2)
+
+
+def lower_bound(y: Tensor, z: Tensor, v: Tensor, b: Tensor, c: Tensor,
+                alpha: float = ALPHA) -> Tensor:
+    """Certified lower bound of the plain joint loss's optimum from any duals ``y``, ``z``
+    (``[M, G, 2**n]``; bounds ``b``, ``c`` ``[M, G]``), by weak duality: ``z`` made to sum to 0
+    over the models (the shared part ``p`` is free), both scaled by ``group_scale`` into the dual
+    constraints; the dual objective ``sum_i y_i.v_i - b_i ||y_i||_1 - 2 c_i ||z_i||_1``.
+    ``[G]``."""
+    z = z - z.mean(0, keepdim=True)
+    scale = group_scale(dual_prices(y, z), alpha)
+    value = ((y * v).sum(-1) - b * y.abs().sum(-1) - 2 * c * z.abs().sum(-1)).sum(0)
+    return (value / scale).clamp_min(0.0)
+
+
+@dataclass
+class _JointLP:
+    """The restricted joint LP of one sample, in the interactions themselves, kept warm across
+    rounds (book/method.md, section 2, "Joint extraction"). Both its columns and its rows are
+    generated: at the optimum only a few dozen of each model's ``2**n`` output bounds bind, and
+    the shared split rarely does.
+
+    Rows, per mask ``T`` that has joined: each model's outputs ``R(u_i, w_i)(T)`` in
+    ``[v_i(T) - b_i, v_i(T) + b_i]`` (duals ``y``); and, per mask whose split has joined, each
+    model's ``d_i(T) - 2 p(T)`` in ``[-2 c_i, 2 c_i]`` with ``d_i = v_and_i - v_or_i`` and the
+    shared ``p(T)`` a free column (duals ``z``). Always: per model ``t_i = sum_{S != empty}
+    w_i(S)`` (the OR columns' trick of ``exact``: an OR interaction touches only the rows inside
+    its complement), and per group (one interaction of every model, ``(kind, S)``) its epigraph
+    rows ``t_g >= |I_i(kind, S)|``. Columns: ``t_i`` (free), a slack pair per output and split
+    row at an exact-penalty cost, ``p(T)`` per split mask, and per group ``I_i = I+_i - I-_i``
+    (cost ``alpha w``) and ``t_g`` (cost ``(1 - alpha) w``). The groups of the empty set (the
+    constant's AND and OR parts) are in from the start."""
+
+    v: np.ndarray  # [M, 2**n]
+    b: np.ndarray  # [M]
+    c: np.ndarray  # [M]
+    alpha: float
+    weight: np.ndarray  # [2, 2**n]
+    groups: list[tuple[int, int]] = field(default_factory=list)
+    rounds: int = 0
+    after_rows: bool = False  # the last change was rows joining (the dual simplex re-solves)
+
+    def __post_init__(self) -> None:
+        models, size = self.v.shape
+        self.models, self.size, self.n = models, size, size.bit_length() - 1
+        self.masks = np.arange(size)
+        self.have: set[tuple[int, int]] = set()
+        self.first_group_col: list[int] = []
+        # LP row of model i's output / split bound of each mask (-1: not in); LP column of p(T)
+        self.out_row = np.full((models, size), -1, dtype=np.int64)
+        self.split_row = np.full((models, size), -1, dtype=np.int64)
+        self.slack_cols: list[int] = []
+        # the most any dual can be: |y|, |z| <= 1.5 w_max 2**n (book/method.md): exact penalty
+        self.big = 2.0 * float(self.weight.max()) * size + 1.0
+        h = _new_model()
+        for key, value in (("threads", 1), ("random_seed", 0), ("presolve", "off"),
+                           ("dual_feasibility_tolerance", 1e-10),
+                           ("primal_feasibility_tolerance", 1e-10)):
+            h.setOptionValue(key, value)
+        inf = _require_highspy().kHighsInf
+        empty = np.array([], dtype=np.int32)
+        h.addRows(models, np.zeros(models), np.zeros(models), 0, empty, empty, np.array([]))
+        h.addCols(models, np.zeros(models), np.full(models, -inf), np.full(models, inf), models,
+                  np.arange(models, dtype=np.int32), np.arange(models, dtype=np.int32),
+                  np.ones(models))
+        self.model = h
+        self.row_count, self.col_count = models, models
+        full = size - 1
+        first = np.array(sorted({0, full} | {1 << i for i in range(self.n)}
+                                | {full ^ (1 << i) for i in range(self.n)}))
+        self.add_rows(first, split=False)
+        self.add_rows(first, split=True)
+        self.add([(0, 0), (1, 0)])
+
+    def _coefficients(self, masks: np.ndarray, split: bool) -> np.ndarray:
+        """``[len(masks), groups]`` coefficients of each group's ``I+`` columns in the output
+        (or split) rows of ``masks`` (the same for every model)."""
+        kinds = np.array([k for k, _ in self.groups], dtype=np.int64)
+        cols = np.array([m for _, m in self.groups], dtype=np.int64)
+        t = masks[:, None]
+        outside = np.where(cols == 0, 1.0, -1.0 * ((cols & t) == 0))  # OR: R's coefficient
+        return np.where(kinds == 0, ((cols & t) == cols) * 1.0,
+                        -outside if split else outside)
+
+    def add_rows(self, masks: np.ndarray, split: bool) -> None:
+        """The output (or split) rows of every model for the masks ``masks`` join, with their
+        slack pairs (and, for split rows, the column ``p(T)``)."""
+        table = self.split_row if split else self.out_row
+        masks = np.array([m for m in np.asarray(masks).tolist() if table[0, m] < 0],
+                         dtype=np.int64)
+        if not len(masks):
+            return
+        h, models, size = self.model, self.models, self.size
+        inf = _require_highspy().kHighsInf
+        coef = self._coefficients(masks, split)
+        starts, index, value, lo, hi = [], [], [], [], []
+        count = 0
+        for i in range(models):
+            plus = np.array(self.first_group_col, dtype=np.int64) + 2 * i
+            for r, m in enumerate(masks.tolist()):
+                nz = np.nonzero(coef[r])[0]
+                starts.append(count)
+                index.append(np.concatenate([[i], plus[nz], plus[nz] + 1]))
+                value.append(np.concatenate([[-1.0 if split else 1.0], coef[r, nz],
+                                             -coef[r, nz]]))
+                count += 1 + 2 * len(nz)
+                half = 2 * self.c[i] if split else self.b[i]
+                centre = 0.0 if split else self.v[i, m]
+                lo.append(centre - half)
+                hi.append(centre + half)
+        k = models * len(masks)
+        h.addRows(k, np.array(lo), np.array(hi), count, np.array(starts, dtype=np.int32),
+                  np.concatenate(index).astype(np.int32), np.concatenate(value))
+        rows = self.row_count + np.arange(k)
+        table[:, masks] = rows.reshape(models, len(masks))
+        self.row_count += k
+        h.addCols(2 * k, np.full(2 * k, self.big), np.zeros(2 * k), np.full(2 * k, inf), 2 * k,
+                  np.arange(2 * k, dtype=np.int32), np.repeat(rows, 2).astype(np.int32),
+                  np.tile([1.0, -1.0], k))
+        self.slack_cols += list(range(self.col_count, self.col_count + 2 * k))
+        self.col_count += 2 * k
+        if split:  # p(T): -2 in the split row of every model
+            p_rows = table[:, masks].T.reshape(-1)
+            h.addCols(len(masks), np.zeros(len(masks)), np.full(len(masks), -inf),
+                      np.full(len(masks), inf), len(p_rows),
+                      np.arange(0, len(p_rows), models, dtype=np.int32),
+                      p_rows.astype(np.int32), np.full(len(p_rows), -2.0))
+            self.col_count += len(masks)
+
+    def _entries(self, kind: int, mask: int, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and coefficients of model ``i``'s ``I+`` column of the group ``(kind, mask)`` in
+        the output, split and ``t_i`` rows that are in."""
+        rows, coefs = [], []
+        for table, split in ((self.out_row, False), (self.split_row, True)):
+            present = self.masks[table[i] >= 0]
+            if kind == 0:
+                hit, coef = present[(present & mask) == mask], 1.0
+            elif mask == 0:
+                hit, coef = present, 1.0
+            else:
+                hit, coef = present[(present & mask) == 0], -1.0
+            rows.append(table[i, hit])
+            coefs.append(np.full(len(hit), -coef if split and kind == 1 else coef))
+        if kind == 1 and mask:
+            rows.append([i])
+            coefs.append([-1.0])
+        return np.concatenate(rows), np.concatenate(coefs)
+
+    def add(self, new: list[tuple[int, int]]) -> None:
+        """The groups ``new`` join: their epigraph rows, then their columns."""
+        new = [g for g in new if g not in self.have]
+        if not new:
+            return
+        h, models = self.model, self.models
+        inf = _require_highspy().kHighsInf
+        k = len(new) * models
+        empty = np.array([], dtype=np.int32)
+        h.addRows(k, np.zeros(k), np.full(k, inf), 0, empty, empty, np.array([]))
+        starts, index, value, cost = [], [], [], []
+        count = 0
+        for j, (kind, mask) in enumerate(new):
+            w = float(self.weight[kind, mask])
+            epi = self.row_count + j * models
+            for i in range(models):
+                r, a = self._entries(kind, mask, i)
+                for sign in (1.0, -1.0):
+                    starts.append(count)
+                    index.append(np.concatenate([r, [epi + i]]))
+                    value.append(np.concatenate([sign * a, [-1.0]]))
+                    count += len(r) + 1
+                    cost.append(self.alpha * w)
+            starts.append(count)
+            index.append(epi + np.arange(models))
+            value.append(np.ones(models))
+            count += models
+            cost.append((1 - self.alpha) * w)
+            self.first_group_col.append(self.col_count + j * (2 * models + 1))
+            self.groups.append((kind, mask))
+            self.have.add((kind, mask))
+        cols = len(cost)
+        h.addCols(cols, np.array(cost), np.zeros(cols), np.full(cols, inf), count,
+                  np.array(starts, dtype=np.int32), np.concatenate(index).astype(np.int32),
+                  np.concatenate(value))
+        self.row_count += k
+        self.col_count += cols
+
+    def solve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Run the LP from the last basis (the dual simplex after rows joined, else the primal).
+        Returns the duals ``y``, ``z`` ``[M, 2**n]`` (0 for rows not in), the interactions
+        ``[M, 2, 2**n]`` and the slacks' largest value."""
+        h = self.model
+        h.setOptionValue("simplex_strategy",
+                         exact.SIMPLEX["dual" if self.after_rows else "primal"])
+        h.run()
+        self.rounds += 1
+        optimal = _require_highspy().HighsModelStatus.kOptimal
+        if h.getModelStatus() != optimal:  # numerical trouble: once more from scratch
+            h.clearSolver()
+            h.run()
+        if h.getModelStatus() != optimal:
+            raise RuntimeError("joint extraction: HiGHS ended a restricted LP with status "
+                               f"{h.modelStatusToString(h.getModelStatus())}")
+        sol = h.getSolution()
+        duals = np.asarray(sol.row_dual)
+        y, z = (np.where(t >= 0, duals[np.maximum(t, 0)], 0.0)
+                for t in (self.out_row, self.split_row))
+        x = np.asarray(sol.col_value)
+        interactions = np.zeros((self.models, 2, self.size))
+        for (kind, mask), first in zip(self.groups, self.first_group_col):
+            plus = first + 2 * np.arange(self.models)
+            interactions[:, kind, mask] = x[plus] - x[plus + 1]
+        slack = float(np.abs(x[self.slack_cols]).max())
+        return y, z, interactions, slack
+
+    def add_broken_rows(self, outside: np.ndarray, split: bool) -> bool:
+        """The masks not yet in whose output (or split) bounds the solution breaks
+        (``outside > 0``, ``[2**n]``, the worst over the models) join, worst first (at most
+        ``exact.ROW_GROWTH`` times the masks already in, at least ``4n``); whether any did."""
+        table = self.split_row if split else self.out_row
+        broken = np.nonzero(outside > 0)[0]
+        broken = broken[table[0, broken] < 0]
+        if len(broken):
+            worst = broken[np.argsort(-outside[broken], kind="stable")]
+            limit = max(4 * self.n, exact.ROW_GROWTH * int((table[0] >= 0).sum()))
+            self.add_rows(worst[:limit], split)
+        return bool(len(broken))
+
+    def priced_in(self, excess: np.ndarray) -> list[tuple[int, int]]:
+        """The groups not yet in whose ``group_excess`` passes ``exact.PRICE_TOLERANCE``, most
+        violated first, at most ``exact.COLUMN_GROWTH`` of the groups in (at least ``2n``)."""
+        kinds, masks = np.nonzero(excess > exact.PRICE_TOLERANCE)
+        order = np.argsort(-excess[kinds, masks], kind="stable")
+        new = [(int(kinds[j]), int(masks[j])) for j in order
+               if (int(kinds[j]), int(masks[j])) not in self.have]
+        return new[:max(2 * self.n, int(exact.COLUMN_GROWTH * len(self.groups)))]
+
+
+def _violations(found: Tensor, v: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """How far the interactions ``found`` ``[M, 2, 2**n]`` break each mask's output bounds and
+    its shared split (no ``p(T)`` within every model's box), beyond ``FEASIBILITY_TOLERANCE``:
+    ``[2**n]`` each, the worst over the models (``> 0``: broken)."""
+    recon = reconstruct(found[:, 0], found[:, 1])
+    scale = FEASIBILITY_TOLERANCE * (1 + v.abs())
+    out = (torch.maximum(recon - v - b[:, None], v - b[:, None] - recon) - scale).amax(0)
+    lo, hi = _shared_range(found, c)
+    return out, lo - hi - scale.amax(0)
+
+
+def _shared_range(found: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """Per mask, the range of shared parts ``p(T)`` that keep every model's own part within its
+    box: ``[max_i d_i/2 - c_i, min_i d_i/2 + c_i]`` (empty when broken)."""
+    n = found.shape[-1].bit_length() - 1
+    half = (butterfly(found[:, 0].contiguous(), n, "zeta") - reconstruct(torch.zeros_like(found[:, 1]), found[:, 1])) / 2
+    return (half - c[:, None]).amax(0), (half + c[:, None]).amin(0)
+
+
+def _generated_sample(lp: _JointLP, v: Tensor, b: Tensor, c: Tensor,
+                      max_rounds: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Column and row generation on one sample (games ``v`` ``[M, 2**n]``) until no row is
+    broken and no group prices in: the perturbed LP's own optimum. Returns ``p``, ``q``
+    ``[M, 2**n]``, the shared part (the middle of its range, ``_shared_range``) and the
+    certified bound (the best over the rounds). Raises RuntimeError when it is not certified."""
+    weight = torch.from_numpy(lp.weight).to(v.device, v.dtype)
+    to = lambda x: torch.from_numpy(x).to(v.device, v.dtype)  # noqa: E731
+    best = torch.zeros((), dtype=v.dtype, device=v.device)
+    while True:
+        if lp.rounds >= max_rounds:
+            raise RuntimeError(f"joint extraction: a sample not certified after {max_rounds} "
+                               f"rounds")
+        y, z, found, slack = lp.solve()
+        y, z, found = to(y), to(z), to(found)
+        z = z - z.mean(0, keepdim=True)
+        best = torch.maximum(best, lower_bound(y[:, None], z[:, None], v[:, None], b[:, None],
+                                               c[:, None], lp.alpha)[0])
+        out, split = (x.cpu().numpy() for x in _violations(found, v, b, c))
+        lp.after_rows = True
+        if lp.add_broken_rows(out, split=False) | lp.add_broken_rows(split, split=True):
+            continue
+        lp.after_rows = False
+        new = lp.priced_in(group_excess(dual_prices(y, z), lp.alpha, weight).cpu().numpy())
+        if not new:
+            break
+        lp.add(new)
+    if slack > FEASIBILITY_TOLERANCE * (1.0 + float(v.abs().max())):
+        raise RuntimeError(f"joint extraction: the restricted LP still needs its slacks "
+                           f"({slack:.1e}) when no interaction prices in")
+    p, q = exact.split_of(found[:, 0], found[:, 1], v, b)
+    lo, hi = _shared_range(found, c)
+    return p, q, (lo + hi) / 2, best

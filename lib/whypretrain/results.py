@@ -626,7 +626,7 @@ def _joint_engine(values: torch.Tensor, params: dict, device: str, progress: boo
                   merge_low_or=params["or_merge"] == "and", progress=progress,
                   rule=params.get("rule", "canonical"))
     together = sparsify.sparsify(values[finals].to(device), extraction="joint",
-                                     **common).cpu()
+                                     workers=workers, **common).cpu()
     alone = sparsify.sparsify(values[others].to(device), workers=workers,
                                   **common).cpu() if others else None
     state = together.state_dict()

@@ -33,7 +33,7 @@ FAR_CARRY = ("seeds", "epochs", "pretrain_epochs", "n", "iterations", "samples_p
 
 
 
-JOINT_MAX_N = 6  # the largest n whose sensitivity grid holds the joint extraction
+JOINT_MAX_N = 10  # the largest n whose sensitivity grid holds the joint extraction
 
 
 # --- the sensitivity grid ---------------------------------------------------------------------
@@ -64,8 +64,8 @@ def sensitivity_grid(params: dict) -> dict[str, list]:
         else [params["rule"]],
         "mode": list(presets.PARAMS["mode"].choices),
         # a sample's three final models extracted together (joint.py): one LP per sample,
-        # 30-50 s at n = 10 against 0.3-0.9 s for the three alone (benchmarks/README.md), so
-        # a point of the grid only up to JOINT_MAX_N players; `--set extraction=joint` else
+        # 1.4-29 s at n = 10 against 0.2-1.0 s for the three alone (benchmarks/README.md,
+        # "Joint extraction"), so a point of the grid up to JOINT_MAX_N players only
         "extraction": ["independent", "joint"]
         if params["optimizer"] == "exact" and params["n"] <= JOINT_MAX_N
         else [params["extraction"]],
