@@ -109,6 +109,9 @@ def test_generated_and_whole_lp_reach_one_optimum_on_real_games(joint_games):
         torch.testing.assert_close(gen.loss, whole.loss, rtol=1e-9, atol=0)
         torch.testing.assert_close(gen.p, whole.p, rtol=0, atol=1e-8 * float(v.abs().max()))
         assert (gen.rounds > 1).all() and (whole.rounds == 0).all()
+    # samples in threads: the same solution
+    threads = joint.solve(v, b, columns="generated", rule="reverse", workers=2)
+    torch.testing.assert_close(threads.p, gen.p, rtol=0, atol=0)
     with pytest.raises(ValueError, match="columns"):
         joint.solve(v, b, columns="some")
 

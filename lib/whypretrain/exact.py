@@ -451,7 +451,8 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
     run = _ColumnGeneration(v, b, n, tol, simplex, cost_np, canonical, all_rows, support,
                             start_columns, columns, workers)
     active = run.enter()
-    with _progress_bar(progress, v.shape[0], n) as bar, _thread_pool(workers) as pool:
+    with _progress_bar(progress, v.shape[0],
+                       f"exact sparsification, {v.shape[0]} games, n={n}") as bar, _thread_pool(workers) as pool:
         while active:
             still, done = run.round(active, pool)
             if bar is not None:
@@ -491,13 +492,14 @@ def _settings(v: Tensor, n: int, tol: float, simplex: str, canonical: bool, rule
 
 
 @contextlib.contextmanager
-def _progress_bar(progress: bool, games: int, n: int):
-    """A progress bar over the games (None without ``progress``), closed on exit."""
+def _progress_bar(progress: bool, total: int, desc: str):
+    """A progress bar over ``total`` games or samples (None without ``progress``), closed on
+    exit."""
     if not progress:
         yield None
         return
     from tqdm.auto import tqdm
-    bar = tqdm(total=games, desc=f"exact sparsification, {games} games, n={n}", leave=False)
+    bar = tqdm(total=total, desc=desc, leave=False)
     try:
         yield bar
     finally:

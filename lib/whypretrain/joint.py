@@ -232,7 +232,7 @@ def _row_bounds(v: np.ndarray, b: np.ndarray, c: np.ndarray):
 def solve(v: Tensor, b: Tensor, c: Tensor | None = None, tol: float = 1e-4,
           alpha: float = ALPHA, rule: str = "canonical", columns: str = "auto",
           solver: str = "ipm", chain: bool = True, support: Tensor | None = None,
-          max_rounds: int = 200, workers: int = 1) -> JointSolution:
+          max_rounds: int = 200, workers: int = 1, progress: bool = False) -> JointSolution:
     """The joint extraction of the games ``v`` ``[M, G, 2**n]`` (``M`` models of ``G`` samples):
     one LP per sample, solved to optimality by HiGHS. ``b``, ``c``: ``[M, G]`` bounds on
     ``|q_i|`` and ``|p_i|`` (``c`` defaults to ``P_BOUND |v_i(N) - v_i(empty)|``). ``rule``: the
@@ -247,7 +247,8 @@ def solve(v: Tensor, b: Tensor, c: Tensor | None = None, tol: float = 1e-4,
     else ``generated``. The same optimum either way. ``support``: ``[G, 2, 2**n]`` booleans,
     the groups each sample's first restricted LP holds instead of the extreme splits'
     strongest terms. ``workers``: threads, one sample each (HiGHS releases the GIL; the result
-    does not depend on it). Raises RuntimeError for a sample whose relative gap
+    does not depend on it). ``progress``: a progress bar over the samples. Raises RuntimeError
+    for a sample whose relative gap
     ``(loss - loss_bound) / loss`` exceeds ``tol``."""
     _check(v, tol, alpha, rule, columns)
     models, games, size = v.shape
@@ -261,14 +262,19 @@ def solve(v: Tensor, b: Tensor, c: Tensor | None = None, tol: float = 1e-4,
 
     def one(g: int):
         if every[g]:
-            return _full_sample(full, v[:, g], b[:, g], c[:, g], solver, g, weight) + (0,)
-        lp = _JointLP(*(x[:, g].detach().cpu().double().numpy() for x in (v, b, c)), alpha,
-                      weight)
-        kinds, masks = np.nonzero(starts[g])
-        lp.add([(int(k), int(m)) for k, m in zip(kinds, masks)])
-        return _generated_sample(lp, v[:, g], b[:, g], c[:, g], max_rounds) + (lp.rounds,)
+            out = _full_sample(full, v[:, g], b[:, g], c[:, g], solver, g, weight) + (0,)
+        else:
+            lp = _JointLP(*(x[:, g].detach().cpu().double().numpy() for x in (v, b, c)), alpha,
+                          weight)
+            kinds, masks = np.nonzero(starts[g])
+            lp.add([(int(k), int(m)) for k, m in zip(kinds, masks)])
+            out = _generated_sample(lp, v[:, g], b[:, g], c[:, g], max_rounds) + (lp.rounds,)
+        if bar is not None:
+            bar.update(1)
+        return out
 
-    with exact._thread_pool(workers) as pool:
+    with exact._progress_bar(progress, games, f"joint extraction, {games} samples, n={n}") \
+            as bar, exact._thread_pool(workers) as pool:
         solved = list(pool.map(one, range(games))) if pool else [one(g) for g in range(games)]
     p = torch.stack([s[0] for s in solved], 1)
     q = torch.stack([s[1] for s in solved], 1)
@@ -319,7 +325,7 @@ def _full_sample(full, v: Tensor, b: Tensor, c: Tensor, solver: str, g: int,
     q = torch.maximum(torch.minimum(v_and + v_or - v, bound), -bound)
     dual = max(_dual_objective(h) / float(weight.max()), 0.0)
     return (v_and - v_or) / 2, q, x[2 * models * size:2 * models * size + size], \
-        torch.tensor(dual, dtype=v.dtype)
+        torch.tensor(dual, dtype=v.dtype, device=v.device)
 
 
 def _check(v: Tensor, tol: float, alpha: float, rule: str, columns: str) -> None:

@@ -86,7 +86,8 @@ def sparsify(values: Tensor, optimizer: str = "exact", tol: float = 1e-4, q_boun
     i_and, i_or = and_or(v, zero, zero)
     loss_start = i_and.abs().sum(-1) + i_or.abs().sum(-1)
     if extraction == "joint":
-        p, q, loss, loss_bound, params = _sparsify_joint(v, span, q_bound, tol, rule, workers)
+        p, q, loss, loss_bound, params = _sparsify_joint(v, span, q_bound, tol, rule, workers,
+                                                         progress)
         loss_start = joint.joint_loss(i_and, i_or).expand(span.shape).clone()
     elif optimizer == "exact":
         p, q, loss, loss_bound, params = _sparsify_exact(v, span, q_bound, tol, progress,
@@ -134,7 +135,7 @@ def _sparsify_exact(v: Tensor, span: Tensor, q_bound: float, tol: float, progres
 
 
 def _sparsify_joint(v: Tensor, span: Tensor, q_bound: float, tol: float, rule: str,
-                    workers: int = 1):
+                    workers: int = 1, progress: bool = False):
     """The games ``[M, ..., 2**n]`` of ``M`` models by ``joint.solve``, sample by sample.
     Returns ``p, q`` and each sample's joint ``loss`` and ``loss_bound`` (the same for its
     models), and ``params``."""
@@ -142,7 +143,7 @@ def _sparsify_joint(v: Tensor, span: Tensor, q_bound: float, tol: float, rule: s
     flat = v.reshape(models, -1, size)
     with _one_cpu_thread(v.device):
         sol = joint.solve(flat, (q_bound * span).reshape(models, -1), tol=tol, rule=rule,
-                          workers=workers)
+                          workers=workers, progress=progress)
     p, q = sol.p.reshape(v.shape), sol.q.reshape(v.shape)
     loss = sol.loss.reshape(span.shape[1:]).expand(span.shape).clone()
     loss_bound = sol.loss_bound.reshape(span.shape[1:]).expand(span.shape).clone()
