@@ -82,11 +82,11 @@ def convergence_measures(t: pd.DataFrame, level: float = REACH_LEVEL) -> pd.Data
       them); higher = closer to its final knowledge all along;
     - ``reach``: the first epoch before the last whose weighted Jaccard to the final
       *fine-tuned* model (the reference common to both runs) reaches ``level``, between
-      analysed checkpoints on the straight line joining them (the last epoch is no point of
-      that line: the fine-tuned run's is the reference itself, and a line drawn towards it
-      would reach any level); ``T + 1`` when none does. The last epoch is left out for both runs: the fine-tuned run's is the
-      reference itself (similarity 1), so counting it made a fine-tuned run that never came
-      near its final knowledge "reach" it at T, one epoch ahead of a scratch run's T + 1.
+      analysed checkpoints on the straight line joining them; ``T + 1`` when none does. The
+      last epoch is left out for both runs, and no line is drawn towards it: the fine-tuned
+      run's is the reference itself (similarity 1), so counting it made a fine-tuned run that
+      never came near its final knowledge "reach" it at T, one epoch ahead of a scratch run's
+      T + 1.
     """
     rows = []
     for (seed, model), g in t[t["measure"].str.startswith("jaccard_weighted")].groupby(

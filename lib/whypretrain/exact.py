@@ -451,8 +451,8 @@ def solve(v: Tensor, b: Tensor, tol: float = 1e-4, max_rounds: int = 200,
     run = _ColumnGeneration(v, b, n, tol, simplex, cost_np, canonical, all_rows, support,
                             start_columns, columns, workers)
     active = run.enter()
-    with _progress_bar(progress, v.shape[0],
-                       f"exact sparsification, {v.shape[0]} games, n={n}") as bar, _thread_pool(workers) as pool:
+    desc = f"exact sparsification, {v.shape[0]} games, n={n}"
+    with _progress_bar(progress, v.shape[0], desc) as bar, _thread_pool(workers) as pool:
         while active:
             still, done = run.round(active, pool)
             if bar is not None:

@@ -53,7 +53,7 @@ from torch import Tensor
 
 from . import exact
 from .exact import RULES, _new_model, _require_highspy, tie_break
-from .interactions import and_or, butterfly, reconstruct, relative_gap
+from .interactions import and_or, reconstruct, relative_gap
 
 ALPHA = 0.1  # weight of the sum over models in the loss (Chen et al. 2024; alpha there)
 P_BOUND = 0.5  # |p_i| <= P_BOUND |v_i(N) - v_i(empty)| (Chen et al.'s code: 0.5 of the mean span)
@@ -106,7 +106,7 @@ class JointSolution:
     shared: Tensor
     loss: Tensor
     loss_bound: Tensor
-    rounds: Tensor | None = None  # LP rounds per sample (0: the whole LP at once)
+    rounds: Tensor  # LP rounds per sample (0: the whole LP at once)
 
     @property
     def gap(self) -> Tensor:
@@ -117,12 +117,10 @@ class JointSolution:
         were solved as the whole LP."""
         if not self.loss.numel():
             return dict(gap=0.0)
-        out = dict(gap=float(self.gap.max()))
-        if self.rounds is not None:
-            generated = self.rounds[self.rounds > 0]
-            out.update(rounds_mean=float(generated.double().mean()) if len(generated) else 0.0,
-                       samples_whole=int((self.rounds == 0).sum()))
-        return out
+        generated = self.rounds[self.rounds > 0]
+        return dict(gap=float(self.gap.max()),
+                    rounds_mean=float(generated.double().mean()) if len(generated) else 0.0,
+                    samples_whole=int((self.rounds == 0).sum()))
 
 
 def _lp(n: int, models: int, alpha: float, weight: np.ndarray, chain: bool = True):
@@ -231,8 +229,8 @@ def _row_bounds(v: np.ndarray, b: np.ndarray, c: np.ndarray):
 
 def solve(v: Tensor, b: Tensor, c: Tensor | None = None, tol: float = 1e-4,
           alpha: float = ALPHA, rule: str = "canonical", columns: str = "auto",
-          solver: str = "ipm", chain: bool = True, support: Tensor | None = None,
-          max_rounds: int = 200, workers: int = 1, progress: bool = False) -> JointSolution:
+          solver: str = "ipm", chain: bool = True, max_rounds: int = 200, workers: int = 1,
+          progress: bool = False) -> JointSolution:
     """The joint extraction of the games ``v`` ``[M, G, 2**n]`` (``M`` models of ``G`` samples):
     one LP per sample, solved to optimality by HiGHS. ``b``, ``c``: ``[M, G]`` bounds on
     ``|q_i|`` and ``|p_i|`` (``c`` defaults to ``P_BOUND |v_i(N) - v_i(empty)|``). ``rule``: the
@@ -244,11 +242,10 @@ def solve(v: Tensor, b: Tensor, c: Tensor | None = None, tol: float = 1e-4,
     ``lower_bound``); ``all``, the whole LP at once (``_lp``: ``solver`` ``ipm``, interior point
     with crossover, or ``simplex``; ``chain``: each transform as its butterfly passes);
     ``auto``: ``all`` for a sample with a dense game (``exact.spread`` above ``DENSE_SPREAD``),
-    else ``generated``. The same optimum either way. ``support``: ``[G, 2, 2**n]`` booleans,
-    the groups each sample's first restricted LP holds instead of the extreme splits'
-    strongest terms. ``workers``: threads, one sample each (HiGHS releases the GIL; the result
-    does not depend on it). ``progress``: a progress bar over the samples. Raises RuntimeError
-    for a sample whose relative gap
+    else ``generated``. The same optimum either way. Each sample's first restricted LP holds
+    the extreme splits' strongest terms (``_start_groups``). ``workers``: threads, one sample
+    each (HiGHS releases the GIL; the result does not depend on it). ``progress``: a progress
+    bar over the samples. Raises RuntimeError for a sample whose relative gap
     ``(loss - loss_bound) / loss`` exceeds ``tol``."""
     _check(v, tol, alpha, rule, columns)
     models, games, size = v.shape
@@ -258,7 +255,7 @@ def solve(v: Tensor, b: Tensor, c: Tensor | None = None, tol: float = 1e-4,
     weight = 1.0 + tol / 4 * tie_break(n, rule)
     every = _every(v, columns)
     full = _lp(n, models, alpha, weight, chain) if any(every) else None
-    starts = _start_groups(v, n) if support is None else support.cpu().numpy()
+    starts = _start_groups(v, n)
 
     def one(g: int):
         if every[g]:
@@ -511,16 +508,6 @@ class _JointLP:
         self.add_rows(first, split=True)
         self.add([(0, 0), (1, 0)])
 
-    def _coefficients(self, masks: np.ndarray, split: bool) -> np.ndarray:
-        """``[len(masks), groups]`` coefficients of each group's ``I+`` columns in the output
-        (or split) rows of ``masks`` (the same for every model)."""
-        kinds = np.array([k for k, _ in self.groups], dtype=np.int64)
-        cols = np.array([m for _, m in self.groups], dtype=np.int64)
-        t = masks[:, None]
-        outside = np.where(cols == 0, 1.0, -1.0 * ((cols & t) == 0))  # OR: R's coefficient
-        return np.where(kinds == 0, ((cols & t) == cols) * 1.0,
-                        -outside if split else outside)
-
     def add_rows(self, masks: np.ndarray, split: bool) -> None:
         """The output (or split) rows of every model for the masks ``masks`` join, with their
         slack pairs (and, for split rows, the column ``p(T)``)."""
@@ -531,7 +518,8 @@ class _JointLP:
             return
         h, models, size = self.model, self.models, self.size
         inf = _require_highspy().kHighsInf
-        coef = self._coefficients(masks, split)
+        coef = _coefficients(masks, np.array([k for k, _ in self.groups], dtype=np.int64),
+                             np.array([m for _, m in self.groups], dtype=np.int64), split)
         starts, index, value, lo, hi = [], [], [], [], []
         count = 0
         for i in range(models):
@@ -572,15 +560,11 @@ class _JointLP:
         rows, coefs = [], []
         for table, split in ((self.out_row, False), (self.split_row, True)):
             present = self.masks[table[i] >= 0]
-            if kind == 0:
-                hit, coef = present[(present & mask) == mask], 1.0
-            elif mask == 0:
-                hit, coef = present, 1.0
-            else:
-                hit, coef = present[(present & mask) == 0], -1.0
-            rows.append(table[i, hit])
-            coefs.append(np.full(len(hit), -coef if split and kind == 1 else coef))
-        if kind == 1 and mask:
+            coef = _coefficients(present, np.array([kind]), np.array([mask]), split)[:, 0]
+            hit = np.nonzero(coef)[0]
+            rows.append(table[i, present[hit]])
+            coefs.append(coef[hit])
+        if kind == 1 and mask:  # the t_i row
             rows.append([i])
             coefs.append([-1.0])
         return np.concatenate(rows), np.concatenate(coefs)
@@ -674,6 +658,19 @@ class _JointLP:
         return new[:max(2 * self.n, int(exact.COLUMN_GROWTH * len(self.groups)))]
 
 
+def _coefficients(masks: np.ndarray, kinds: np.ndarray, subsets: np.ndarray,
+                  split: bool) -> np.ndarray:
+    """``[len(masks), len(kinds)]``: the coefficient of the interaction ``(kind, S)``'s ``I+``
+    column in the output (or split) row of each mask ``T``, the same for every model. AND:
+    1 when ``S <= T``. OR: universal matching's coefficient as ``exact`` writes it, 1 for the
+    empty set and -1 when ``S`` misses ``T`` (the rest is carried by ``t_i``); negated in the
+    split rows (``d_i = v_and_i - v_or_i``)."""
+    t = masks[:, None]
+    outside = np.where(subsets == 0, 1.0, -1.0 * ((subsets & t) == 0))
+    return np.where(kinds == 0, ((subsets & t) == subsets) * 1.0,
+                    -outside if split else outside)
+
+
 def _violations(found: Tensor, v: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     """How far the interactions ``found`` ``[M, 2, 2**n]`` break each mask's output bounds and
     its shared split (no ``p(T)`` within every model's box), beyond ``FEASIBILITY_TOLERANCE``:
@@ -681,16 +678,15 @@ def _violations(found: Tensor, v: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor,
     recon = reconstruct(found[:, 0], found[:, 1])
     scale = FEASIBILITY_TOLERANCE * (1 + v.abs())
     out = (torch.maximum(recon - v - b[:, None], v - b[:, None] - recon) - scale).amax(0)
-    lo, hi = _shared_range(found, c)
+    lo, hi = _shared_range(exact.split_of(found[:, 0], found[:, 1], v, b)[0], c)
     return out, lo - hi - scale.amax(0)
 
 
-def _shared_range(found: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-    """Per mask, the range of shared parts ``p(T)`` that keep every model's own part within its
-    box: ``[max_i d_i/2 - c_i, min_i d_i/2 + c_i]`` (empty when broken)."""
-    n = found.shape[-1].bit_length() - 1
-    half = (butterfly(found[:, 0].contiguous(), n, "zeta") - reconstruct(torch.zeros_like(found[:, 1]), found[:, 1])) / 2
-    return (half - c[:, None]).amax(0), (half + c[:, None]).amin(0)
+def _shared_range(p: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """Per mask, the range of shared parts ``p(T)`` that keep every model's own part
+    ``p_i - p(T)`` within its box, from the models' whole ``p`` ``[M, 2**n]`` (``d_i / 2``):
+    ``[max_i p_i - c_i, min_i p_i + c_i]`` (empty when broken)."""
+    return (p - c[:, None]).amax(0), (p + c[:, None]).amin(0)
 
 
 def _generated_sample(lp: _JointLP, v: Tensor, b: Tensor, c: Tensor,
@@ -712,8 +708,8 @@ def _generated_sample(lp: _JointLP, v: Tensor, b: Tensor, c: Tensor,
         best = torch.maximum(best, lower_bound(y[:, None], z[:, None], v[:, None], b[:, None],
                                                c[:, None], lp.alpha)[0])
         out, split = (x.cpu().numpy() for x in _violations(found, v, b, c))
-        lp.after_rows = True
         if lp.add_broken_rows(out, split=False) | lp.add_broken_rows(split, split=True):
+            lp.after_rows = True
             continue
         lp.after_rows = False
         new = lp.priced_in(group_excess(dual_prices(y, z), lp.alpha, weight).cpu().numpy())
@@ -724,5 +720,5 @@ def _generated_sample(lp: _JointLP, v: Tensor, b: Tensor, c: Tensor,
         raise RuntimeError(f"joint extraction: the restricted LP still needs its slacks "
                            f"({slack:.1e}) when no interaction prices in")
     p, q = exact.split_of(found[:, 0], found[:, 1], v, b)
-    lo, hi = _shared_range(found, c)
+    lo, hi = _shared_range(p, c)
     return p, q, (lo + hi) / 2, best
