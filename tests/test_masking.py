@@ -112,3 +112,19 @@ def test_bad_player_counts_are_clear_value_errors():
         masking.player_masks(masks, (28, 28))
     with pytest.raises(ValueError, match="baseline"):
         masking.make_baseline(x, "noise")
+
+
+def test_games_on_cuda_are_evaluated_without_tf32_and_the_setting_is_restored():
+    # cuDNN's TF32 moved EfficientNet-Lite0's games by 8e-4 of their largest value on an H200
+    # (benchmarks/README.md, section GPU); the flag is a backend setting, checkable without a GPU
+    cudnn = torch.backends.cudnn
+    before = cudnn.allow_tf32
+    cudnn.allow_tf32 = True
+    try:
+        with masking._cudnn_precision(torch.device("cuda")):
+            assert cudnn.allow_tf32 is False
+        assert cudnn.allow_tf32 is True
+        with masking._cudnn_precision(torch.device("cpu")):
+            assert cudnn.allow_tf32 is True  # the CPU path changes nothing
+    finally:
+        cudnn.allow_tf32 = before

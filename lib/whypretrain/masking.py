@@ -8,6 +8,8 @@ section 1.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -144,6 +146,22 @@ def masked_inputs(x: Tensor, pmasks: Tensor, baseline: Tensor, masks: Tensor) ->
     return torch.lerp(x[:, None], baseline[:, None], removed)
 
 
+# cuDNN runs float32 convolutions in TF32 by default (10-bit mantissa): on an H200 that moved
+# EfficientNet-Lite0's games by 8e-4 of their largest value against the CPU, and the small
+# CNN's by 7e-6 (benchmarks/README.md, "GPU"). The games feed an exact extraction, so they are
+# evaluated in full float32 on CUDA; True trades that for speed.
+CUDA_TF32 = False
+
+
+def _cudnn_precision(device: torch.device):
+    """A context in which cuDNN uses TF32 only if ``CUDA_TF32`` (nothing changes off CUDA)."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    c = torch.backends.cudnn
+    return c.flags(enabled=c.enabled, benchmark=c.benchmark, deterministic=c.deterministic,
+                   allow_tf32=CUDA_TF32)
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, x: Tensor, y: Tensor | int, players: Tensor,
              baseline: str | Tensor = "zero", batch_size: int = 1024, patch: int | None = None,
@@ -192,14 +210,15 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor | int, players: Tensor,
         from tqdm.auto import tqdm
         bar = tqdm(steps, desc=f"masked inputs ({count} x {size})", leave=False)
     try:
-        for i, m in (bar if bar is not None else steps):
-            imgs = slice(i, min(i + per_batch, count))
-            masks = torch.arange(m, min(m + chunk, size), device=device)
-            inputs = masked_inputs(x[imgs], pm[imgs], base[imgs], masks)
-            k, width = inputs.shape[:2]
-            logits = model(inputs.flatten(0, 1))
-            labels = y[imgs].repeat_interleave(width)
-            out[imgs, m:m + width] = log_odds(logits, labels).view(k, width)
+        with _cudnn_precision(device):
+            for i, m in (bar if bar is not None else steps):
+                imgs = slice(i, min(i + per_batch, count))
+                masks = torch.arange(m, min(m + chunk, size), device=device)
+                inputs = masked_inputs(x[imgs], pm[imgs], base[imgs], masks)
+                k, width = inputs.shape[:2]
+                logits = model(inputs.flatten(0, 1))
+                labels = y[imgs].repeat_interleave(width)
+                out[imgs, m:m + width] = log_odds(logits, labels).view(k, width)
     finally:
         model.train(was_training)
     if subtract_empty:
