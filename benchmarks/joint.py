@@ -4,7 +4,7 @@ the same samples, with the three independent solves for scale.
     .venv/bin/python benchmarks/joint.py --games FILE [--samples K] [--whole K] [--n N]
     .venv/bin/python benchmarks/joint.py --preset classroom --set workdir=DIR [--samples K]
 
-``--games``: a torch file holding one seed's final models' games ``[3, G, 2**n]`` (probe,
+``--games``: torch files, each holding one seed's final models' games ``[3, G, 2**n]`` (probe,
 fine-tuned, scratch; e.g. rows 0, 21 and 42 of a default results folder's ``games.pt``), else the
 first seed's stored final-model games of ``--preset``. ``--n N`` keeps the first ``N`` players
 (the masks below ``2**N``: the same game with the other players absent). Per sample, on one
@@ -30,8 +30,8 @@ OUT = Path(__file__).resolve().parent / "out"
 
 
 def games(args) -> torch.Tensor:
-    if args.games:
-        v = torch.load(args.games).double()
+    if args.games:  # several files: their models stacked, as the seeds' in one pooled program
+        v = torch.cat([torch.load(f).double() for f in args.games])
     else:
         params = presets.resolve(args.preset, presets.parse_sets(args.set))
         r = results.load(params, params["seeds"][0])
@@ -57,6 +57,11 @@ def row(v: torch.Tensor, s: int, whole: bool) -> dict:
                    loss_rel_diff=float(((full.loss - gen.loss) / full.loss).abs().max()),
                    p_diff=float((full.p - gen.p).abs().max() / one.abs().max()))
     start = time.perf_counter()
+    for i in range(0, len(one), 3):  # each file's (seed's) three models in a program of their own
+        if len(one) > 3:
+            joint.solve(one[i:i + 3], b[i:i + 3], columns="generated")
+    out["per_seed_s"] = time.perf_counter() - start if len(one) > 3 else None
+    start = time.perf_counter()
     exact.solve(one[:, 0], b[:, 0])
     out["independent_s"] = time.perf_counter() - start
     return out
@@ -64,7 +69,8 @@ def row(v: torch.Tensor, s: int, whole: bool) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--games", help="a torch file of games [3, G, 2**n]")
+    ap.add_argument("--games", nargs="+",
+                    help="torch files of games [3, G, 2**n] (several: one program over all)")
     ap.add_argument("--preset", default="classroom")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--samples", type=int, default=20)
@@ -79,7 +85,7 @@ def main() -> None:
         rows.append(row(v, s, s < args.whole))
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
-    print(f"\njoint extraction, n = {n}, {v.shape[1]} samples of 3 models (one thread):")
+    print(f"\njoint extraction, n = {n}, {v.shape[1]} samples of {len(v)} models (one thread):")
     print(table.to_markdown(index=False, floatfmt=".3g"))
     dense = table.spread > exact.DENSE_SPREAD
     print(f"\ngenerated: {table.generated_s.sum():.1f} s in all, median "

@@ -135,23 +135,42 @@ def test_samples_are_those_every_given_model_gets_right(ci):
 
 def test_rule_and_joint_extraction_reuse_the_games(ci):
     """Another rule or the joint extraction is another engine tag on the same games; the rule
-    reaches the same objectives within tol; joint decomposes the three final models together
-    (their rows found by ``final_rows``) and every other checkpoint alone."""
+    reaches the same objectives within tol; joint decomposes the final models of every seed
+    together (their rows found by ``final_rows``), in one program, and every other checkpoint
+    alone."""
     params, a = ci
     reverse = results.compute({**params, "rule": "reverse"}, seed=0, progress=False)
     assert reverse.path == a.path and reverse.engine_tag != a.engine_tag
     torch.testing.assert_close(reverse.result.loss, a.result.loss, rtol=1e-4, atol=0)
-    joint = results.compute({**params, "extraction": "joint"}, seed=0, progress=False)
-    assert joint.path == a.path and joint.engine_tag not in (a.engine_tag, reverse.engine_tag)
-    finals = [joint.row_of(m) for m in results.MODELS]
-    assert finals == results.final_rows(len(joint.labels))
-    together = sparsify.sparsify(a.result.values[finals], extraction="joint")
-    assert torch.equal(joint.result.I_and[finals], together.I_and)
-    others = [r for r in range(len(joint.labels)) if r not in finals]
+    setting = {**params, "extraction": "joint"}
+    joint = results.compute_seeds(setting, list(params["seeds"]), progress=False)
+    assert len(joint) == len(params["seeds"]) == 2
+    assert joint[0].path == a.path and joint[0].engine_tag not in (a.engine_tag,
+                                                                  reverse.engine_tag)
+    alone = [results.load(params, seed) for seed in params["seeds"]]
+    finals = results.final_rows(len(a.labels))
+    assert finals == [joint[0].row_of(m) for m in results.MODELS]
+    # one program: the stacked final models of both seeds, probe, fine-tuned, scratch each
+    together = sparsify.sparsify(torch.cat([r.result.values[finals] for r in alone]),
+                                 extraction="joint")
+    for k, r in enumerate(joint):
+        assert torch.equal(r.result.I_and[finals], together.I_and[3 * k:3 * k + 3])
+        assert torch.equal(r.result.I_or[finals], together.I_or[3 * k:3 * k + 3])
+    # each seed records the pooled program's loss per sample: one number for all six final
+    # models, above what seed 0's three models reach in a program of their own
+    for r in joint:
+        assert torch.equal(r.result.loss[finals], together.loss[:3])
+    own = sparsify.sparsify(alone[0].result.values[finals], extraction="joint")
+    assert (own.loss[0] < joint[1].result.loss[finals[0]]).all()
+    # a single seed's compute reads the same pooled program
+    one = results.compute(setting, seed=1, progress=False)
+    assert torch.equal(one.result.I_and, joint[1].result.I_and)
+    others = [r for r in range(len(a.labels)) if r not in finals]
     scale = float(a.result.values.abs().max())
-    torch.testing.assert_close(joint.result.I_and[others], a.result.I_and[others], rtol=0,
+    torch.testing.assert_close(joint[0].result.I_and[others], a.result.I_and[others], rtol=0,
                                atol=1e-9 * scale)
-    assert joint.result.params["extraction"] == "joint" and joint.result.params["gap"] <= 1e-4
+    p = joint[0].result.params
+    assert p["extraction"] == "joint" and p["gap"] <= 1e-4 and p["joint_models"] == 6
 
 
 def test_players_are_shared_by_every_model_and_fixed_by_the_seed(ci):

@@ -229,6 +229,8 @@ def engine_params(params: dict) -> dict[str, Any]:
         out["solution"] = params.get("rule", "canonical")
         if params.get("extraction", "independent") != "independent":
             out["extraction"] = params["extraction"]
+            # joint: one program over the final models of all these seeds (_compute_joint)
+            out["joint_seeds"] = sorted(int(s) for s in params["seeds"])
     return out
 
 
@@ -292,6 +294,9 @@ def compute(params: dict, seed: int, progress: bool = True,
     Under torchrun every rank calls it with the same arguments and gets the same results.
     """
     progress = progress and distributed.is_main()
+    if _is_joint(params):  # one program over every seed's final models
+        return _compute_joint(params, progress, datasets, finals_only)[
+            list(params["seeds"]).index(seed)]
     _wait_ahead()
     with training.num_threads(params["threads"]):
         out = _extract(params, seed, progress,
@@ -309,6 +314,9 @@ def compute_seeds(params: dict, seeds: list[int], progress: bool = True,
     other's: torch runs on one thread either way, and nothing here draws from a shared random
     generator but training). Under torchrun, or with another thread count (the engine would
     change the count under training's feet), the seeds run one after the other."""
+    if _is_joint(params):
+        every = _compute_joint(params, progress and distributed.is_main(), datasets, finals_only)
+        return [every[list(params["seeds"]).index(seed)] for seed in seeds]
     if distributed.world() > 1 or params["threads"] != 1 or len(seeds) < 2:
         return [compute(params, seed, progress, datasets, finals_only) for seed in seeds]
     ds = datasets or data.load_datasets(params)
@@ -423,6 +431,51 @@ def _extract(params, seed, progress, path, runs, games) -> SeedResults:
     return _results(path, tag, params, seed, games, result, runs)
 
 
+def _is_joint(params: dict) -> bool:
+    return params.get("extraction", "independent") == "joint" and params["mode"] == "and-or"
+
+
+def _compute_joint(params: dict, progress: bool, datasets: data.Datasets | None,
+                   finals_only: bool) -> list[SeedResults]:
+    """The results of every seed of ``params`` under joint extraction: the final models of all
+    the seeds (probe, fine-tuned and scratch of each) decomposed together, sample by sample, in
+    one program (``_joint_engine``), every other checkpoint on its own. So the claims (models
+    of one seed) and their nulls (models of two seeds) read one shared split (book/method.md,
+    section 2, "Joint extraction"). Each seed's folder gets its share as
+    ``interactions-<tag>.pt``; the first seed's folder lock guards the step, and the files are
+    reused when all are there (a crash between two writes solves again)."""
+    ds = datasets or data.load_datasets(params)
+    seeds = list(params["seeds"])
+    with training.num_threads(params["threads"]):
+        prepared = [_prepare(params, seed, progress, ds, finals_only) for seed in seeds]
+    main = distributed.is_main()
+    engine = engine_params(params)
+    tag = run_hash(engine)
+    files = [path / f"interactions-{tag}.pt" for path, _, _ in prepared]
+    with _step_lock(prepared[0][0]):
+        if not distributed.agree(all(f.is_file() for f in files)) and main:
+            for path, _, _ in prepared:
+                atomic_write(path / f"engine-{tag}.json", json.dumps(engine, indent=2).encode())
+            start = time.perf_counter()
+            parts = _joint_engine([games["values"] for _, _, games in prepared],
+                                  [games for _, _, games in prepared], params,
+                                  training.device_of(params), progress, _engine_workers())
+            share = (time.perf_counter() - start) / len(seeds)
+            for seed, file, part, (path, _, games) in zip(seeds, files, parts, prepared):
+                part.params["seconds"] = share
+                atomic_save(file, part.state_dict())
+                # the program's time, shared evenly: timings summed over folders stay true
+                _record_time(path, seed, games["values"], extraction_s={tag: share})
+        distributed.barrier()
+    out = []
+    for seed, file, (path, runs, games) in zip(seeds, files, prepared):
+        result = interactions.Interactions.from_state_dict(torch.load(file, weights_only=True))
+        out.append(_results(path, tag, params, seed, games, result, runs))
+        if main:
+            out[-1].write_table()
+    return out
+
+
 def _step_lock(path: Path):
     """The results folder's lock on rank 0; the other ranks wait for rank 0 at the step's first
     ``agree`` (a barrier on the launcher's store: no timeout to trip while rank 0 waits)."""
@@ -514,12 +567,6 @@ def _chunked_engine(values: torch.Tensor, params: dict, device: str, progress: b
     and while it prices, and several chunks at once keep the cores busy (1.14-1.16x on the
     default preset's first 128 games, 2 cores). The numbers do not depend on it."""
     start_time = time.perf_counter()
-    if params.get("extraction", "independent") == "joint":
-        # a sample's final models are solved together: the games keep their [model, sample]
-        # layout, in one piece (joint extraction runs in one process only)
-        result = run_engine(values, params, device, progress)
-        result.params["seconds"] = time.perf_counter() - start_time
-        return result
     flat = values.flatten(0, -2)
     if distributed.is_main():
         partial.mkdir(exist_ok=True)
@@ -594,10 +641,7 @@ def run_engine(values: torch.Tensor, params: dict, device: str = "cpu",
     # depend on how many. Processes on one node (torchrun) share its cores.
     workers = workers or _engine_workers()
     if params.get("extraction", "independent") == "joint":
-        if params["optimizer"] != "exact":
-            raise ValueError("extraction=joint is solved by the exact optimiser only; "
-                             f"got optimizer={params['optimizer']}")
-        return _joint_engine(values, params, device, progress, workers)
+        return _joint_engine([values], None, params, device, progress, workers)[0]
     return sparsify.sparsify(
         values.to(device), optimizer=params["optimizer"], tol=params["tol"],
         q_bound=params["q_bound"], iterations=params["iterations"], lr=params["sparsify_lr"],
@@ -614,35 +658,49 @@ def final_rows(models: int) -> list[int]:
     return [0, (models - 1) // 2, models - 1]
 
 
-def _joint_engine(values: torch.Tensor, params: dict, device: str, progress: bool,
-                  workers: int) -> interactions.Interactions:
-    """The joint extraction of the final models, sample by sample; the checkpoints alone."""
-    if values.dim() != 3:
+def _joint_engine(values: list[torch.Tensor], games: list[dict] | None, params: dict,
+                  device: str, progress: bool, workers: int) -> list[interactions.Interactions]:
+    """The joint extraction of the final models of every seed's games in ``values`` (each
+    ``[model, sample, 2**n]``), sample by sample in one program; every other checkpoint alone.
+    ``games``: the seeds' games records, to check that they explain the same samples with the
+    same players (a pooled program needs one sample per LP)."""
+    if params["optimizer"] != "exact":
+        raise ValueError("extraction=joint is solved by the exact optimiser only; "
+                         f"got optimizer={params['optimizer']}")
+    if any(v.dim() != 3 for v in values):
         raise ValueError("extraction=joint needs every model of a seed in one process "
-                         f"(games [model, sample, 2**n]), got {tuple(values.shape)}")
-    finals = final_rows(values.shape[0])
-    others = [r for r in range(values.shape[0]) if r not in finals]
+                         f"(games [model, sample, 2**n]), got {[tuple(v.shape) for v in values]}")
+    for g in (games or [])[1:]:
+        if not (torch.equal(g["sample_ids"], games[0]["sample_ids"])
+                and torch.equal(g["players"], games[0]["players"])):
+            raise ValueError("extraction=joint pools the seeds' final models sample by sample: "
+                             "every seed must explain the same samples with the same players")
     common = dict(optimizer="exact", tol=params["tol"], q_bound=params["q_bound"],
                   merge_low_or=params["or_merge"] == "and", progress=progress,
                   rule=params.get("rule", "canonical"))
-    together = sparsify.sparsify(values[finals].to(device), extraction="joint",
-                                     workers=workers, **common).cpu()
-    alone = sparsify.sparsify(values[others].to(device), workers=workers,
+    finals = [final_rows(v.shape[0]) for v in values]
+    together = sparsify.sparsify(torch.cat([v[f] for v, f in zip(values, finals)]).to(device),
+                                 extraction="joint", workers=workers, **common).cpu()
+    out = []
+    for k, (v, f) in enumerate(zip(values, finals)):
+        others = [r for r in range(v.shape[0]) if r not in f]
+        alone = sparsify.sparsify(v[others].to(device), workers=workers,
                                   **common).cpu() if others else None
-    state = together.state_dict()
-    out = {}
-    for key, tensor in state.items():
-        if not torch.is_tensor(tensor):
-            continue
-        full = torch.empty(values.shape[:1] + tensor.shape[1:], dtype=tensor.dtype)
-        full[finals] = tensor
-        if alone is not None:
-            full[others] = getattr(alone, key)
-        out[key] = full
-    params = dict(together.params)
-    if alone is not None:  # the largest gap of either part; the LP rounds are the checkpoints'
-        params = {**alone.params, **params, "gap": max(alone.params["gap"], params["gap"])}
-    return interactions.Interactions(**out, mode="and-or", params=params)
+        state = together.state_dict()
+        parts = {}
+        for key, tensor in state.items():
+            if not torch.is_tensor(tensor):
+                continue
+            full = torch.empty(v.shape[:1] + tensor.shape[1:], dtype=tensor.dtype)
+            full[f] = tensor[3 * k:3 * k + 3]
+            if alone is not None:
+                full[others] = getattr(alone, key)
+            parts[key] = full
+        p = dict(together.params, joint_models=3 * len(values))
+        if alone is not None:  # the largest gap of either part; the LP rounds are the checkpoints'
+            p = {**alone.params, **p, "gap": max(alone.params["gap"], p["gap"])}
+        out.append(interactions.Interactions(**parts, mode="and-or", params=p))
+    return out
 
 
 def compare_with_sgd(r: SeedResults, iterations: int | None = None,

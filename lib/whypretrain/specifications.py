@@ -33,7 +33,10 @@ FAR_CARRY = ("seeds", "epochs", "pretrain_epochs", "n", "iterations", "samples_p
 
 
 
-JOINT_MAX_N = 10  # the largest n whose sensitivity grid holds the joint extraction
+# the largest n whose sensitivity grid holds the joint extraction: every seed's final models
+# in one program per sample costs 4.0-6.6x the three per-seed programs at n = 10 (about 23 min
+# for the default preset's 20 samples, against 4.6 min); 31 s in all at n = 8 (classroom)
+JOINT_MAX_N = 8
 
 
 # --- the sensitivity grid ---------------------------------------------------------------------
@@ -63,9 +66,8 @@ def sensitivity_grid(params: dict) -> dict[str, list]:
         "rule": list(presets.PARAMS["rule"].choices) if params["optimizer"] == "exact"
         else [params["rule"]],
         "mode": list(presets.PARAMS["mode"].choices),
-        # a sample's three final models extracted together (joint.py): one LP per sample,
-        # 1.4-29 s at n = 10 against 0.2-1.0 s for the three alone (benchmarks/README.md,
-        # "Joint extraction"), so a point of the grid up to JOINT_MAX_N players only
+        # every seed's final models extracted together, one program per sample (joint.py,
+        # results._compute_joint), up to JOINT_MAX_N players
         "extraction": ["independent", "joint"]
         if params["optimizer"] == "exact" and params["n"] <= JOINT_MAX_N
         else [params["extraction"]],
