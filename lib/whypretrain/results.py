@@ -290,6 +290,8 @@ def compute(params: dict, seed: int, progress: bool = True,
 
     ``finals_only``: only the three final models (no convergence measures), which is all the
     knowledge measures need (the sensitivity study uses it).
+    ``extraction="joint"``: every seed of ``params`` is computed, since one program pools their
+    final models (``_compute_joint``); this seed's share is returned.
 
     Under torchrun every rank calls it with the same arguments and gets the same results.
     """
