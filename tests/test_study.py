@@ -109,3 +109,30 @@ def test_ci_robust_items_are_a_share_of_the_canonical_ones(ci_study):
     # robust items are a subset of the canonical ones: a share below 1 unless the rules agree
     seed0 = results.load(params, params["seeds"][0])
     assert (seed0.items_of("probe", params["tau"]) != 0).sum() > 0
+
+
+@pytest.mark.slow
+def test_ci_robust_items_in_every_transfer_setting(ci_study):
+    """The disjoint and far settings' robust items: per seed and model, the canonical items
+    that are salient with the same sign under the reverse and hash rules too, recounted here
+    from the three rules' stored items."""
+    root, overrides, _ = ci_study
+    from whypretrain import findings, presets, results, study
+    params = presets.resolve("ci", overrides)
+    result = study.read(params)
+    table = findings.robust_by_setting(result)
+    assert list(table.columns) == ["near", "disjoint", "far"]
+    assert list(table.index) == list(results.MODELS)
+    setting = study.transfer_settings(params)["disjoint"]
+    counts = result.part("disjoint/robust")
+    assert (counts["rules"] == 3).all() and len(counts) == 3 * len(setting["seeds"])
+    for seed in setting["seeds"]:
+        items = {rule: results.load({**setting, "rule": rule}, seed,
+                                    finals_only=rule != setting["rule"])
+                 for rule in ("canonical", "reverse", "hash")}
+        for model in results.MODELS:
+            each = [r.items_of(model, setting["tau"], empty_set=setting["empty_set"])
+                    for r in items.values()]
+            same = ((each[0] != 0) & (each[1] == each[0]) & (each[2] == each[0])).sum()
+            row = counts[(counts["seed"] == seed) & (counts["model"] == model)].iloc[0]
+            assert row["robust"] == int(same) <= row["items"] == int((each[0] != 0).sum())

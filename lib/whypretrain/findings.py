@@ -487,11 +487,12 @@ def specification_table(result: StudyResult) -> pd.DataFrame:
     return attach(out, sources_of(tables))
 
 
-def robust_items(result: StudyResult) -> pd.DataFrame:
+def robust_items(result: StudyResult, setting: str = "near") -> pd.DataFrame:
     """Per model: the share of its final items (canonical rule) that are salient with the same
     sign under every rule of the optimal face (book/method.md, section 2): mean, sd and 95%
-    interval over seeds (the study result's ``robust`` part)."""
-    counts = result.part("robust")
+    interval over seeds. ``setting``: near (the study result's ``robust`` part, from the
+    sensitivity grid's rule points), disjoint or far (their ``<setting>/robust`` parts)."""
+    counts = result.part("robust" if setting == "near" else f"{setting}/robust")
     rows = []
     for model in MODELS:
         c = counts[counts["model"] == model]
@@ -500,6 +501,22 @@ def robust_items(result: StudyResult) -> pd.DataFrame:
                          ci_low=e.low, ci_high=e.high, n_seeds=e.n_seeds,
                          robust=e.text(pct=True)))
     return attach(pd.DataFrame(rows).set_index("model"), sources_of(counts))
+
+
+def robust_by_setting(result: StudyResult) -> pd.DataFrame:
+    """``robust_items`` of every transfer setting the study result holds, one column per setting
+    (the share's text) and one row per model; a setting that did not run is left out."""
+    columns, sources = {}, []
+    for setting in TRANSFER_SETTINGS:
+        try:
+            table = robust_items(result, setting)
+        except MissingResults:
+            continue
+        columns[setting] = table["robust"]
+        sources.append(sources_of(table))
+    out = pd.DataFrame(columns)
+    out.index.name = "model"
+    return attach(out, combine(sources))
 
 
 def agreement(spec: pd.DataFrame) -> pd.DataFrame:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from . import curves, data, distributed, face, interactions, knowledge, nulls, results, stats
+from . import (curves, data, distributed, face, interactions, knowledge, nulls, presets,
+               results, stats)
 from .errors import MissingResults, UserError
 from .provenance import Sources, combine, command
 from .specifications import (DISJOINT, FAR_PRESET, TABLE_ONLY, TRANSFER_SETTINGS, far_command,
@@ -175,8 +176,22 @@ def _transfer(name: str):
             return _skip(params, name, far_command(params), f"not run: {err}", progress)
         if made is None:
             return read(params)
-        return write(params, name, made[0], made[1], notes={name: "computed"})
+        parts, sources, loaded = made
+        # the robust items of the optimal face, as the sensitivity group has them for near
+        rules = [_seeds({**setting, "rule": rule}, progress, data.load_datasets(setting), make,
+                        finals_only=True) for rule in other_rules(setting)]
+        parts[f"{name}/robust"] = robust_counts(setting, loaded, rules)
+        sources[f"{name}/robust"] = combine(r.sources() for r in loaded + sum(rules, []))
+        return write(params, name, parts, sources, notes={name: "computed"})
     return step
+
+
+def other_rules(setting: dict) -> list[str]:
+    """The rules of the optimal face other than the setting's own (none but for the exact
+    AND-OR extraction, whose optimum is a face)."""
+    if setting["optimizer"] != "exact" or setting["mode"] != "and-or":
+        return []
+    return [r for r in presets.PARAMS["rule"].choices if r != setting["rule"]]
 
 
 def _skip(params: dict, name: str, command_: str, why: str, progress: bool) -> StudyResult:
@@ -311,4 +326,4 @@ __all__ = ["MissingResults", "StudyResult", "read", "compute", "compute_all", "A
            "TRANSFER_SETTINGS", "DISJOINT", "FAR_PRESET", "TABLE_ONLY", "game_counts",
            "sensitivity_grid", "sensitivity_settings", "transfer_settings", "unavailable",
            "far_command", "training_table", "engine_check", "strength_by_rank",
-           "salient_item_list", "robust_counts"]
+           "salient_item_list", "robust_counts", "other_rules"]

@@ -54,8 +54,8 @@ NEAR_PARTS = {
 }
 GROUPS: dict[str, tuple[str, ...]] = {
     "near": tuple(f"near/{p}" for p in (*SETTING_PARTS, *NEAR_PARTS)),
-    "disjoint": tuple(f"disjoint/{p}" for p in SETTING_PARTS),
-    "far": tuple(f"far/{p}" for p in SETTING_PARTS),
+    "disjoint": (*(f"disjoint/{p}" for p in SETTING_PARTS), "disjoint/robust"),
+    "far": (*(f"far/{p}" for p in SETTING_PARTS), "far/robust"),
     "sensitivity": ("sensitivity", "specifications/knowledge", "specifications/comparisons",
                     "robust"),
 }
