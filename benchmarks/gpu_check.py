@@ -158,8 +158,8 @@ def masking_rates(dev: torch.device, quick: bool) -> list[dict]:
             masking.CUDA_TF32 = tf32
             m = model.to(device)
             run = lambda: masking.evaluate(m, x.to(device), y.to(device), players.to(device),
-                                           "zero", batch_size=batch[where != "cpu" and "dev"
-                                                                    or "cpu"], patch=patch)
+                                           "zero", batch_size=batch["cpu" if where == "cpu" else "dev"],
+                                           patch=patch)
             if device.type == "cuda":
                 run()  # warm-up (kernels, cuDNN's choice)
             t, vals = timed(run)

@@ -683,12 +683,12 @@ def _joint_engine(values: list[torch.Tensor], games: list[dict] | None, params: 
     finals = [final_rows(v.shape[0]) for v in values]
     together = sparsify.sparsify(torch.cat([v[f] for v, f in zip(values, finals)]).to(device),
                                  extraction="joint", workers=workers, **common).cpu()
+    state = together.state_dict()
     out = []
     for k, (v, f) in enumerate(zip(values, finals)):
         others = [r for r in range(v.shape[0]) if r not in f]
         alone = sparsify.sparsify(v[others].to(device), workers=workers,
                                   **common).cpu() if others else None
-        state = together.state_dict()
         parts = {}
         for key, tensor in state.items():
             if not torch.is_tensor(tensor):

@@ -178,8 +178,9 @@ def _transfer(name: str):
             return read(params)
         parts, sources, loaded = made
         # the robust items of the optimal face, as the sensitivity group has them for near
-        rules = [_seeds({**setting, "rule": rule}, progress, data.load_datasets(setting), make,
-                        finals_only=True) for rule in other_rules(setting)]
+        ds = data.load_datasets(setting) if other_rules(setting) else None
+        rules = [_seeds({**setting, "rule": rule}, progress, ds, make, finals_only=True)
+                 for rule in other_rules(setting)]
         parts[f"{name}/robust"] = robust_counts(setting, loaded, rules)
         sources[f"{name}/robust"] = combine(r.sources() for r in loaded + sum(rules, []))
         return write(params, name, parts, sources, notes={name: "computed"})
