@@ -3,7 +3,7 @@
 The literature's research code builds a ``2**n x 2**n`` matrix for each transform and multiplies
 the games by it; sparsification differentiates that product with autograd and steps with SGD.
 This file does the same maths (book/method.md, section 2) so that ``benchmarks/engine.py`` can time it
-against ``whypretrain.interactions`` on the same games:
+against ``whypretrain.engine.interactions`` on the same games:
 
 - ``and_matrix(n)``: ``M[S, T] = (-1)^{|S|-|T|}`` for ``T`` a subset of ``S``, else 0, so that
   ``I_and = v_and @ M.T``.

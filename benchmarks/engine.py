@@ -32,8 +32,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import dense_reference as dense  # noqa: E402
 
-from whypretrain import interactions as I  # noqa: E402
-from whypretrain.sparsify import sparsify  # noqa: E402
+from whypretrain.engine import interactions as I  # noqa: E402
+from whypretrain.engine.sparsify import sparsify  # noqa: E402
 
 OUT = HERE / "out"
 FULL_STEPS = 10000
@@ -64,7 +64,8 @@ def clock(fn, repeat: int = 3):
 # ------------------------------------------------------------------------------------------------
 def real_model(epochs: int):
     """The project's small CNN, trained ``epochs`` Adam epochs on the source digits."""
-    from whypretrain import data, models, presets
+    from whypretrain.train import data, models
+    from whypretrain import presets
 
     params = presets.resolve("default")
     sets = data.load_datasets(params)
@@ -84,7 +85,7 @@ def real_model(epochs: int):
 
 
 def games_of(model, xs, ys, patch, n, count):
-    from whypretrain import masking
+    from whypretrain.engine import masking
 
     players = torch.stack([masking.choose_players(xs[i], n, patch, seed=i) for i in range(count)])
     return masking.evaluate(model, xs[:count], ys[:count], players, "zero", batch_size=1024,
@@ -94,7 +95,7 @@ def games_of(model, xs, ys, patch, n, count):
 def masking_overhead(model, xs, ys, patch, n, count, repeat):
     """``masking.evaluate`` on ``count`` samples x 2**n masks against the same model's forward
     pass on as many inputs, in batches of the same size (1,024)."""
-    from whypretrain import masking
+    from whypretrain.engine import masking
 
     players = torch.stack([masking.choose_players(xs[i], n, patch, seed=i) for i in range(count)])
     inputs = xs[torch.arange(1024) % len(xs)].contiguous()
@@ -282,7 +283,7 @@ def dense_games(path: Path, sample: int, also: Path | None) -> list[dict]:
     model of a study seed
     (``games.pt``: all epochs, so networks early in training are included), and on the games of
     ``also`` (the benchmark's trained-model games). Same optimum on every route (checked)."""
-    from whypretrain import exact
+    from whypretrain.engine import exact
     sets = study_sets(path, {"study": sample}, also)
     rows = []
     for name, v in sets.items():
@@ -315,7 +316,7 @@ def column_growth(path: Path, samples: list[int], also: Path | None,
     share of those already in): one ``exact.solve`` of all the games of each set per setting,
     side by side: every model's game on each of ``samples`` of a study seed's ``games.pt``, and
     the games of ``also``. Same optimum for every setting (checked)."""
-    from whypretrain import exact
+    from whypretrain.engine import exact
     sets = study_sets(path, {f"study, sample {k}": k for k in samples}, also)
     shipped = exact.COLUMN_GROWTH
     rows = []
@@ -344,7 +345,7 @@ def exact_settings(v):
     starting columns (times n, of each extreme split), with and without the canonical tie-break.
     Objectives agree to the tolerance; ``jaccard_*``: the salient sets (tau 0.05) against those
     of primal simplex with 3n columns and the same tie-break setting (1.0 = the same knowledge)."""
-    from whypretrain import exact
+    from whypretrain.engine import exact
     b = q_bounds(v)
     rows = []
     for canonical in (False, True):

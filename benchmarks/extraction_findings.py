@@ -21,7 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from whypretrain import data, findings, presets, results, stats, study
+from whypretrain.train import data
+from whypretrain.report import findings
+from whypretrain import presets
+from whypretrain.study import seed_results, pipeline
+from whypretrain.measures import stats
 from whypretrain.errors import MissingResults
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -34,21 +38,21 @@ def main() -> None:
     args = ap.parse_args()
     params = presets.resolve(args.preset, presets.parse_sets(args.sets))
     ds = data.load_datasets(params)
-    after = findings.judge(study.compute(params, progress=False))
+    after = findings.judge(pipeline.compute(params, progress=False))
     sgd = presets.resolve(args.preset, {**presets.parse_sets(args.sets), "optimizer": "sgd"})
     start = time.perf_counter()
     tables, compared = [], []
     for seed in sgd["seeds"]:
-        r = results.compute(sgd, seed, progress=False, datasets=ds, finals_only=True)
+        r = seed_results.compute(sgd, seed, progress=False, datasets=ds, finals_only=True)
         tables.append(r.table())
-        exact = results.load(params, seed, ds)
-        c = results.compare_with_sgd(exact)
+        exact = seed_results.load(params, seed, ds)
+        c = seed_results.compare_with_sgd(exact)
         c.insert(0, "seed", seed)
         compared.append(c)
     seconds = time.perf_counter() - start
-    metrics, _ = study.training_table(sgd, ds)
+    metrics, _ = pipeline.training_table(sgd, ds)
     try:  # every epoch extracted with SGD too (`whypretrain analyze ... --set optimizer=sgd`)
-        x = findings.Inputs(metrics, study.read(sgd).part("near/knowledge"))
+        x = findings.Inputs(metrics, pipeline.read(sgd).part("near/knowledge"))
     except MissingResults:
         x = findings.Inputs(metrics, pd.concat(tables, ignore_index=True))
     rows = []

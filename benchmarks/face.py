@@ -28,11 +28,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from whypretrain import data, exact, face, joint, knowledge, masking, presets, results
-from whypretrain import interactions as I
+from whypretrain.train import data
+from whypretrain.engine import exact, joint, masking
+from whypretrain.measures import face, knowledge
+from whypretrain import presets
+from whypretrain.study import seed_results
+from whypretrain.engine import interactions as I
 
 OUT = Path(__file__).resolve().parent / "out"
-MODELS = list(results.MODELS)
+MODELS = list(seed_results.MODELS)
 
 
 def rules_table(v: torch.Tensor, tau: float, empty_set: str, repeat: int) -> tuple[list, list]:
@@ -104,14 +108,14 @@ def joint_table(v: torch.Tensor, tau: float, empty_set: str) -> list[dict]:
 def n10_games(params: dict, seed: int, count: int) -> torch.Tensor:
     """The seed's three final models on its first ``count`` explained samples, 10 players."""
     ds = data.load_datasets(params)
-    r = results.load(params, seed, ds)
-    runs = results.find_runs(params, seed, ds)
+    r = seed_results.load(params, seed, ds)
+    runs = seed_results.find_runs(params, seed, ds)
     nets = [runs[m].load_model() for m in MODELS]
     ids = r.sample_ids[:count]
     x = r.x[:count]
     y = r.y[:count]
     players = torch.stack([masking.choose_players(x[j], 10, params["patch"],
-                                                  results.player_seed(seed, i))
+                                                  seed_results.player_seed(seed, i))
                            for j, i in enumerate(ids)])
     return torch.stack([masking.evaluate(net, x, y, players, params["baseline"],
                                          batch_size=1024, patch=params["patch"])
@@ -130,8 +134,8 @@ def main() -> None:
     torch.set_num_threads(1)
     out = {"preset": args.preset, "seeds": {}}
     for seed in params["seeds"]:
-        r = results.load(params, seed)
-        v = r.result.values[results.final_rows(len(r.labels))]
+        r = seed_results.load(params, seed)
+        v = r.result.values[seed_results.final_rows(len(r.labels))]
         rules, shares = rules_table(v, params["tau"], params["empty_set"], args.repeat)
         joint_rows = [] if args.no_joint else joint_table(v, params["tau"], params["empty_set"])
         out["seeds"][seed] = dict(rules=rules, shares=shares, joint=joint_rows)

@@ -23,8 +23,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lib"))
-from whypretrain import interactions as I, joint  # noqa: E402
-from whypretrain.sparsify import sparsify  # noqa: E402
+from whypretrain.engine import interactions as I
+from whypretrain import joint  # noqa: E402
+from whypretrain.engine.sparsify import sparsify  # noqa: E402
 
 STUDY_LR = 1e-7
 CASES = {10: 64, 12: 64, 14: 16, 16: 8}  # games saved per n
@@ -136,7 +137,9 @@ def masking_rates(dev: torch.device, quick: bool) -> list[dict]:
     """Masked inputs per second, the machine's CPU (all its cores) against ``dev``, side by side:
     the small CNN (default preset, 28 px, n = 14) and EfficientNet-Lite0 (the far setting: 8 px
     digits resized to 48 px inside the model, n = 10)."""
-    from whypretrain import masking, models, presets
+    from whypretrain.engine import masking
+    from whypretrain.train import models
+    from whypretrain import presets
     threads = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count())
     rows = []

@@ -19,7 +19,9 @@ import time
 
 import torch
 
-from whypretrain import data, masking, models, presets, training
+from whypretrain.train import data, models, loops
+from whypretrain.engine import masking
+from whypretrain import presets
 
 
 def accuracy(args) -> None:
@@ -32,13 +34,13 @@ def accuracy(args) -> None:
         finals: dict[str, list[float]] = {"probe": [], "finetune": [], "scratch": []}
         for seed in args.seeds:
             times = {}
-            specs = training.run_specs(params, seed, ds)
-            from whypretrain.runs import Run
+            specs = loops.run_specs(params, seed, ds)
+            from whypretrain.train.runs import Run
             runs = {k: Run.create(workdir, s) for k, s in specs.items()}
             if not runs["pretrain"].done:
                 runs["pretrain"].mark_done()
-            for kind, loop in (("probe", training.probe), ("finetune", training.finetune),
-                               ("scratch", training.scratch)):
+            for kind, loop in (("probe", loops.probe), ("finetune", loops.finetune),
+                               ("scratch", loops.scratch)):
                 start = time.perf_counter()
                 if not runs[kind].done:
                     if kind == "scratch":

@@ -24,7 +24,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from whypretrain import exact, joint, presets, results
+from whypretrain.engine import exact, joint
+from whypretrain import presets
+from whypretrain.study import seed_results
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -34,8 +36,8 @@ def games(args) -> torch.Tensor:
         v = torch.cat([torch.load(f).double() for f in args.games])
     else:
         params = presets.resolve(args.preset, presets.parse_sets(args.set))
-        r = results.load(params, params["seeds"][0])
-        v = r.result.values[results.final_rows(len(r.labels))].double()
+        r = seed_results.load(params, params["seeds"][0])
+        v = r.result.values[seed_results.final_rows(len(r.labels))].double()
     if args.n:
         v = v[..., : 1 << args.n].contiguous()
     return v[:, : args.samples]

@@ -15,7 +15,10 @@ import time
 
 import pandas as pd
 
-from whypretrain import findings, presets, stats, study
+from whypretrain.report import findings
+from whypretrain import presets
+from whypretrain.measures import stats
+from whypretrain.study import pipeline
 
 
 def main() -> None:
@@ -25,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     params = presets.resolve(args.preset, presets.parse_sets(args.set))
     start = time.perf_counter()
-    result = study.compute(params, progress=False)   # the nulls are part of the study result
+    result = pipeline.compute(params, progress=False)   # the nulls are part of the study result
     null_seconds = time.perf_counter() - start
     x = findings.inputs(result)
     table = findings.judge_inputs(x)

@@ -16,7 +16,11 @@ import time
 
 import pandas as pd
 
-from whypretrain import data, findings, nulls, presets, results, study
+from whypretrain.train import data
+from whypretrain.report import findings
+from whypretrain.measures import nulls
+from whypretrain import presets
+from whypretrain.study import seed_results, pipeline
 
 
 def main() -> None:
@@ -27,11 +31,11 @@ def main() -> None:
     pd.set_option("display.width", 200)
     params = presets.resolve(args.preset, presets.parse_sets(args.set))
     ds = data.load_datasets(params)
-    metrics, _ = study.training_table(params, ds)
+    metrics, _ = pipeline.training_table(params, ds)
     tau, empty_set = params["tau"], params["empty_set"]
     for extraction in ("independent", "joint"):
         start = time.perf_counter()
-        loaded = results.compute_seeds({**params, "extraction": extraction},
+        loaded = seed_results.compute_seeds({**params, "extraction": extraction},
                                        list(params["seeds"]), True, ds, finals_only=True)
         seconds = time.perf_counter() - start
         table = pd.concat([r.table(tau, empty_set) for r in loaded], ignore_index=True)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from whypretrain import data, models, presets
+from whypretrain.train import data, models
+from whypretrain import presets
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 def ci_study(tmp_path_factory):
     """The whole `ci` preset, as `make study PRESET=ci` runs it, on a copy of the repository's
     book and notebooks (its own runs/ and results/): (root, overrides, exit status)."""
-    from whypretrain import assets, cli
+    from whypretrain.book import assets
+    from whypretrain import cli
 
     root = tmp_path_factory.mktemp("study")
     assets.ensure_assets(REPO, quiet=True)

@@ -4,7 +4,8 @@ marked complete. Arguments: those of ``whypretrain``."""
 import os
 import sys
 
-from whypretrain import cli, sparsify
+from whypretrain import cli
+from whypretrain.engine import sparsify
 
 if os.environ.get("RANK") == "1":
     def broken(*args, **kwargs):

@@ -1,4 +1,4 @@
-"""``results.compute`` of the `ci` preset's seed 0 in WORKDIR, its extraction in chunks of CHUNK
+"""``seed_results.compute`` of the `ci` preset's seed 0 in WORKDIR, its extraction in chunks of CHUNK
 games, that stops every chunk from STOP on (counting from 0, in the order the chunks start)
 and writes MARKER once the first STOP chunks are on disk: what tests/test_results.py kills
 there (SIGKILL) to check that a killed extraction resumes from the chunks it kept.
@@ -8,12 +8,13 @@ import threading
 import time
 from pathlib import Path
 
-from whypretrain import presets, results
+from whypretrain import presets
+from whypretrain.study import seed_results
 
 workdir, chunk, stop, marker = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 params = presets.resolve("ci", {"workdir": workdir})
-results.CHUNK_OUTPUTS = chunk << params["n"]
-engine, calls, lock = results.run_engine, [], threading.Lock()
+seed_results.CHUNK_OUTPUTS = chunk << params["n"]
+engine, calls, lock = seed_results.run_engine, [], threading.Lock()
 
 
 def run_engine(values, *args, **kwargs):
@@ -28,5 +29,5 @@ def run_engine(values, *args, **kwargs):
     return engine(values, *args, **kwargs)
 
 
-results.run_engine = run_engine
-results.compute(params, 0, progress=False)
+seed_results.run_engine = run_engine
+seed_results.compute(params, 0, progress=False)

@@ -17,7 +17,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from whypretrain import assets, book, charts, execute, layout
+from whypretrain.book import assets, build, execute
+from whypretrain.report import charts
+from whypretrain import layout
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import browser  # noqa: E402
@@ -109,7 +111,7 @@ def real_book(tmp_path_factory):
     (root / "book" / "_assets").symlink_to(REPO / "book" / "_assets", target_is_directory=True)
     toc = _drop_unexecuted(yaml.safe_load((REPO / "_toc.yml").read_text()), REPO)
     (root / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
-    return book.build_book(root)
+    return build.build_book(root)
 
 
 @pytest.mark.slow
@@ -216,7 +218,7 @@ def test_status_page_lists_each_notebook_and_what_differs(tmp_path):
                                          "executed": "2026-01-02T03:04:05Z", "wall_s": wall,
                                          **extra}
         nbformat.write(nb, str(tmp_path / layout.EXPERIMENTS / f"{name}.ipynb"))
-    text = book.status_markdown(tmp_path)
+    text = build.status_markdown(tmp_path)
     rows = [line for line in text.splitlines() if line.startswith("| {doc}")]
     assert len(rows) == 2 and "| c | | | not executed |" in text
     assert "12.5 s" in rows[0] and "2 min 5 s" in rows[1] and "tau=0.1" in rows[0]
@@ -233,16 +235,16 @@ def test_status_page_says_where_the_computing_time_went(tmp_path):
     times, a second engine on the same games, and the training seconds of each run."""
     import nbformat
 
-    from whypretrain import runs
+    from whypretrain.train import runs
 
     (tmp_path / "_toc.yml").write_text(
         "format: jb-book\nroot: book/index\nchapters:\n  - file: book/experiments/a\n")
-    (tmp_path / book.EXPERIMENTS).mkdir(parents=True)
+    (tmp_path / build.EXPERIMENTS).mkdir(parents=True)
     nb = nbformat.v4.new_notebook()
     nb.metadata[execute.META_KEY] = {"hash": "0" * 64, "preset": "ci", "overrides": {},
                                      "params": {"workdir": "work"}, "wall_s": 3.0,
                                      **execute.environment(REPO)}
-    nbformat.write(nb, str(tmp_path / book.EXPERIMENTS / "a.ipynb"))
+    nbformat.write(nb, str(tmp_path / build.EXPERIMENTS / "a.ipynb"))
     work = tmp_path / "work"
     folder = work / "results" / "0123456789abcdef"
     folder.mkdir(parents=True)
@@ -254,7 +256,7 @@ def test_status_page_says_where_the_computing_time_went(tmp_path):
     for kind, seconds in (("pretrain", 30.0), ("scratch", None)):
         run = runs.Run.create(work, dict(kind=kind, seed=1, num_classes=10, epochs=3))
         run.mark_done(seconds)
-    text = book.status_markdown(tmp_path)
+    text = build.status_markdown(tmp_path)
     assert "## Computations" in text
     assert "| 1 | `0123456789ab` | ci | 45 | 2.5 s | exact | 1 min 10 s |" in text
     assert "| 1 | `0123456789ab` | ci | 45 | same games | sgd | 4.0 s |" in text

@@ -7,7 +7,7 @@ import altair as alt
 import pandas as pd
 import pytest
 
-from whypretrain import charts, findings
+from whypretrain.report import charts, findings
 
 
 @pytest.fixture(autouse=True)

@@ -84,7 +84,7 @@ def test_parameter_error_is_one_line(capsys):
 def test_bad_parameters_stop_at_once_with_one_line(tmp_path, monkeypatch, capsys, sets, words):
     """Through `main` in an empty working directory without --set workdir: exit 2, one line
     naming the parameters, and nothing read or written (the data loader is never called)."""
-    from whypretrain import data
+    from whypretrain.train import data
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(data, "load_datasets", lambda *a, **k: pytest.fail("read data"))

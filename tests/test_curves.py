@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from whypretrain import curves
+from whypretrain.measures import curves
 
 
 def convergence_table(own: dict[str, dict[int, float]], ref: dict[str, dict[int, float]]

@@ -4,7 +4,8 @@ import pytest
 import torch
 from PIL import Image
 
-from whypretrain import data, presets
+from whypretrain.train import data
+from whypretrain import presets
 
 
 @pytest.fixture(scope="module")

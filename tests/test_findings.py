@@ -4,7 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from whypretrain import errors, findings, presets, provenance, stats, study
+from whypretrain import errors, presets, provenance
+from whypretrain.report import findings
+from whypretrain.measures import stats
+from whypretrain.study import pipeline
 from whypretrain.provenance import sources_of
 
 
@@ -141,7 +144,7 @@ def test_paper_range_is_written_once():
 
 def test_sensitivity_grid_names_every_choice():
     params = presets.resolve("default")
-    grid = study.sensitivity_grid(params)
+    grid = pipeline.sensitivity_grid(params)
     assert set(grid) == {"tau", "n", "baseline", "optimizer", "empty_set", "or_merge",
                          "player_seed", "samples_per_class", "rule", "mode", "extraction"}
     assert set(grid["rule"]) == {"canonical", "reverse", "hash"}
@@ -152,16 +155,16 @@ def test_sensitivity_grid_names_every_choice():
     assert set(grid["or_merge"]) == {"and", "keep"}
     assert "sgd" in grid["optimizer"]
     assert len(grid["player_seed"]) == 2 and len(grid["samples_per_class"]) == 3
-    settings = list(study.sensitivity_settings(params, grid))
+    settings = list(pipeline.sensitivity_settings(params, grid))
     # only values other than the preset's, of parameters that change games, need new results
     new = [(k, v) for k, v, _, finals in settings if finals]
-    assert all(v != params[k] and k not in study.TABLE_ONLY for k, v in new)
+    assert all(v != params[k] and k not in pipeline.TABLE_ONLY for k, v in new)
 
 
 def test_transfer_settings_near_disjoint_far():
     params = presets.resolve("ci", {"workdir": "/tmp/x"})
-    s = study.transfer_settings(params)
-    assert list(s) == list(study.TRANSFER_SETTINGS)
+    s = pipeline.transfer_settings(params)
+    assert list(s) == list(pipeline.TRANSFER_SETTINGS)
     assert s["near"] is params
     assert (s["disjoint"]["source"], s["disjoint"]["target"]) == ("mnist-0-4", "uci-5-9")
     assert s["disjoint"]["seeds"] == params["seeds"] and s["disjoint"]["n"] == params["n"]
@@ -169,10 +172,10 @@ def test_transfer_settings_near_disjoint_far():
     assert s["far"]["arch"] == "efficientnet_lite0" and s["far"]["workdir"] == "/tmp/x"
     # the disjoint setting splits the digits: other data have none, and say why
     cifar = presets.resolve("cifar10-resnet18", {"weights": ""})
-    assert study.transfer_settings(cifar)["disjoint"] is None
-    assert "digit data only" in study.unavailable("disjoint", cifar)
-    default = study.transfer_settings(presets.resolve("default"))
-    assert default["far"]["preset"] == study.FAR_PRESET
+    assert pipeline.transfer_settings(cifar)["disjoint"] is None
+    assert "digit data only" in pipeline.unavailable("disjoint", cifar)
+    default = pipeline.transfer_settings(presets.resolve("default"))
+    assert default["far"]["preset"] == pipeline.FAR_PRESET
 
 
 def test_command_names_the_preset_and_what_differs():
@@ -186,7 +189,7 @@ def test_command_names_the_preset_and_what_differs():
 @pytest.fixture(scope="module")
 def ci_transfer(tmp_path_factory):
     params = presets.resolve("ci", {"workdir": str(tmp_path_factory.mktemp("transfer"))})
-    result = study.compute(params, ("near", "disjoint", "far"), progress=False, far=True)
+    result = pipeline.compute(params, ("near", "disjoint", "far"), progress=False, far=True)
     return params, result
 
 
@@ -219,13 +222,13 @@ def test_reading_before_analysing_names_the_analyze_command(ci_transfer):
     params, _ = ci_transfer
     other = {**params, "n": 5}   # the runs exist, these games do not
     with pytest.raises(errors.MissingResults, match="whypretrain analyze --preset ci .*n=5"):
-        study.read(other).part("near/knowledge")
+        pipeline.read(other).part("near/knowledge")
     with pytest.raises(errors.MissingResults, match="whypretrain study --preset ci"):
-        study.read(params).part("sensitivity")   # the grid is not computed yet
+        pipeline.read(params).part("sensitivity")   # the grid is not computed yet
 
 
 def test_game_counts_of_the_ci_preset():
-    counts = study.game_counts(presets.resolve("ci")).set_index("part")
+    counts = pipeline.game_counts(presets.resolve("ci")).set_index("part")
     # 2 seeds x (probe + 4 fine-tuning + 4 scratch checkpoints) x 10 classes x 1 sample
     assert counts.loc["main", "games"] == 2 * 9 * 10
     assert counts.loc["transfer disjoint", "samples"] == 5   # target digits 5..9

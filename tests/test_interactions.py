@@ -4,8 +4,9 @@ import weakref
 import pytest
 import torch
 
-from whypretrain import interactions as I, knowledge, masking
-from whypretrain.sparsify import sparsify
+from whypretrain.engine import interactions as I, masking
+from whypretrain.measures import knowledge
+from whypretrain.engine.sparsify import sparsify
 
 import oracle
 
@@ -87,7 +88,7 @@ def test_sparsify_respects_q_bound_at_every_step(monkeypatch):
         seen.append(bool(((q.abs() - bound) <= 1e-12).all()))
         return original(values, p, q, n)
 
-    import whypretrain.sparsify as extraction
+    import whypretrain.engine.sparsify as extraction
     monkeypatch.setattr(extraction, "l1_gradient", spy)   # the name the descent loop calls
     result = sparsify(v, optimizer="sgd", iterations=200, lr=1e-3)
     assert len(seen) >= 200 and all(seen)
@@ -207,7 +208,7 @@ def test_exact_reaches_the_lp_optimum_with_a_valid_certificate(real_games, n):
 def test_any_dual_point_gives_a_lower_bound(real_games):
     """Weak duality, the certificate's foundation: every y, scaled into the dual's feasible set,
     bounds the optimum from below, and the solver's own y reaches it."""
-    from whypretrain import exact
+    from whypretrain.engine import exact
     v = real_games[6].double()
     b = 0.04 * (v[:, -1] - v[:, 0]).abs()
     optimum = torch.tensor([oracle.sparsification_lp(g) for g in v], dtype=torch.float64)
@@ -247,7 +248,7 @@ def test_exact_returns_the_canonical_optimum(real_games, n):
     section 2): equal to a general LP solver's solution of that objective, and the same whatever
     the solver's path (simplex variant, starting columns, all rows or generated rows, every
     column at once), where the plain objective's optima differ."""
-    from whypretrain import exact
+    from whypretrain.engine import exact
     v = real_games[n].double()
     b = 0.04 * (v[:, -1] - v[:, 0]).abs()
     tol = 1e-4
@@ -276,7 +277,8 @@ def test_every_rule_returns_its_own_optimum_of_the_same_face(real_games, rule):
     (a general LP solver's solution of that objective), at the plain optimum within tol; the warm
     start from the canonical solution's support gives the same interactions; and the rules'
     points of the face differ."""
-    from whypretrain import exact, face
+    from whypretrain.engine import exact
+    from whypretrain.measures import face
     n = 8
     v = real_games[n].double()
     b = 0.04 * (v[:, -1] - v[:, 0]).abs()
@@ -302,7 +304,7 @@ def test_every_rule_returns_its_own_optimum_of_the_same_face(real_games, rule):
 
 
 def test_rules_order_their_costs():
-    from whypretrain import exact
+    from whypretrain.engine import exact
     order = torch.tensor([bin(m).count("1") for m in range(64)])
     reverse = torch.from_numpy(exact.tie_break(6, "reverse"))
     assert reverse[:, order == 3].max() < reverse[:, order == 2].min()  # higher orders cheaper
@@ -320,7 +322,7 @@ def test_rules_order_their_costs():
 def test_exact_raises_rather_than_return_an_uncertified_game():
     """A game not certified within ``max_rounds`` LP rounds is an error that says so, never a
     returned solution whose gap exceeds ``tol``, on one thread or several."""
-    from whypretrain import exact
+    from whypretrain.engine import exact
     v = random_games(5, batch=3)
     b = 0.04 * (v[:, -1] - v[:, 0]).abs()
     solved = exact.solve(v, b)
@@ -334,7 +336,7 @@ def test_dense_games_get_every_interaction_at_once(real_games):
     """``spread`` tells a trained network's game (a few interactions explain it) from noise (most
     interactions needed); ``columns="auto"`` gives the dense one every interaction from the start
     and grows the sparse one, and the optimum is the one the other route finds."""
-    from whypretrain import exact
+    from whypretrain.engine import exact
     n = 8
     trained = real_games[n].double()[:1]
     noise = torch.randn(1, 1 << n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -356,7 +358,7 @@ def test_dense_games_get_every_interaction_at_once(real_games):
 
 
 def test_tie_break_is_fixed_generic_and_orders_first():
-    from whypretrain import exact
+    from whypretrain.engine import exact
     r = exact.tie_break(6)
     assert r.shape == (2, 64) and (r >= 0).all() and (r < 1).all()
     assert len(set(r.reshape(-1).tolist())) == 128  # no two interactions cost the same
@@ -370,7 +372,7 @@ def test_tie_break_is_fixed_generic_and_orders_first():
 def test_exact_holds_a_bounded_number_of_lps(real_games, monkeypatch):
     """Games enter the solver a few at a time (memory bounded) and leave when solved: the same
     interactions as when all are held at once."""
-    from whypretrain import exact
+    from whypretrain.engine import exact
     v = real_games[7].double().repeat(3, 1)  # 12 games
     b = 0.04 * (v[:, -1] - v[:, 0]).abs()
     together = exact.solve(v, b)

@@ -3,9 +3,12 @@ definitions, and the identities it must keep; face sampling over the rules."""
 import pytest
 import torch
 
-from whypretrain import exact, face, joint, masking, presets, results
-from whypretrain import interactions as I
-from whypretrain.sparsify import sparsify
+from whypretrain.engine import exact, joint, masking
+from whypretrain.measures import face
+from whypretrain import presets
+from whypretrain.study import seed_results
+from whypretrain.engine import interactions as I
+from whypretrain.engine.sparsify import sparsify
 
 import oracle
 
@@ -155,33 +158,33 @@ def test_sparsify_joint_and_the_engine_route(joint_games):
     # five rows: probe, two fine-tuning epochs, two scratch epochs (finals: rows 0, 2, 4)
     rows = torch.cat([v[:1], v[1:2] * 0.5, v[1:2], v[2:3] * 0.5, v[2:3]])
     params = presets.resolve("ci", {"extraction": "joint"})
-    engine = results.run_engine(rows, params)
-    assert results.final_rows(5) == [0, 2, 4]
+    engine = seed_results.run_engine(rows, params)
+    assert seed_results.final_rows(5) == [0, 2, 4]
     together = sparsify(v, extraction="joint")
     alone = sparsify(rows[[1, 3]])
     torch.testing.assert_close(engine.I_and[[0, 2, 4]], together.I_and, rtol=0, atol=0)
     torch.testing.assert_close(engine.I_or[[1, 3]], alone.I_or, rtol=0, atol=0)
-    and_only = results.run_engine(rows, {**params, "mode": "and", "rule": "reverse"})
+    and_only = seed_results.run_engine(rows, {**params, "mode": "and", "rule": "reverse"})
     torch.testing.assert_close(and_only.I_and, I.harsanyi(rows), rtol=0, atol=0)
     with pytest.raises(ValueError, match="joint"):
         sparsify(v, optimizer="sgd", extraction="joint")
     with pytest.raises(ValueError, match="extraction"):
         sparsify(v, extraction="both")
     with pytest.raises(ValueError, match="model rows"):
-        results.final_rows(4)
+        seed_results.final_rows(4)
     with pytest.raises(ValueError, match="exact"):
-        results.run_engine(rows, {**params, "optimizer": "sgd"})
+        seed_results.run_engine(rows, {**params, "optimizer": "sgd"})
 
 
 def test_engine_tag_keeps_the_defaults_and_names_the_choices():
     params = presets.resolve("ci")
-    assert results.engine_params(params) == dict(mode="and-or", optimizer="exact", q_bound=0.04,
+    assert seed_results.engine_params(params) == dict(mode="and-or", optimizer="exact", q_bound=0.04,
                                                  tol=1e-4, or_merge="and", solution="canonical")
-    reverse = results.engine_params({**params, "rule": "reverse"})
+    reverse = seed_results.engine_params({**params, "rule": "reverse"})
     assert reverse["solution"] == "reverse"
-    assert results.engine_params({**params, "extraction": "joint"})["extraction"] == "joint"
-    plain = results.engine_params({**params, "mode": "and"})
-    assert results.engine_params({**params, "mode": "and", "rule": "hash",
+    assert seed_results.engine_params({**params, "extraction": "joint"})["extraction"] == "joint"
+    plain = seed_results.engine_params({**params, "mode": "and"})
+    assert seed_results.engine_params({**params, "mode": "and", "rule": "hash",
                                   "extraction": "joint"}) == plain
     with pytest.raises(ValueError, match="rule"):
         presets.resolve("ci", {"rule": "vertex"})

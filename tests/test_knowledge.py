@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from whypretrain import knowledge as kn
-from whypretrain import stats
+from whypretrain.measures import knowledge as kn
+from whypretrain.measures import stats
 
 NAN = float("nan")
 AND_, OR_ = kn.AND, kn.OR

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from whypretrain import interactions, masking, sparsify
+from whypretrain.engine import interactions, masking, sparsify
 
 
 def test_log_odds_is_stable_and_matches_probabilities():

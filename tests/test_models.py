@@ -5,7 +5,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from whypretrain import models, presets
+from whypretrain.train import models
+from whypretrain import presets
 
 
 def test_smallcnn_has_backbone_and_linear_head():
@@ -274,7 +275,7 @@ def test_weights_file_in_efficientnet_pytorch_names_loads_for_lite0(tmp_path):
 def test_masking_acts_on_the_28px_digit_through_the_adapter():
     """Players are patches of the 28x28 input; the model resizes inside: v(x_N) is the model's
     output on x itself, v(x_empty) its output on x with the players' pixels at the baseline 0."""
-    from whypretrain import masking
+    from whypretrain.engine import masking
 
     params = presets.resolve("imagenet-uci-ci")
     torch.manual_seed(0)

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from whypretrain import interactions, knowledge, nulls, results
+from whypretrain.engine import interactions
+from whypretrain.measures import knowledge, nulls
+from whypretrain.study.seed_results import SeedResults
 
 N, SAMPLES, TAU = 4, 3, 0.2
 
@@ -15,7 +17,7 @@ def seed_results(seed, probe, finetune, scratch, sample_ids=(5, 7, 9)):
     zeros = torch.zeros(I.shape[:-2] + (1 << N,), dtype=torch.float64)
     result = interactions.Interactions(I[..., 0, :], I[..., 1, :], zeros, zeros, zeros,
                                        zeros[..., 0], zeros[..., 0], "and-or")
-    return results.SeedResults(
+    return SeedResults(
         path=None, engine_tag="t", params={}, seed=seed, sample_ids=list(sample_ids),
         x=torch.zeros(SAMPLES, 1, 4, 4), y=torch.zeros(SAMPLES, dtype=torch.long),
         players=torch.arange(N).repeat(SAMPLES, 1), result=result, final_epoch=3,

@@ -14,7 +14,12 @@ import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from whypretrain import data, knowledge, masking, models, notebook, presets, results, training
+from whypretrain.train import data, models, loops
+from whypretrain.measures import knowledge
+from whypretrain.engine import masking
+from whypretrain.report import notebook
+from whypretrain import presets
+from whypretrain.study import seed_results
 from whypretrain.errors import ParameterError
 
 PARAMS = presets.PARAMS
@@ -97,13 +102,13 @@ def _accepted_downstream(p: dict) -> None:
     """The first steps of `whypretrain analyze` on ``p``, without training: the device, the
     seeds, the target's images and players, the model on every set it is trained on, the
     engine and the knowledge on small games."""
-    device = training.device_of(p)
+    device = loops.device_of(p)
     torch.zeros(1, device=device)
-    with training.num_threads(p["threads"]):
+    with loops.num_threads(p["threads"]):
         pass
-    torch.Generator().manual_seed(results.player_seed(10**4, p["player_seed"]))
+    torch.Generator().manual_seed(seed_results.player_seed(10**4, p["player_seed"]))
     for seed in p["seeds"]:
-        training._generator(seed, p["epochs"])
+        loops._generator(seed, p["epochs"])
     side = presets.image_side(p)
     channels = presets.DATASETS[presets._family(p["target"])].channels
     image = torch.zeros(channels, side, side)
@@ -126,7 +131,7 @@ def _accepted_downstream(p: dict) -> None:
     # joint extraction decomposes a seed's three final models together: games [model, sample]
     shape = (3, 2) if p["extraction"] == "joint" else (2,)
     values = torch.randn(*shape, 1 << n, dtype=torch.float64, generator=gen)
-    engine = results.run_engine(values, {**p, "iterations": min(p["iterations"], 3)})
+    engine = seed_results.run_engine(values, {**p, "iterations": min(p["iterations"], 3)})
     knowledge.salient_items(engine.stacked(), p["tau"], p["empty_set"])
 
 
@@ -170,7 +175,7 @@ def test_checkpoints_are_all_or_a_count_of_at_least_two():
     """``checkpoints``: every epoch is "all", a number is about that many epochs (8 by
     default); 0, which meant every epoch before, says to write "all"."""
     resolve = presets.resolve
-    assert resolve("ci")["checkpoints"] == 8 and results.EVERY_EPOCH == "all"
+    assert resolve("ci")["checkpoints"] == 8 and seed_results.EVERY_EPOCH == "all"
     for text, value in [("all", "all"), (" all", "all"), ("6", 6), ("2", 2), ("10000", 10000)]:
         assert resolve("ci", presets.parse_sets([f"checkpoints={text}"]))["checkpoints"] == value
     assert resolve("imagenet-uci")["checkpoints"] == 4

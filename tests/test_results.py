@@ -15,17 +15,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from whypretrain import (data, distributed, errors, interactions, knowledge, presets, results,
-                         sparsify, stats, study)
+from whypretrain.train import data
+from whypretrain import distributed, errors, presets
+from whypretrain.engine import interactions, sparsify
+from whypretrain.measures import knowledge, stats
+from whypretrain.study import seed_results, pipeline
 from whypretrain.provenance import sources_of
-from whypretrain.runs import Run
+from whypretrain.train.runs import Run
 
 
 @pytest.fixture(scope="module")
 def ci(tmp_path_factory):
     params = presets.resolve("ci", {"workdir": str(tmp_path_factory.mktemp("ci"))})
-    study.compute(params, progress=False)  # every seed: they share their games
-    return params, results.compute(params, seed=0, progress=False)
+    pipeline.compute(params, progress=False)  # every seed: they share their games
+    return params, seed_results.compute(params, seed=0, progress=False)
 
 
 def test_games_cover_every_checkpoint_and_the_probe(ci):
@@ -83,10 +86,10 @@ def test_results_are_reused_and_resume_to_the_same_numbers(ci):
     params, a = ci
     result = a.path / f"interactions-{a.engine_tag}.pt"
     stamp = result.stat().st_mtime_ns
-    again = results.compute(params, seed=0, progress=False)
+    again = seed_results.compute(params, seed=0, progress=False)
     assert result.stat().st_mtime_ns == stamp
     result.unlink()   # as if killed during sparsification
-    resumed = results.compute(params, seed=0, progress=False)
+    resumed = seed_results.compute(params, seed=0, progress=False)
     assert torch.equal(resumed.result.I_and, again.result.I_and)
     assert torch.equal(resumed.result.I_or, again.result.I_or)
 
@@ -95,9 +98,9 @@ def test_other_engine_parameters_reuse_the_games(ci):
     params, a = ci
     games = (a.path / "games.pt").stat().st_mtime_ns
     # the exact optimiser reads no step count: changing it reuses the interactions too
-    same = results.compute({**params, "iterations": 50}, seed=0, progress=False)
+    same = seed_results.compute({**params, "iterations": 50}, seed=0, progress=False)
     assert same.path == a.path and same.engine_tag == a.engine_tag
-    other = results.compute({**params, "optimizer": "sgd", "iterations": 50}, seed=0,
+    other = seed_results.compute({**params, "optimizer": "sgd", "iterations": 50}, seed=0,
                             progress=False)
     assert other.path == a.path and other.engine_tag != a.engine_tag
     assert (a.path / "games.pt").stat().st_mtime_ns == games
@@ -108,7 +111,7 @@ def test_other_engine_parameters_reuse_the_games(ci):
 def test_every_seed_reads_the_same_games(ci):
     """The nulls compare models of two seeds: same samples, same players, other models."""
     params, a = ci
-    b = results.compute(params, seed=1, progress=False)
+    b = seed_results.compute(params, seed=1, progress=False)
     assert b.path != a.path and b.runs != a.runs
     assert b.sample_ids == a.sample_ids
     assert torch.equal(b.x, a.x) and torch.equal(b.players, a.players)
@@ -120,9 +123,9 @@ def test_samples_are_those_every_given_model_gets_right(ci):
     chance, so the rule is checked on the two seeds' fine-tuned models and a probe)."""
     params, _ = ci
     ds = data.load_datasets(params)
-    chosen = [results.find_runs(params, s, ds)[k].load_model().eval()
+    chosen = [seed_results.find_runs(params, s, ds)[k].load_model().eval()
               for s, k in ((0, "finetune"), (1, "finetune"), (0, "probe"))]
-    ids, looked, eligible = results.choose_samples(ds.target_test, chosen, 3, True)
+    ids, looked, eligible = seed_results.choose_samples(ds.target_test, chosen, 3, True)
     x, y = (torch.stack([torch.as_tensor(ds.target_test[i][k]) for i in
                          range(len(ds.target_test))]) for k in (0, 1))
     right = torch.stack([m(x).argmax(-1) == y for m in chosen]).all(0)
@@ -139,17 +142,17 @@ def test_rule_and_joint_extraction_reuse_the_games(ci):
     together (their rows found by ``final_rows``), in one program, and every other checkpoint
     alone."""
     params, a = ci
-    reverse = results.compute({**params, "rule": "reverse"}, seed=0, progress=False)
+    reverse = seed_results.compute({**params, "rule": "reverse"}, seed=0, progress=False)
     assert reverse.path == a.path and reverse.engine_tag != a.engine_tag
     torch.testing.assert_close(reverse.result.loss, a.result.loss, rtol=1e-4, atol=0)
     setting = {**params, "extraction": "joint"}
-    joint = results.compute_seeds(setting, list(params["seeds"]), progress=False)
+    joint = seed_results.compute_seeds(setting, list(params["seeds"]), progress=False)
     assert len(joint) == len(params["seeds"]) == 2
     assert joint[0].path == a.path and joint[0].engine_tag not in (a.engine_tag,
                                                                   reverse.engine_tag)
-    alone = [results.load(params, seed) for seed in params["seeds"]]
-    finals = results.final_rows(len(a.labels))
-    assert finals == [joint[0].row_of(m) for m in results.MODELS]
+    alone = [seed_results.load(params, seed) for seed in params["seeds"]]
+    finals = seed_results.final_rows(len(a.labels))
+    assert finals == [joint[0].row_of(m) for m in seed_results.MODELS]
     # one program: the stacked final models of both seeds, probe, fine-tuned, scratch each
     together = sparsify.sparsify(torch.cat([r.result.values[finals] for r in alone]),
                                  extraction="joint")
@@ -163,7 +166,7 @@ def test_rule_and_joint_extraction_reuse_the_games(ci):
     own = sparsify.sparsify(alone[0].result.values[finals], extraction="joint")
     assert (own.loss[0] < joint[1].result.loss[finals[0]]).all()
     # a single seed's compute reads the same pooled program
-    one = results.compute(setting, seed=1, progress=False)
+    one = seed_results.compute(setting, seed=1, progress=False)
     assert torch.equal(one.result.I_and, joint[1].result.I_and)
     others = [r for r in range(len(a.labels)) if r not in finals]
     scale = float(a.result.values.abs().max())
@@ -175,10 +178,10 @@ def test_rule_and_joint_extraction_reuse_the_games(ci):
 
 def test_players_are_shared_by_every_model_and_fixed_by_the_seed(ci):
     params, a = ci
-    import whypretrain.masking as masking
+    import whypretrain.engine.masking as masking
     for j, i in enumerate(a.sample_ids):
         expected = masking.choose_players(a.x[j], params["n"], params["patch"],
-                                          results.player_seed(i, params["player_seed"]), params["player_choice"])
+                                          seed_results.player_seed(i, params["player_seed"]), params["player_choice"])
         assert torch.equal(a.players[j], expected)
 
 
@@ -207,20 +210,20 @@ def test_excluding_the_empty_set_is_salience_on_the_other_terms(ci):
 
 
 def test_analysed_checkpoints_are_even_with_the_first_and_last_epochs():
-    assert results.analysed_epochs(list(range(21)), "all") == list(range(21))
-    assert results.analysed_epochs(list(range(21)), 8) == [0, 3, 6, 9, 11, 14, 17, 20]
-    assert results.analysed_epochs(list(range(21)), 6) == [0, 4, 8, 12, 16, 20]
-    assert results.analysed_epochs(list(range(11)), 8) == [0, 1, 3, 4, 6, 7, 9, 10]
-    assert results.analysed_epochs(list(range(21)), 2) == [0, 20]
-    assert results.analysed_epochs(list(range(5)), 100) == [0, 1, 2, 3, 4]
+    assert seed_results.analysed_epochs(list(range(21)), "all") == list(range(21))
+    assert seed_results.analysed_epochs(list(range(21)), 8) == [0, 3, 6, 9, 11, 14, 17, 20]
+    assert seed_results.analysed_epochs(list(range(21)), 6) == [0, 4, 8, 12, 16, 20]
+    assert seed_results.analysed_epochs(list(range(11)), 8) == [0, 1, 3, 4, 6, 7, 9, 10]
+    assert seed_results.analysed_epochs(list(range(21)), 2) == [0, 20]
+    assert seed_results.analysed_epochs(list(range(5)), 100) == [0, 1, 2, 3, 4]
 
 
 def test_finals_only_analysis_matches_the_full_one_on_the_final_models(ci):
     params, a = ci
-    finals = results.compute(params, seed=0, progress=False, finals_only=True)
+    finals = seed_results.compute(params, seed=0, progress=False, finals_only=True)
     assert finals.labels == [("probe", params["epochs"]), ("finetune", params["epochs"]),
                              ("scratch", params["epochs"])]
-    for model in results.MODELS:
+    for model in seed_results.MODELS:
         torch.testing.assert_close(finals.interactions_of(model), a.interactions_of(model),
                                    rtol=0, atol=1e-9)
     table = finals.table(params["tau"])
@@ -229,19 +232,19 @@ def test_finals_only_analysis_matches_the_full_one_on_the_final_models(ci):
 
 def test_reading_finds_what_compute_stored_and_names_its_sources(ci):
     params, a = ci
-    read = results.load(params, seed=0)
+    read = seed_results.load(params, seed=0)
     assert read.path == a.path and torch.equal(read.result.I_and, a.result.I_and)
     assert read.sources().results == (a.hash,)
     assert set(read.sources().runs) == set(a.runs.values()) and len(a.runs) == 4
-    table = study.read(params).part("near/knowledge")   # the study result holds both seeds'
-    b = results.load(params, seed=1)
+    table = pipeline.read(params).part("near/knowledge")   # the study result holds both seeds'
+    b = seed_results.load(params, seed=1)
     assert sources_of(table).results == (a.hash, b.hash)
     pd.testing.assert_frame_equal(table, pd.concat([a.table(), b.table()], ignore_index=True))
 
 
 def test_or_merge_keep_leaves_low_order_or_terms_and_explains_the_same_games(ci):
     params, a = ci
-    keep = results.run_engine(a.result.values, {**params, "or_merge": "keep"})
+    keep = seed_results.run_engine(a.result.values, {**params, "or_merge": "keep"})
     merged = a.result
     low = interactions.popcount(params["n"]) <= 1
     assert keep.I_or[..., low].abs().sum() > 0          # kept as OR
@@ -254,9 +257,9 @@ def test_or_merge_keep_leaves_low_order_or_terms_and_explains_the_same_games(ci)
 
 def test_reading_an_empty_workdir_raises_and_writes_nothing(tmp_path):
     params = presets.resolve("ci", {"workdir": str(tmp_path)})
-    from whypretrain import findings
-    result = study.read(params)
-    for read in (lambda: results.load(params, 0), lambda: result.part("near/knowledge"),
+    from whypretrain.report import findings
+    result = pipeline.read(params)
+    for read in (lambda: seed_results.load(params, 0), lambda: result.part("near/knowledge"),
                  lambda: result.part("near/metrics"), lambda: findings.judge(result),
                  lambda: findings.transfer_table(result), lambda: result.part("sensitivity")):
         with pytest.raises(errors.MissingResults,
@@ -266,14 +269,14 @@ def test_reading_an_empty_workdir_raises_and_writes_nothing(tmp_path):
 
 
 def test_explorer_shows_the_empty_set_only_under_include(ci):
-    from whypretrain import charts
+    from whypretrain.report import charts
     params, a = ci
     _, _, items, members = charts.explorer_data(a, max_items=10 ** 6)
     assert len(items) and not items["label"].str.endswith(" {}").any()
     assert (items["order"] >= 1).all()
     # the strongest real interaction of each sample is 1 in one of the two models
     assert np.allclose(items.groupby("sample")["strength"].max(), 1.0)
-    include = results.SeedResults(**{**a.__dict__, "params": {**params, "empty_set": "include"}})
+    include = seed_results.SeedResults(**{**a.__dict__, "params": {**params, "empty_set": "include"}})
     _, _, items_in, _ = charts.explorer_data(include, max_items=10 ** 6)
     empty = items_in[items_in["order"] == 0]
     assert len(empty) and empty["label"].isin(["AND {}", "OR {}"]).all()
@@ -293,7 +296,7 @@ def test_each_step_records_its_time_and_a_reused_step_keeps_it(ci):
     assert timing["seed"] == 0 and timing["games"] == a.result.loss.numel()
     assert timing["masking_s"] > 0 and timing["extraction_s"][a.engine_tag] > 0
     before = file.read_bytes()
-    results.compute(params, seed=0, progress=False)  # everything reused
+    seed_results.compute(params, seed=0, progress=False)  # everything reused
     assert file.read_bytes() == before
     assert not (a.path / f"partial-{a.engine_tag}").exists()  # the chunks went
 
@@ -309,7 +312,7 @@ def test_training_runs_record_their_seconds(ci):
 def test_chunks_to_solve_skip_the_kept_ones_and_cover_the_rest_once(world):
     games, kept = 23, [(0, 4), (4, 8), (13, 15)]
     todo = games - sum(end - start for start, end in kept)
-    chunks = [c for rank in range(world) for c in results._to_solve(
+    chunks = [c for rank in range(world) for c in seed_results._to_solve(
         kept, games, distributed.shard(todo, rank, world), 3)]
     assert all(0 < end - start <= 3 for start, end in chunks)
     assert sorted(g for start, end in chunks + kept for g in range(start, end)) \
@@ -321,7 +324,7 @@ def test_kept_chunks_do_not_overlap(tmp_path):
                  "000000006-000000010.pt", "000000012-000000099.pt", ".000000010-12.pt.tmp1"):
         (tmp_path / name).touch()
     # the longest chunk at 4 wins, the one overlapping it and the one past the games are out
-    assert results._kept_chunks(tmp_path, 20) == [(0, 4), (4, 8)]
+    assert seed_results._kept_chunks(tmp_path, 20) == [(0, 4), (4, 8)]
 
 
 def test_a_killed_extraction_resumes_from_its_chunks_bit_for_bit(ci, tmp_path, monkeypatch):
@@ -354,17 +357,17 @@ def test_a_killed_extraction_resumes_from_its_chunks_bit_for_bit(ci, tmp_path, m
     assert not (folder / f"interactions-{a.engine_tag}.pt").exists()
 
     solved = []  # the first game of each chunk solved, and the chunk's size
-    engine = results.run_engine
+    engine = seed_results.run_engine
 
     def recording(values, *args, **kwargs):
         solved.append((next(i for i in range(len(flat)) if torch.equal(flat[i], values[0])),
                        len(values)))
         return engine(values, *args, **kwargs)
 
-    monkeypatch.setattr(results, "CHUNK_OUTPUTS", chunk << params["n"])
-    monkeypatch.setattr(results, "run_engine", recording)
+    monkeypatch.setattr(seed_results, "CHUNK_OUTPUTS", chunk << params["n"])
+    monkeypatch.setattr(seed_results, "run_engine", recording)
     flat = a.result.values.flatten(0, -2)
-    resumed = results.compute({**params, "workdir": str(tmp_path)}, seed=0, progress=False)
+    resumed = seed_results.compute({**params, "workdir": str(tmp_path)}, seed=0, progress=False)
     # the kept games were not solved again, the others once each
     assert sorted(start + i for start, size in solved for i in range(size)) \
         == list(range(4, len(flat)))
@@ -383,8 +386,8 @@ def test_seeds_computed_side_by_side_equal_seeds_computed_one_by_one(ci, tmp_pat
     """compute_seeds trains and masks seed 1 in a second thread while seed 0 is extracted:
     the same runs, games, interactions and tables, bit for bit, as one seed after the other."""
     params, a = ci
-    both = results.compute_seeds({**params, "workdir": str(tmp_path)}, [0, 1], progress=False)
-    alone = [a, results.compute(params, seed=1, progress=False)]
+    both = seed_results.compute_seeds({**params, "workdir": str(tmp_path)}, [0, 1], progress=False)
+    alone = [a, seed_results.compute(params, seed=1, progress=False)]
     for r, ref in zip(both, alone):
         assert r.hash == ref.hash and r.runs == ref.runs
         for name in ["games.pt"] + [p.name for p in ref.path.glob(f"table-{ref.engine_tag}-*")]:
@@ -405,7 +408,7 @@ def test_compute_waits_for_the_second_thread_of_an_interrupted_compute_seeds(ci,
     import threading
 
     params, _ = ci
-    prepare, release, order = results._prepare, threading.Event(), []
+    prepare, release, order = seed_results._prepare, threading.Event(), []
 
     def slow_prepare(*args):
         if order:  # the second thread's seed: held until released
@@ -419,14 +422,14 @@ def test_compute_waits_for_the_second_thread_of_an_interrupted_compute_seeds(ci,
     def interrupted(*args):
         raise Interrupted
 
-    monkeypatch.setattr(results, "_prepare", slow_prepare)
-    monkeypatch.setattr(results, "_extract", interrupted)
+    monkeypatch.setattr(seed_results, "_prepare", slow_prepare)
+    monkeypatch.setattr(seed_results, "_extract", interrupted)
     with pytest.raises(Interrupted):
-        results.compute_seeds(params, [0, 0], progress=False)
-    assert len(results._Ahead.running) == 1 and results._Ahead.running[0].is_alive()
+        seed_results.compute_seeds(params, [0, 0], progress=False)
+    assert len(seed_results._Ahead.running) == 1 and seed_results._Ahead.running[0].is_alive()
     monkeypatch.undo()
-    monkeypatch.setattr(results, "_prepare", slow_prepare)
+    monkeypatch.setattr(seed_results, "_prepare", slow_prepare)
     threading.Timer(0.5, release.set).start()
-    results.compute(params, seed=0, progress=False)
+    seed_results.compute(params, seed=0, progress=False)
     # the first seed (second thread), the held one (second thread), then compute's (main)
-    assert order == [False, False, True] and not results._Ahead.running
+    assert order == [False, False, True] and not seed_results._Ahead.running

@@ -16,7 +16,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from whypretrain import assets, book as book_mod, cli, execute, layout, notebook, presets
+from whypretrain.book import assets, build as book_mod, execute
+from whypretrain import cli, layout, presets
+from whypretrain.report import notebook
 from whypretrain.errors import ParameterError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

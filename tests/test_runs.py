@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from whypretrain import models, presets, runs
+from whypretrain.train import models, runs
+from whypretrain import presets
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO / "lib")}
@@ -114,7 +115,7 @@ def test_a_lock_held_by_a_killed_process_does_not_block(tmp_path):
     """The lock is the operating system's: killing its holder (SIGKILL, no clean-up) frees it."""
     from filelock import FileLock, Timeout
 
-    code = ("import sys, time\nfrom whypretrain.runs import locked\n"
+    code = ("import sys, time\nfrom whypretrain.train.runs import locked\n"
             "with locked(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n")
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=ENV,
                               stdout=subprocess.PIPE, text=True)

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from whypretrain import stats
-from whypretrain.stats import Estimate
+from whypretrain.measures import stats
+from whypretrain.measures.stats import Estimate
 
 
 # --- aggregate ------------------------------------------------------------------------------

@@ -58,9 +58,11 @@ def test_ci_book_names_the_results_and_runs_under_its_tables(ci_study):
         assert any(f"run {h}" in text for h in runs), name
         assert "rebuild: whypretrain" in text and "--preset ci" in text, name
     # the narrative's numbers are glued: the share discarded of the knowledge page is there
-    from whypretrain import knowledge, presets, stats, study
+    from whypretrain.measures import knowledge, stats
+    from whypretrain import presets
+    from whypretrain.study import pipeline
     params = presets.resolve("ci", overrides)
-    table = study.read(params).part("near/knowledge")
+    table = pipeline.read(params).part("near/knowledge")
     row = stats.summarize(table).query(f"measure == 'share_discarded' and order == "
                                        f"{knowledge.ALL_ORDERS}").iloc[0]
     share = stats.interval_text(row, pct=True)   # formed again from the seeds' own table
@@ -79,11 +81,13 @@ def test_second_study_skips_every_notebook(ci_study, capsys):
 @pytest.mark.slow
 def test_ci_specification_table_has_a_row_for_every_specification(ci_study):
     root, overrides, _ = ci_study
-    from whypretrain import findings, presets, study
+    from whypretrain.report import findings
+    from whypretrain import presets
+    from whypretrain.study import pipeline
     params = presets.resolve("ci", overrides)
-    result = study.read(params)
+    result = pipeline.read(params)
     spec = findings.specification_table(result)
-    grid = study.sensitivity_grid(params)
+    grid = pipeline.sensitivity_grid(params)
     varied = {f"{k}={v}" for k, values in grid.items() for v in values if v != params[k]}
     assert set(spec["spec"]) == varied | {"preset"}
     assert len(spec) == len(set(spec["spec"])) * len(findings.KNOWLEDGE_CLAIMS)
@@ -101,13 +105,15 @@ def test_ci_specification_table_has_a_row_for_every_specification(ci_study):
 @pytest.mark.slow
 def test_ci_robust_items_are_a_share_of_the_canonical_ones(ci_study):
     root, overrides, _ = ci_study
-    from whypretrain import findings, presets, results, study
+    from whypretrain.report import findings
+    from whypretrain import presets
+    from whypretrain.study import seed_results, pipeline
     params = presets.resolve("ci", overrides)
-    robust = findings.robust_items(study.read(params))
-    assert list(robust.index) == list(results.MODELS) and (robust["rules"] == 3).all()
+    robust = findings.robust_items(pipeline.read(params))
+    assert list(robust.index) == list(seed_results.MODELS) and (robust["rules"] == 3).all()
     assert robust["mean"].between(0, 1).all()
     # robust items are a subset of the canonical ones: a share below 1 unless the rules agree
-    seed0 = results.load(params, params["seeds"][0])
+    seed0 = seed_results.load(params, params["seeds"][0])
     assert (seed0.items_of("probe", params["tau"]) != 0).sum() > 0
 
 
@@ -117,20 +123,22 @@ def test_ci_robust_items_in_every_transfer_setting(ci_study):
     that are salient with the same sign under the reverse and hash rules too, recounted here
     from the three rules' stored items."""
     root, overrides, _ = ci_study
-    from whypretrain import findings, presets, results, study
+    from whypretrain.report import findings
+    from whypretrain import presets
+    from whypretrain.study import seed_results, pipeline
     params = presets.resolve("ci", overrides)
-    result = study.read(params)
+    result = pipeline.read(params)
     table = findings.robust_by_setting(result)
     assert list(table.columns) == ["near", "disjoint", "far"]
-    assert list(table.index) == list(results.MODELS)
-    setting = study.transfer_settings(params)["disjoint"]
+    assert list(table.index) == list(seed_results.MODELS)
+    setting = pipeline.transfer_settings(params)["disjoint"]
     counts = result.part("disjoint/robust")
     assert (counts["rules"] == 3).all() and len(counts) == 3 * len(setting["seeds"])
     for seed in setting["seeds"]:
-        items = {rule: results.load({**setting, "rule": rule}, seed,
+        items = {rule: seed_results.load({**setting, "rule": rule}, seed,
                                     finals_only=rule != setting["rule"])
                  for rule in ("canonical", "reverse", "hash")}
-        for model in results.MODELS:
+        for model in seed_results.MODELS:
             each = [r.items_of(model, setting["tau"], empty_set=setting["empty_set"])
                     for r in items.values()]
             same = ((each[0] != 0) & (each[1] == each[0]) & (each[2] == each[0])).sum()

@@ -7,7 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from whypretrain import errors, presets, study_result
+from whypretrain import errors, presets
+from whypretrain.study import catalogue
 from whypretrain.provenance import Sources, sources_of
 
 
@@ -19,15 +20,15 @@ def params(tmp_path):
 def disjoint_parts():
     frame = pd.DataFrame({"seed": [0, 1], "measure": ["share_new", "share_new"],
                           "value": [0.25, 0.75]})
-    return {p: frame.assign(part=p) for p in study_result.GROUPS["disjoint"]}
+    return {p: frame.assign(part=p) for p in catalogue.GROUPS["disjoint"]}
 
 
 def test_a_group_reads_back_as_written_with_its_sources(params):
     parts = disjoint_parts()
     sources = {p: Sources(("r" * 16,), ("a" * 16, "b" * 16), ("whypretrain study --preset ci",))
                for p in parts}
-    study_result.write(params, "disjoint", parts, sources, notes={"disjoint": "computed"})
-    result = study_result.StudyResult.read(params)
+    catalogue.write(params, "disjoint", parts, sources, notes={"disjoint": "computed"})
+    result = catalogue.StudyResult.read(params)
     assert result.current("disjoint") and not result.current("near")
     for name, frame in parts.items():
         got = result.part(name)
@@ -38,7 +39,7 @@ def test_a_group_reads_back_as_written_with_its_sources(params):
 
 
 def test_a_missing_part_names_the_command_that_makes_it(params):
-    result = study_result.StudyResult.read(params)
+    result = catalogue.StudyResult.read(params)
     with pytest.raises(errors.MissingResults, match="whypretrain analyze --preset ci"):
         result.part("near/summary")
     with pytest.raises(errors.MissingResults, match="whypretrain study --preset ci"):
@@ -49,12 +50,12 @@ def test_a_missing_part_names_the_command_that_makes_it(params):
 
 
 def test_a_part_written_by_other_code_is_not_read(params):
-    study_result.write(params, "disjoint", disjoint_parts(), {})
-    manifest = study_result.folder(params) / "study.json"
+    catalogue.write(params, "disjoint", disjoint_parts(), {})
+    manifest = catalogue.folder(params) / "study.json"
     data = json.loads(manifest.read_text())
     data["parts"]["disjoint/knowledge"]["code"] = "another version"
     manifest.write_text(json.dumps(data))
-    result = study_result.StudyResult.read(params)
+    result = catalogue.StudyResult.read(params)
     assert not result.current("disjoint")
     with pytest.raises(errors.MissingResults, match="another version of the library"):
         result.part("disjoint/knowledge")
@@ -65,13 +66,13 @@ def test_a_group_is_written_whole_or_not_at_all(params):
     parts = disjoint_parts()
     parts.pop("disjoint/replicates")
     with pytest.raises(ValueError, match="group disjoint holds"):
-        study_result.write(params, "disjoint", parts, {})
-    assert not study_result.folder(params).exists()
+        catalogue.write(params, "disjoint", parts, {})
+    assert not catalogue.folder(params).exists()
 
 
 def test_the_key_is_what_changes_the_study_not_where_it_runs(params):
-    key = study_result.key(params)
-    assert study_result.key({**params, "workdir": "/elsewhere", "device": "cpu",
+    key = catalogue.key(params)
+    assert catalogue.key({**params, "workdir": "/elsewhere", "device": "cpu",
                              "data_root": "data"}) == key
-    assert study_result.key({**params, "tau": 0.1}) != key
-    assert study_result.key({**params, "seeds": (0, 1, 2)}) != key
+    assert catalogue.key({**params, "tau": 0.1}) != key
+    assert catalogue.key({**params, "seeds": (0, 1, 2)}) != key

@@ -4,7 +4,8 @@ import pytest
 import torch
 from PIL import Image
 
-from whypretrain import cli, data, presets, runs, training
+from whypretrain import cli, presets
+from whypretrain.train import data, runs, loops
 
 # Five classes each side keep it small: 2,000 MNIST digits 0-4 -> 50 UCI digits 5-9.
 TINY = dict(source="mnist-0-4", target="uci-5-9", pretrain_epochs=1, epochs=4, batch_size=16,
@@ -20,7 +21,7 @@ def tiny_data():
 def tiny_study(tmp_path_factory, tiny_data):
     workdir = tmp_path_factory.mktemp("study")
     params = presets.resolve("default", {**TINY, "workdir": str(workdir)})
-    return params, training.ensure_runs(params, 0, progress=False, datasets=tiny_data)
+    return params, loops.ensure_runs(params, 0, progress=False, datasets=tiny_data)
 
 
 def _states_equal(a, b):
@@ -81,16 +82,16 @@ def test_load_model_gives_the_target_classifier_in_eval_mode(tiny_study, tiny_da
 
 def test_finished_runs_are_reused(tiny_study, tiny_data, monkeypatch):
     params, study = tiny_study
-    monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("retrained a done run"))
-    again = training.ensure_runs(params, 0, progress=False, datasets=tiny_data)
+    monkeypatch.setattr(loops, "fit", lambda *a, **k: pytest.fail("retrained a done run"))
+    again = loops.ensure_runs(params, 0, progress=False, datasets=tiny_data)
     assert {k: r.path for k, r in again.items()} == {k: r.path for k, r in study.items()}
 
 
 def test_a_changed_parameter_makes_new_runs(tiny_study, tiny_data):
     params = tiny_study[0]
-    a = training.run_specs(params, 0, tiny_data)
-    b = training.run_specs({**params, "epochs": 5}, 0, tiny_data)
-    c = training.run_specs(params, 1, tiny_data)
+    a = loops.run_specs(params, 0, tiny_data)
+    b = loops.run_specs({**params, "epochs": 5}, 0, tiny_data)
+    c = loops.run_specs(params, 1, tiny_data)
     assert runs.run_hash(a["pretrain"]) == runs.run_hash(b["pretrain"])  # epochs: target only
     assert runs.run_hash(a["finetune"]) != runs.run_hash(b["finetune"])
     assert all(runs.run_hash(a[k]) != runs.run_hash(c[k]) for k in a)  # the seed: every run
@@ -114,7 +115,7 @@ def test_resume_after_a_crash_is_bit_identical(tiny_study, tiny_data, tmp_path, 
 
     monkeypatch.setattr(runs, "atomic_write", crashing_write)
     with pytest.raises(Crash):
-        training.ensure_runs(params, 0, progress=False, datasets=tiny_data)
+        loops.ensure_runs(params, 0, progress=False, datasets=tiny_data)
     monkeypatch.setattr(runs, "atomic_write", real_write)
     partial = runs.Run(tmp_path / "runs" / tiny_study[1]["finetune"].path.name)
     assert not partial.done and partial.epochs() == [0, 1, 2]
@@ -122,9 +123,9 @@ def test_resume_after_a_crash_is_bit_identical(tiny_study, tiny_data, tmp_path, 
     before = partial.load_resume()["seconds"]  # the first session's training time
 
     seen = []
-    monkeypatch.setattr(training, "_checkpointed", lambda run, epoch: seen.append(
+    monkeypatch.setattr(loops, "_checkpointed", lambda run, epoch: seen.append(
         (run.kind, epoch)))
-    resumed = training.ensure_runs(params, 0, progress=False, datasets=tiny_data)
+    resumed = loops.ensure_runs(params, 0, progress=False, datasets=tiny_data)
     assert seen[:2] == [("finetune", 3), ("finetune", 4)]  # epochs 1-2 were not redone
     assert resumed["finetune"].seconds > before > 0  # both sessions' time
     reference = tiny_study[1]
@@ -145,12 +146,12 @@ def test_pretrain_resumes_from_its_last_epoch(tiny_data, tmp_path, monkeypatch):
         if run.kind == "pretrain" and epoch == 1:
             raise Crash
 
-    monkeypatch.setattr(training, "_checkpointed", crash)
+    monkeypatch.setattr(loops, "_checkpointed", crash)
     with pytest.raises(Crash):
-        training.ensure_runs(params, 0, progress=False, datasets=tiny_data)
-    monkeypatch.setattr(training, "_checkpointed", lambda run, epoch: None)
-    resumed = training.ensure_runs(params, 0, progress=False, datasets=tiny_data)
-    fresh = training.ensure_runs({**params, "workdir": str(tmp_path / "b")}, 0,
+        loops.ensure_runs(params, 0, progress=False, datasets=tiny_data)
+    monkeypatch.setattr(loops, "_checkpointed", lambda run, epoch: None)
+    resumed = loops.ensure_runs(params, 0, progress=False, datasets=tiny_data)
+    fresh = loops.ensure_runs({**params, "workdir": str(tmp_path / "b")}, 0,
                                  progress=False, datasets=tiny_data)
     assert resumed["pretrain"].epochs() == [2]
     assert _states_equal(resumed["pretrain"].load_state(), fresh["pretrain"].load_state())
@@ -223,7 +224,7 @@ def test_the_weights_file_is_the_pretrain_run(tmp_path):
         arch="resnet18", weights=str(tmp_path / "r18.pth"), source="folder", target="folder",
         source_folder=str(tmp_path / "src"), target_folder=str(tmp_path / "tgt"),
         image_size=16, target_per_class=3, epochs=1, batch_size=4, workdir=str(tmp_path / "w")))
-    study = training.ensure_runs(params, 0, progress=False)
+    study = loops.ensure_runs(params, 0, progress=False)
     assert study["pretrain"].done and study["pretrain"].epochs() == []
     assert study["pretrain"].params["weights_sha256"]
     start = study["finetune"].load_state(0)
@@ -238,18 +239,18 @@ def test_the_weights_file_is_the_pretrain_run(tmp_path):
 
 def test_imagenet_preset_trains_one_epoch_from_the_packaged_weights(tmp_path):
     """imagenet-uci-ci, one epoch on 2 labelled digits per class and a 40-image test split."""
-    from whypretrain import models
+    from whypretrain.train import models
 
     params = presets.resolve("imagenet-uci-ci", dict(epochs=1, target_per_class=2,
                                                       workdir=str(tmp_path)))
     ds = data.load_datasets(params)
     assert len(ds.source_train) == 0 and ds.num_source_classes == 1000
     ds.target_test = data.TensorImages(ds.target_test.images[:40], ds.target_test.labels[:40])
-    study = training.ensure_runs(params, 0, progress=False, datasets=ds)
+    study = loops.ensure_runs(params, 0, progress=False, datasets=ds)
     assert all(r.done for r in study.values())
     pre = study["pretrain"]
     assert pre.epochs() == [] and pre.params["source"] == "imagenet"
-    assert pre.params["weights_sha256"] == training._sha256(
+    assert pre.params["weights_sha256"] == loops._sha256(
         models.packaged_weights("efficientnet_lite0"))
     imagenet = models.pretrained("efficientnet_lite0").backbone.state_dict()
     start, probe = study["finetune"].load_state(0), study["probe"].load_state()

@@ -2,6 +2,6 @@
 starts in every process (README.md, clusters)."""
 import sys
 
-from .cli import main
+from whypretrain.cli import main
 
 sys.exit(main())

@@ -26,15 +26,15 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import distributed, presets
-from .distributed import say
-from .errors import ParameterError, UserError
+from whypretrain import distributed, presets
+from whypretrain.distributed import say
+from whypretrain.errors import ParameterError, UserError
 
 # Modules whose FileNotFoundError / ValueError messages are written for the user (a path to
 # fill, a parameter to set); the same exceptions from anywhere else are bugs and keep their
 # traceback.
-USER_FACING = {"whypretrain.data", "whypretrain.models",
-               "whypretrain.runs", "whypretrain.book", "whypretrain.layout"}
+USER_FACING = {"whypretrain.train.data", "whypretrain.train.models",
+               "whypretrain.train.runs", "whypretrain.book.build", "whypretrain.layout"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -44,7 +44,7 @@ def _resolve_study(preset: str, overrides: Mapping[str, Any] | None) -> dict[str
     """``presets.resolve``, and the settings the study derives from the result (its
     sensitivity grid and transfer settings, which ``study`` computes and the book reads): one
     that is not valid stops here, not after the training."""
-    from .study import DISJOINT, sensitivity_settings, transfer_settings
+    from whypretrain.study.pipeline import DISJOINT, sensitivity_settings, transfer_settings
 
     params = presets.resolve(preset, overrides)
     derived = [("the sensitivity grid around these parameters", sensitivity_settings),
@@ -63,14 +63,14 @@ def _resolve_study(preset: str, overrides: Mapping[str, Any] | None) -> dict[str
 
 def _join(params: dict[str, Any]) -> None:
     """Join torchrun's process group, if torchrun started this process (else nothing)."""
-    from .training import device_of
+    from whypretrain.train.loops import device_of
 
     distributed.init(device_of(params))
 
 
 def train(params: dict[str, Any]) -> None:
     """The training step: every run of every seed (reuses finished runs)."""
-    from .training import train_study
+    from whypretrain.train.loops import train_study
 
     _join(params)
     train_study(params)
@@ -79,7 +79,7 @@ def train(params: dict[str, Any]) -> None:
 def analyze(params: dict[str, Any]) -> None:
     """The analysis step: interactions and knowledge tables of every seed of the preset
     (reuses results)."""
-    from .study import compute
+    from whypretrain.study.pipeline import compute
 
     _join(params)
     compute(params)
@@ -88,7 +88,7 @@ def analyze(params: dict[str, Any]) -> None:
 def analyze_all(params: dict[str, Any]) -> None:
     """Everything the book reads: the preset's results, its sensitivity experiment and the
     near, disjoint and far transfer settings (reuses results)."""
-    from .study import compute_all
+    from whypretrain.study.pipeline import compute_all
 
     _join(params)
     compute_all(params)
@@ -99,9 +99,9 @@ def book(preset: str = "default", overrides: Mapping[str, Any] | None = None,
     """Execute the notebooks (those whose inputs changed, or all with ``force``) and build the
     book; returns 0 when the book is new, 1 when a notebook or the build failed (the previous
     book stays)."""
-    from .book import BuildError, build_book
-    from .layout import find_root
-    from .execute import NotebookError, execute_notebooks
+    from whypretrain.book.build import BuildError, build_book
+    from whypretrain.layout import find_root
+    from whypretrain.book.execute import NotebookError, execute_notebooks
 
     _resolve_study(preset, overrides)
     root = find_root(root, fallback=root is None)  # an explicit --root is taken as given
@@ -181,8 +181,8 @@ def _run(args: argparse.Namespace) -> int:
         say("\nparameters:\n" + presets.describe())
         return 0
     if args.command == "assets":
-        from .assets import ensure_assets
-        from .layout import find_root
+        from whypretrain.book.assets import ensure_assets
+        from whypretrain.layout import find_root
 
         ensure_assets(find_root(args.root, fallback=args.root is None))
         return 0

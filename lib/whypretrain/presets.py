@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from .errors import ParameterError
+from whypretrain.errors import ParameterError
 
 
 @dataclass(frozen=True)

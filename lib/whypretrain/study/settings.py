@@ -16,8 +16,11 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from . import data, masking, presets, results
-from .provenance import command
+from whypretrain.train import data
+from whypretrain.engine import masking
+from whypretrain import presets
+from whypretrain.study import seed_results
+from whypretrain.provenance import command
 
 TRANSFER_SETTINGS = ("near", "disjoint", "far")
 DISJOINT = dict(source="mnist-0-4", target="uci-5-9")  # no class of the target pre-trained
@@ -67,7 +70,7 @@ def sensitivity_grid(params: dict) -> dict[str, list]:
         else [params["rule"]],
         "mode": list(presets.PARAMS["mode"].choices),
         # every seed's final models extracted together, one program per sample (joint.py,
-        # results._compute_joint), up to JOINT_MAX_N players
+        # seed_results._compute_joint), up to JOINT_MAX_N players
         "extraction": ["independent", "joint"]
         if params["optimizer"] == "exact" and params["n"] <= JOINT_MAX_N
         else [params["extraction"]],
@@ -134,7 +137,7 @@ def far_command(params: dict) -> str:
 def results_key(setting: dict) -> tuple:
     """What tells two points of the grid's results apart (their games and their extraction;
     not ``TABLE_ONLY``): points with the same key read the same results folders."""
-    return tuple(sorted((k, str(setting[k])) for k in results.GAME_KEYS + results.ENGINE_KEYS
+    return tuple(sorted((k, str(setting[k])) for k in seed_results.GAME_KEYS + seed_results.ENGINE_KEYS
                         + ("rule", "extraction") if k in setting))
 
 
@@ -143,7 +146,7 @@ def game_counts(params: dict) -> pd.DataFrame:
     part, at most (``only_correct`` can keep fewer samples): one row per results folder kind.
     Counts only; reads nothing but the dataset sizes."""
     def models(p, finals_only):
-        per_run = 1 if finals_only else len(results.analysed_epochs(
+        per_run = 1 if finals_only else len(seed_results.analysed_epochs(
             list(range(p["epochs"] + 1)), p["checkpoints"]))
         return 1 + 2 * per_run
 

@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterable
 
-from .distributed import say
+from whypretrain.distributed import say
 
 ASSETS = "book/_assets"            # fetched / generated JavaScript (git-ignored)
 

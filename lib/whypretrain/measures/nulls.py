@@ -22,11 +22,15 @@ functions of loaded results: nothing is trained or written.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 import torch
 
-from . import knowledge
-from .results import SeedResults
+from whypretrain.measures import knowledge
+
+if TYPE_CHECKING:  # the loaded results of one seed; the study layer above reads them
+    from whypretrain.study.seed_results import SeedResults
 
 OWN, OTHER = "own", "other"
 # comparison -> the (model, seed) in the probe's, the fine-tuned model's and the scratch role

@@ -31,12 +31,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from . import presets
-from .distributed import say
-from .layout import EXPERIMENTS, NOTEBOOKS, notebook_list
-from .provenance import code_version
+from whypretrain import presets
+from whypretrain.distributed import say
+from whypretrain.layout import EXPERIMENTS, NOTEBOOKS, PACKAGE_DIR, notebook_list
+from whypretrain.provenance import code_version
 
-PACKAGE_DIR = Path(__file__).resolve().parent
 META_KEY = "whypretrain"     # executed notebook metadata: hash, parameters, provenance
 HIDDEN_TAGS = ("setup", "parameters", "injected-parameters")
 HIDE_TAG = "remove-cell"     # myst-nb: neither the cell's input nor its output is rendered

@@ -35,8 +35,8 @@ from typing import Any, Iterator
 import pandas as pd
 import torch
 
-from . import __version__
-from .provenance import git_commit
+from whypretrain import __version__
+from whypretrain.provenance import git_commit
 
 KINDS = ("pretrain", "probe", "finetune", "scratch")
 METRICS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")
@@ -217,7 +217,7 @@ class Run:
     def load_model(self, epoch: int | None = None, device: str = "cpu") -> torch.nn.Module:
         """The run's model after ``epoch`` (the final one when None), in eval mode, with this
         run's head (the target classes for probe, finetune and scratch)."""
-        from . import models
+        from whypretrain.train import models
 
         params = self.params
         weights = models.weights_file(params) if self.kind == "pretrain" else None

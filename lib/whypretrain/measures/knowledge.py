@@ -94,9 +94,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import interactions
+from whypretrain.engine import interactions
 
-from .interactions import AND, OR  # noqa: E402  (the one definition of the kind axis)
+from whypretrain.engine.interactions import AND, OR  # noqa: E402  (the one definition of the kind axis)
 
 KINDS = ("and", "or")
 KIND_NAMES = ("AND", "OR")  # display names, indexed by AND / OR

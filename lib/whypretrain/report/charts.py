@@ -23,7 +23,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from .distributed import BOOK_ENV, in_book  # noqa: F401  (where a kernel runs)
+from whypretrain.distributed import BOOK_ENV, in_book  # noqa: F401  (where a kernel runs)
 
 RENDERER = "whypretrain"
 THEME = "whypretrain"
@@ -184,7 +184,7 @@ def knowledge_bars(summary: pd.DataFrame, kind: str = "count") -> alt.Chart:
     ``summary``: ``stats.summarize`` output (all-orders rows are used); ``kind``: ``count``
     or ``strength``.
     """
-    from .knowledge import ALL_ORDERS
+    from whypretrain.measures.knowledge import ALL_ORDERS
     rows = []
     parts = {"pre-trained (probe)": ("discard", "preserve"), "fine-tuned": ("preserve", "new")}
     names = {"discard": "discarded", "preserve": "preserved", "new": "new"}
@@ -242,7 +242,7 @@ def learnability_chart(per_seed: pd.DataFrame) -> alt.Chart:
     """Figure 3: share of preserved knowledge that scratch training also learns, per seed,
     with the paper's range (``findings.LEARNABLE_RANGE``) shaded. ``per_seed``: columns
     ``seed, mean, ci_low, ci_high, n`` (``stats.aggregate`` of ratio_learnable by seed)."""
-    from .findings import LEARNABLE_RANGE
+    from whypretrain.report.findings import LEARNABLE_RANGE
     low, high = LEARNABLE_RANGE
     band = alt.Chart(pd.DataFrame([{"low": low, "high": high}])
                      ).mark_rect(opacity=0.15, color="#888").encode(y="low:Q", y2="high:Q")
@@ -442,7 +442,7 @@ def strength_by_rank(ranks: pd.DataFrame) -> alt.Chart:
 
 def game_chart(values, n: int) -> alt.Chart:
     """The game of one sample: v(x_T) against the number of players present |T|."""
-    from .interactions import popcount
+    from whypretrain.engine.interactions import popcount
     v = np.asarray(values, dtype=float)
     data = pd.DataFrame({"mask": np.arange(len(v)), "present": popcount(n).numpy(), "v": v})
     return alt.Chart(data).mark_circle(size=14, opacity=0.4).encode(
@@ -459,8 +459,8 @@ def explorer_data(a, max_items: int = 25) -> tuple[pd.DataFrame, pd.DataFrame, p
     interactions of each sample (``rel_pre`` / ``rel_ft``: ``|I| / max |I|`` in the probe and
     the fine-tuned model) and the patches of each interaction. Under ``empty_set="exclude"``
     the order-0 term is no row and is left out of the max (``knowledge``)."""
-    from .interactions import popcount
-    from .knowledge import KIND_NAMES, without_empty_set
+    from whypretrain.engine.interactions import popcount
+    from whypretrain.measures.knowledge import KIND_NAMES, without_empty_set
     empty_set = a.params["empty_set"]
     pre = without_empty_set(a.interactions_of("probe"), empty_set)
     ft = without_empty_set(a.interactions_of("finetune"), empty_set)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .provenance import Sources, attach, sources_of
-from .stats import over_seeds
+from whypretrain.provenance import Sources, attach, sources_of
+from whypretrain.measures.stats import over_seeds
 
 ACCURACY_FRACTION = 0.95  # "epochs to reach 95% of the final test accuracy"
 REACH_LEVEL = 0.5         # weighted Jaccard to the final fine-tuned model that counts as reached

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .provenance import attach, sources_of
+from whypretrain.provenance import attach, sources_of
 
 CONFIDENCE = 0.95
 

@@ -18,8 +18,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from . import interactions, knowledge, sparsify
-from .exact import RULES
+from whypretrain.engine import interactions, sparsify
+from whypretrain.measures import knowledge
+from whypretrain.engine.exact import RULES
 
 
 @dataclass

@@ -2,7 +2,7 @@
 charts that must work without a kernel use Altair parameters instead (``charts.explorer``)."""
 from __future__ import annotations
 
-from . import knowledge
+from whypretrain.measures import knowledge
 
 SETS = ("probe", "finetune", "preserve", "discard", "new")
 

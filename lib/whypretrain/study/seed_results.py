@@ -51,11 +51,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import (__version__, data, distributed, interactions, knowledge, masking, sparsify,
-               training)
-from .errors import MissingResults
-from .provenance import Sources, attach, command, git_commit
-from .runs import Run, atomic_save, atomic_write, locked, run_hash
+from whypretrain import __version__, distributed
+from whypretrain.train import data, loops
+from whypretrain.engine import interactions, masking, sparsify
+from whypretrain.measures import knowledge
+from whypretrain.errors import MissingResults
+from whypretrain.provenance import Sources, attach, command, git_commit
+from whypretrain.train.runs import Run, atomic_save, atomic_write, locked, run_hash
 
 # the parameters that change the games, and those that change their interactions
 # (tau, empty_set, workdir, device change neither)
@@ -248,7 +250,7 @@ def analysed_epochs(epochs: list[int], count: int | str) -> list[int]:
 def find_runs(params: dict, seed: int, ds: data.Datasets) -> dict[str, Run]:
     """The four finished runs of ``seed``, read only: ``MissingResults`` when one is not done."""
     out = {}
-    for kind, spec in training.run_specs(params, seed, ds).items():
+    for kind, spec in loops.run_specs(params, seed, ds).items():
         path = Path(params["workdir"]) / "runs" / run_hash(spec)
         if not (path / "done").is_file():
             raise MissingResults(f"the {kind} run of seed {seed} ({path})",
@@ -300,7 +302,7 @@ def compute(params: dict, seed: int, progress: bool = True,
         return _compute_joint(params, progress, datasets, finals_only)[
             list(params["seeds"]).index(seed)]
     _wait_ahead()
-    with training.num_threads(params["threads"]):
+    with loops.num_threads(params["threads"]):
         out = _extract(params, seed, progress,
                        *_prepare(params, seed, progress, datasets, finals_only))
         out.write_table()
@@ -324,7 +326,7 @@ def compute_seeds(params: dict, seeds: list[int], progress: bool = True,
     ds = datasets or data.load_datasets(params)
     out = []
     _wait_ahead()
-    with training.num_threads(params["threads"]):
+    with loops.num_threads(params["threads"]):
         ahead = _Ahead(_prepare, params, seeds[0], progress, ds, finals_only)
         for k, seed in enumerate(seeds):
             prepared = ahead.result()
@@ -373,7 +375,7 @@ def _prepare(params, seed, progress, datasets, finals_only):
     """The runs of one seed (trained when missing), its results folder and its games."""
     ds = datasets or data.load_datasets(params)
     # every seed's runs: the explained samples are chosen by all of them (shared_samples)
-    runs = training.train_study(params, progress, ds)[seed]
+    runs = loops.train_study(params, progress, ds)[seed]
     path = results_path(params, seed, runs, finals_only)
     path.mkdir(parents=True, exist_ok=True)
     main = distributed.is_main()
@@ -382,7 +384,7 @@ def _prepare(params, seed, progress, datasets, finals_only):
         record = {**spec, "hash": path.name, "version": __version__,
                   "git": git_commit(), "preset": params.get("preset")}
         atomic_write(path / "params.json", json.dumps(record, indent=2, default=str).encode())
-    device = training.device_of(params)
+    device = loops.device_of(params)
 
     # Each step: rank 0 says whether its file is there (so every rank takes the same branch),
     # the ranks compute their shares, rank 0 writes the file, the others read it. Rank 0 holds
@@ -406,7 +408,7 @@ def _prepare(params, seed, progress, datasets, finals_only):
 def _extract(params, seed, progress, path, runs, games) -> SeedResults:
     """The interactions of one seed's games (extracted when missing)."""
     main = distributed.is_main()
-    device = training.device_of(params)
+    device = loops.device_of(params)
     engine = engine_params(params)
     tag = run_hash(engine)
     if main and not (path / f"engine-{tag}.json").is_file():
@@ -448,7 +450,7 @@ def _compute_joint(params: dict, progress: bool, datasets: data.Datasets | None,
     reused when all are there (a crash between two writes solves again)."""
     ds = datasets or data.load_datasets(params)
     seeds = list(params["seeds"])
-    with training.num_threads(params["threads"]):
+    with loops.num_threads(params["threads"]):
         prepared = [_prepare(params, seed, progress, ds, finals_only) for seed in seeds]
     main = distributed.is_main()
     engine = engine_params(params)
@@ -461,7 +463,7 @@ def _compute_joint(params: dict, progress: bool, datasets: data.Datasets | None,
             start = time.perf_counter()
             parts = _joint_engine([games["values"] for _, _, games in prepared],
                                   [games for _, _, games in prepared], params,
-                                  training.device_of(params), progress, _engine_workers())
+                                  loops.device_of(params), progress, _engine_workers())
             share = (time.perf_counter() - start) / len(seeds)
             for seed, file, part, (path, _, games) in zip(seeds, files, parts, prepared):
                 part.params["seconds"] = share
@@ -595,7 +597,7 @@ def _chunked_engine(values: torch.Tensor, params: dict, device: str, progress: b
         from tqdm.auto import tqdm
         # one torch thread in every chunk's solve (the exact engine runs on one anyway, and
         # the solves must not set the process-wide count under each other's feet)
-        with training.num_threads(1), tqdm(total=todo, desc="exact extraction", unit="game",
+        with loops.num_threads(1), tqdm(total=todo, desc="exact extraction", unit="game",
                                            disable=not progress) as bar:
             pool = ThreadPoolExecutor(workers)
             try:
@@ -799,7 +801,7 @@ def shared_samples(params: dict, ds: data.Datasets, device: str, progress: bool 
     """``choose_samples`` with the three final models of every seed of the study (trains the
     runs that are missing): the samples every seed explains. Under torchrun every rank
     chooses, and rank 0's choice is the one kept."""
-    every = training.train_study(params, progress, ds)
+    every = loops.train_study(params, progress, ds)
     finals = [every[s][k].load_model(device=device) for s in params["seeds"] for k in MODELS]
     ids, candidates, eligible = distributed.agree(choose_samples(
         ds.target_test, finals, params["samples_per_class"], params["only_correct"]))

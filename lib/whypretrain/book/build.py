@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .distributed import say
-from .layout import EXPERIMENTS, STATUS_PAGE, notebook_list
+from whypretrain.distributed import say
+from whypretrain.layout import EXPERIMENTS, STATUS_PAGE, notebook_list
 
 
 class BuildError(RuntimeError):
@@ -88,10 +88,10 @@ def _fact_tables(metas: dict[str, dict], key: str, header: tuple[str, str],
 
 def status_markdown(root: str | os.PathLike) -> str:
     """The status page: per notebook of the book, how its executed copy was made."""
-    from . import __version__
-    from .execute import stored_meta
-    from .presets import PARAMS
-    from .provenance import code_version
+    from whypretrain import __version__
+    from whypretrain.book.execute import stored_meta
+    from whypretrain.presets import PARAMS
+    from whypretrain.provenance import code_version
 
     root = Path(root)
     names = notebook_list(root, check=False)
@@ -173,7 +173,7 @@ def _computation_times(workdirs: list[Path]) -> list[str]:
     """Where the computing time went: per results folder (one seed's games and their
     interactions, ``results.py``) the seconds of masking and of each extraction, and per
     training run (``runs.py``) its seconds, as recorded by the command that computed each."""
-    from .runs import KINDS
+    from whypretrain.train.runs import KINDS
 
     results, runs = [], []
     for workdir in workdirs:
@@ -229,7 +229,7 @@ def _same(default: Any, value: Any) -> bool:
 
 
 def write_status_page(root: str | os.PathLike) -> Path:
-    from .runs import atomic_write
+    from whypretrain.train.runs import atomic_write
 
     root = Path(root)
     path = root / STATUS_PAGE
@@ -261,7 +261,7 @@ def build_book(root: str | os.PathLike, out: str | os.PathLike | None = None) ->
     """Write the status page and run ``jupyter-book build --all <root> -W -n --keep-going``
     into a temporary folder that replaces ``out`` (default ``<root>/_build/html``) only when the
     build passed. Raises ``BuildError`` with the build's warnings otherwise. Returns ``out``."""
-    from .assets import ensure_assets
+    from whypretrain.book.assets import ensure_assets
 
     root = Path(root).resolve()
     out = Path(out).resolve() if out else root / "_build" / "html"

@@ -4,7 +4,7 @@ Every notebook in ``notebooks/`` has a cell tagged ``parameters`` whose first li
 ...``; papermill (``-p name value``) or the runner injects other parameters after it. The next
 cell, tagged ``setup``, reads them all::
 
-    from whypretrain import charts, notebook
+    from whypretrain.report import charts, notebook
     params = notebook.notebook_params(preset, globals())
     charts.setup()
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import presets
+from whypretrain import presets
 
 # Names IPython puts in a notebook's globals that are not parameters.
 _NOT_PARAMS = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -49,7 +49,7 @@ def anchor_paths(params: dict[str, Any], start: str | Path | None = None) -> dic
     """``params`` with relative ``workdir`` and ``data_root`` made absolute from the repository
     root above ``start`` (default: the working directory); unchanged outside a repository.
     Neither is part of any run's or result's hash, so this changes no name on disk."""
-    from .layout import find_root
+    from whypretrain.layout import find_root
 
     try:
         root = find_root(start, fallback=False)  # not the library's checkout: only a real parent

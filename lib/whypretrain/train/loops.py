@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from . import data, distributed, models
-from .runs import KINDS, Run, locked
+from whypretrain.train import data, models
+from whypretrain import distributed
+from whypretrain.train.runs import KINDS, Run, locked
 
 EVAL_BATCH = 1024
 
@@ -255,7 +256,7 @@ def run_specs(params: dict, seed: int, ds: data.Datasets) -> dict[str, dict[str,
     else:
         pre = dict(kind="pretrain", **common, **_data_spec(params, "source"),
                    epochs=params["pretrain_epochs"], num_classes=ds.num_source_classes)
-    from .runs import run_hash
+    from whypretrain.train.runs import run_hash
     target = dict(**common, **_data_spec(params, "target"), num_classes=ds.num_target_classes)
     return {
         "pretrain": pre,

@@ -27,10 +27,11 @@ from typing import Any
 
 import pandas as pd
 
-from . import __version__, presets
-from .errors import MissingResults
-from .provenance import Sources, attach, command, git_commit
-from .runs import atomic_write, locked, run_hash
+from whypretrain import __version__, presets
+from whypretrain.errors import MissingResults
+from whypretrain.layout import PACKAGE_DIR
+from whypretrain.provenance import Sources, attach, command, git_commit
+from whypretrain.train.runs import atomic_write, locked, run_hash
 
 STUDY_FORMAT = 1
 # what each group's parts hold; "<setting>/..." parts exist for near, disjoint and far
@@ -83,8 +84,8 @@ def fingerprint() -> str:
     global _FINGERPRINT
     if _FINGERPRINT is None:
         h = hashlib.sha256()
-        for path in sorted(Path(__file__).parent.glob("*.py")):
-            h.update(path.name.encode() + b"\0" + path.read_bytes())
+        for path in sorted(PACKAGE_DIR.rglob("*.py")):
+            h.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0" + path.read_bytes())
         _FINGERPRINT = h.hexdigest()[:16]
     return _FINGERPRINT
 
@@ -140,7 +141,7 @@ class StudyResult:
     def seed_results(self, seed: int):
         """One seed's stored games and interactions (``results.load``), for the pages that
         draw single samples; reads only."""
-        from .results import load
+        from whypretrain.study.seed_results import load
         return load(self.params, seed)
 
     def note(self, name: str, default: str = "") -> str:

@@ -19,13 +19,13 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from . import curves, knowledge
-from .errors import MissingResults
-from .provenance import attach, combine, sources_of
-from .results import MODELS
-from .specifications import DISJOINT, FAR_PRESET, FAR_PRESETS, TRANSFER_SETTINGS
-from .stats import Estimate
-from .study_result import StudyResult
+from whypretrain.measures import curves, knowledge
+from whypretrain.errors import MissingResults
+from whypretrain.provenance import attach, combine, sources_of
+from whypretrain.study.seed_results import MODELS
+from whypretrain.study.settings import DISJOINT, FAR_PRESET, FAR_PRESETS, TRANSFER_SETTINGS
+from whypretrain.measures.stats import Estimate
+from whypretrain.study.catalogue import StudyResult
 
 LEARNABLE_RANGE = (0.13, 0.45)  # the paper's range of the learnable share (Figure 3)
 ACCURACY_FRACTION = curves.ACCURACY_FRACTION

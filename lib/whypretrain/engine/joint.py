@@ -51,9 +51,9 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from . import exact
-from .exact import RULES, _new_model, _require_highspy, tie_break
-from .interactions import and_or, reconstruct, relative_gap
+from whypretrain.engine import exact
+from whypretrain.engine.exact import RULES, _new_model, _require_highspy, tie_break
+from whypretrain.engine.interactions import and_or, reconstruct, relative_gap
 
 ALPHA = 0.1  # weight of the sum over models in the loss (Chen et al. 2024; alpha there)
 P_BOUND = 0.5  # |p_i| <= P_BOUND |v_i(N) - v_i(empty)| (Chen et al.'s code: 0.5 of the mean span)

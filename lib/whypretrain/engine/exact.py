@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .interactions import butterfly, and_or, reconstruct, relative_gap
+from whypretrain.engine.interactions import butterfly, and_or, reconstruct, relative_gap
 
 AND_COL, OR_COL = 0, 1
 SIMPLEX = {"primal": 4, "dual": 1}  # HiGHS's simplex_strategy codes
