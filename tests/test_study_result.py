@@ -33,7 +33,8 @@ def test_a_group_reads_back_as_written_with_its_sources(params):
     for name, frame in parts.items():
         got = result.part(name)
         pd.testing.assert_frame_equal(got, frame)
-        assert sources_of(got) == sources[name]
+        # the sources as written, and the part's name (the caption names the part it draws)
+        assert sources_of(got) == sources[name] + Sources(parts=(name,))
     assert result.note("disjoint") == "computed"
     assert json.loads((result.path / "study.json").read_text())["params"]["preset"] == "ci"
 
@@ -76,3 +77,71 @@ def test_the_key_is_what_changes_the_study_not_where_it_runs(params):
                              "data_root": "data"}) == key
     assert catalogue.key({**params, "tau": 0.1}) != key
     assert catalogue.key({**params, "seeds": (0, 1, 2)}) != key
+
+
+# --- the catalogue: producers, keys, reading never computes ---------------------------------
+def test_a_part_knows_its_producer_code_and_key(params):
+    catalogue.write(params, "disjoint", disjoint_parts(), {})
+    entry = catalogue.StudyResult.read(params).entry("disjoint/knowledge")
+    assert entry["producer"] == "whypretrain.study.pipeline:transfer_group"
+    assert entry["code"] == catalogue.code_key("whypretrain.study.pipeline")
+    other = catalogue.write({**params, "tau": 0.2}, "disjoint", disjoint_parts(), {})
+    assert other.entry("disjoint/knowledge")["key"] != entry["key"]   # its inputs are its key
+
+
+def test_the_code_key_covers_what_the_producer_imports_and_nothing_else():
+    modules = set()
+    todo = ["whypretrain.report.parts"]
+    while todo:
+        m = todo.pop()
+        if m not in modules:
+            modules.add(m)
+            todo += catalogue._imports(m)
+    # the findings' producer runs the findings and the measures, never a chart
+    assert {"whypretrain.report.findings", "whypretrain.measures.stats"} <= modules
+    assert "whypretrain.report.charts" not in modules
+    assert "whypretrain.book.build" not in modules
+
+
+def test_a_derived_part_is_stale_when_a_part_it_read_changed(params):
+    result = catalogue.write(params, "disjoint", disjoint_parts(), {})
+    inputs = result.keys(("disjoint",))
+    assert set(inputs) == set(catalogue.GROUPS["disjoint"])
+    frame = pd.DataFrame({"claim": ["x"], "value": [1.0]})
+    derived = {p: frame for p in catalogue.GROUPS["findings"]}
+    result = catalogue.write(params, "findings", derived, {}, inputs=inputs)
+    assert result.current("findings")
+    catalogue.write({**params}, "disjoint", {p: f.assign(value=f["value"] * 2)
+                                             for p, f in disjoint_parts().items()},
+                    {"disjoint/knowledge": Sources(("another results folder",))})
+    assert not catalogue.StudyResult.read(params).current("findings")
+
+
+def test_reading_never_computes(params, monkeypatch):
+    """A page's read goes to disk only: with every compute path replaced by a stub that fails,
+    a stored part reads back and a missing one names `whypretrain study`."""
+    from whypretrain.report import notebook, parts
+    from whypretrain.study import pipeline
+
+    def fail(*args, **kwargs):
+        pytest.fail("a read computed")
+    for module, name in [(pipeline, "compute"), (pipeline, "near_group"),
+                         (pipeline, "sensitivity_group"), (parts, "store"), (parts, "derive")]:
+        monkeypatch.setattr(module, name, fail)
+    catalogue.write(params, "disjoint", disjoint_parts(), {})
+    result = notebook.study_result(params, compute=False, groups=("disjoint",))
+    assert result.part("disjoint/knowledge")["value"].tolist() == [0.25, 0.75]
+    with pytest.raises(errors.MissingResults, match="run `whypretrain study --preset ci"):
+        notebook.study_result(params, compute=False, groups=("near",))
+
+
+def test_the_book_command_on_an_empty_workdir_writes_nothing(tmp_path, capsys):
+    from whypretrain import cli
+
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    status = cli.main(["book", "--preset", "ci", "--set", f"workdir={workdir}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert len(err) == 1 and "whypretrain study --preset ci" in err[0], err
+    assert list(workdir.iterdir()) == []

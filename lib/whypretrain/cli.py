@@ -3,7 +3,7 @@
     whypretrain train    --preset P [--set k=v ...]  pre-train, probe, fine-tune, scratch
     whypretrain analyze  --preset P [--set k=v ...]  interactions and knowledge tables
     whypretrain study    --preset P [--set k=v ...]  train, analyze, notebooks, book
-    whypretrain book     --preset P [--set k=v ...]  notebooks and book only (no training)
+    whypretrain book     --preset P [--set k=v ...]  notebooks and book: reads the stored study
     whypretrain assets                               the book's offline JavaScript (npm, once)
     whypretrain presets                              every preset and parameter
 
@@ -86,24 +86,30 @@ def analyze(params: dict[str, Any]) -> None:
 
 
 def analyze_all(params: dict[str, Any]) -> None:
-    """Everything the book reads: the preset's results, its sensitivity experiment and the
-    near, disjoint and far transfer settings (reuses results)."""
+    """Everything the book reads: the preset's results, its sensitivity experiment, the near,
+    disjoint and far transfer settings (reuses results), and the findings derived from them."""
+    from whypretrain.report.parts import store
     from whypretrain.study.pipeline import compute_all
 
     _join(params)
     compute_all(params)
+    if distributed.is_main():
+        store(params)
 
 
 def book(preset: str = "default", overrides: Mapping[str, Any] | None = None,
          root: str | Path | None = None, force: bool = False) -> int:
     """Execute the notebooks (those whose inputs changed, or all with ``force``) and build the
     book; returns 0 when the book is new, 1 when a notebook or the build failed (the previous
-    book stays)."""
+    book stays). Reads only: a part of the study result that is missing stops it before
+    anything is written (``MissingResults``, naming ``whypretrain study``)."""
     from whypretrain.book.build import BuildError, build_book
     from whypretrain.layout import find_root
     from whypretrain.book.execute import NotebookError, execute_notebooks
+    from whypretrain.study.pipeline import read
 
-    _resolve_study(preset, overrides)
+    params = _resolve_study(preset, overrides)
+    read(params).require()
     root = find_root(root, fallback=root is None)  # an explicit --root is taken as given
     try:
         execute_notebooks(root, preset, overrides, force=force)
@@ -156,7 +162,8 @@ def _parser() -> argparse.ArgumentParser:
         "train": "pre-train, linear probe, fine-tune and train from scratch (reuses finished runs)",
         "analyze": "interactions and knowledge of the trained models (reuses finished results)",
         "study": "train, analyze, execute every notebook and build the book",
-        "book": "execute the notebooks whose inputs changed and build the book (no training)",
+        "book": "execute the notebooks whose inputs changed and build the book (reads the "
+                "stored study; computes nothing)",
     }
     for name, text in helps.items():
         parents = [debug, root] if name in ("study", "book") else [debug]

@@ -27,31 +27,34 @@ REPO = Path(__file__).resolve().parents[2]
 
 @dataclass(frozen=True)
 class Sources:
-    """The results folders and run folders (their hashes) a number was read from."""
+    """The results folders and run folders (their hashes) a number was read from, and the
+    study result's parts (``near/summary``) it was drawn from."""
 
     results: tuple[str, ...] = ()
     runs: tuple[str, ...] = ()
     commands: tuple[str, ...] = field(default=())
+    parts: tuple[str, ...] = field(default=())
 
     def __add__(self, other: "Sources") -> "Sources":
         def merged(a, b):
             return tuple(dict.fromkeys((*a, *b)))
         return Sources(merged(self.results, other.results), merged(self.runs, other.runs),
-                       merged(self.commands, other.commands))
+                       merged(self.commands, other.commands), merged(self.parts, other.parts))
 
     def rebuilt_by(self, command: str) -> "Sources":
         """The same sources with one command that rebuilds all of them."""
-        return Sources(self.results, self.runs, (command,))
+        return Sources(self.results, self.runs, (command,), self.parts)
 
     def markdown(self) -> str:
         """A Markdown caption that takes one line until opened: the rebuild command and how
         many results folders and runs, then one line per folder and run."""
         lines = [f"results `{h[:SHORT]}`" for h in self.results]
         lines += [f"run `{h[:SHORT]}`" for h in self.runs]
-        if not lines and not self.commands:
+        if not lines and not self.commands and not self.parts:
             return ""
         rebuild = "; ".join(f"rebuild: <code>{html.escape(c)}</code>" for c in self.commands)
-        summary = f"sources: {len(self.results)} results, {len(self.runs)} runs"
+        drawn = "".join(f"part <code>{html.escape(p)}</code>; " for p in self.parts)
+        summary = f"{drawn}sources: {len(self.results)} results, {len(self.runs)} runs"
         return (f"<details><summary><small>{summary}{'; ' if rebuild else ''}{rebuild}"
                 f"</small></summary>\n\n<small>\n\n" + "<br>\n".join(lines)
                 + "\n\n</small>\n\n</details>")
@@ -68,7 +71,7 @@ def attach(table: Any, sources: Sources) -> Any:
     """``table`` with ``sources`` in its ``attrs`` (returned for chaining). Stored as plain
     lists, so that whatever serialises a table's attrs (vegafusion does) can."""
     table.attrs["sources"] = {"results": list(sources.results), "runs": list(sources.runs),
-                              "commands": list(sources.commands)}
+                              "commands": list(sources.commands), "parts": list(sources.parts)}
     return table
 
 
@@ -81,7 +84,8 @@ def sources_of(obj: Any) -> Sources:
     attrs = getattr(obj, "attrs", None)
     if isinstance(attrs, dict) and isinstance(attrs.get("sources"), dict):
         s = attrs["sources"]
-        return Sources(tuple(s["results"]), tuple(s["runs"]), tuple(s["commands"]))
+        return Sources(tuple(s["results"]), tuple(s["runs"]), tuple(s["commands"]),
+                       tuple(s.get("parts", ())))
     raise ValueError("no provenance on this object: read it with a function of whypretrain.study.pipeline "
                      "or whypretrain.report.findings")
 

@@ -1,4 +1,5 @@
-"""What a notebook calls after its parameters cell: ``notebook_params``.
+"""What a notebook calls after its parameters cell: ``notebook_params``, then ``study_result``
+(reads the stored study; computes only when the parameters cell's ``compute`` switch is on).
 
 Every notebook in ``notebooks/`` has a cell tagged ``parameters`` whose first line is ``preset =
 ...``; papermill (``-p name value``) or the runner injects other parameters after it. The next
@@ -22,6 +23,10 @@ from whypretrain import presets
 
 # Names IPython puts in a notebook's globals that are not parameters.
 _NOT_PARAMS = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+# The switch of the parameters cell: compute what the page reads when it is missing (True), or
+# only read the stored study result (False, the default: the book only reads).
+SWITCHES = ("compute",)
+EVERY_GROUP = ("near", "disjoint", "far", "sensitivity", "findings")  # catalogue.GROUPS
 # Parameters that name folders; a relative one is read from the repository root.
 _PATH_PARAMS = ("workdir", "data_root")
 
@@ -37,7 +42,8 @@ def notebook_params(preset: str = "default", namespace: Mapping[str, Any] | None
     """
     values: dict[str, Any] = {}
     for name, value in (namespace or {}).items():
-        if (name.startswith("_") or name in _NOT_PARAMS or name == "preset" or callable(value)
+        if (name.startswith("_") or name in _NOT_PARAMS or name in SWITCHES or name == "preset"
+                or callable(value)
                 or type(value).__name__ == "module"):
             continue
         values[name] = value
@@ -60,3 +66,20 @@ def anchor_paths(params: dict[str, Any], start: str | Path | None = None) -> dic
         if not Path(out[name]).is_absolute():
             out[name] = str(root / out[name])
     return out
+
+
+def study_result(params: dict[str, Any], compute: bool = False,
+                 groups: tuple[str, ...] = ("near",)):
+    """The stored study result a page reads, with every part of ``groups`` there
+    (``MissingResults``, one line naming the command, otherwise). ``compute`` (the parameters
+    cell's switch): first compute what is missing: train and analyse the groups (the far
+    setting's games only if they are already there), and derive the findings."""
+    from whypretrain.report import parts
+    from whypretrain.study import pipeline
+
+    if compute:
+        needs = pipeline.COMPUTED if "findings" in groups else groups
+        pipeline.compute(params, tuple(g for g in needs if g in pipeline.COMPUTED))
+        if "findings" in groups:
+            parts.store(params)
+    return pipeline.read(params).require(groups)

@@ -1,19 +1,27 @@
-"""The study result: every table a study computed, in one folder, with the provenance of each.
+"""The catalogue: every table the book shows is a *part* on disk, with the function that
+produced it and a key of its own inputs.
 
-``study.compute`` writes it; the findings, the charts and the notebooks only select from it.
-Reading never computes: a part that is not there raises ``errors.MissingResults`` with the
-command that makes it.
+``study.pipeline.compute`` writes the parts computed from results folders (groups ``near``,
+``disjoint``, ``far``, ``sensitivity``); ``report.findings.derive`` writes the parts computed
+from other parts (group ``findings``: the claims table with its nulls, effects, intervals and
+verdicts, and the specification table). The findings, the charts, the notebooks and the book
+only read them. Reading never computes: a part that is not there raises
+``errors.MissingResults`` with the command that makes it.
 
 On disk, ``<workdir>/studies/<hash>/`` (the hash covers the study's parameters, ``key``):
-- ``study.json``, the manifest: the parameters, the library's version, git commit and code
-  fingerprint, the notes (why a transfer setting did not run), and per part its file, the
-  group that wrote it and its sources (the results folders and runs it was computed from,
-  and the command that rebuilds it);
+- ``study.json``, the manifest: the parameters, the library's version and git commit, the
+  notes (why a transfer setting did not run), and per part its file, its group, its
+  ``producer`` (the function that wrote it), its ``code`` (the code key of the producer's
+  module: ``code_key``), its ``inputs`` (for a derived part, the keys of the parts it read),
+  its ``key`` (a hash of the study's parameters, its code and its inputs) and its sources (the
+  results folders and runs it was computed from, and the command that rebuilds it);
 - ``<part>.parquet``: one table per part, e.g. ``near/knowledge.parquet``.
 
-Parts come in groups that ``study.compute`` writes together (``GROUPS``): a group is current
-when the manifest records it with this library's code fingerprint; otherwise it is computed
-again (from the results folders on disk, which are reused).
+A part is current when its file is there, its code key is that of the code now, and every
+part it read is current and still has the key it read. The code key covers the producer's
+module and every module of the package it imports, nothing else: an edit to a chart (which
+no producer imports) recomputes no table; an edit to a measure recomputes the parts whose
+producers use it.
 """
 from __future__ import annotations
 
@@ -33,7 +41,7 @@ from whypretrain.layout import PACKAGE_DIR
 from whypretrain.provenance import Sources, attach, command, git_commit
 from whypretrain.train.runs import atomic_write, locked, run_hash
 
-STUDY_FORMAT = 1
+STUDY_FORMAT = 2  # 2: parts record their producer, code key, inputs and key
 # what each group's parts hold; "<setting>/..." parts exist for near, disjoint and far
 SETTING_PARTS = {
     "metrics": "per-epoch training metrics of the probe, fine-tuned and scratch runs",
@@ -53,13 +61,31 @@ NEAR_PARTS = {
     "ranks": "the strength of the first sample's interactions by rank (AND-only, AND-OR)",
     "items": "the salient items of the first sample's fine-tuned model",
 }
+FINDINGS_PARTS = {
+    "claims": "every claim in every setting: value, nulls, effect, interval, verdict "
+              "(findings.transfer_table)",
+    "specifications": "every claim under every specification of the grid "
+                      "(findings.specification_table)",
+}
 GROUPS: dict[str, tuple[str, ...]] = {
     "near": tuple(f"near/{p}" for p in (*SETTING_PARTS, *NEAR_PARTS)),
     "disjoint": (*(f"disjoint/{p}" for p in SETTING_PARTS), "disjoint/robust"),
     "far": (*(f"far/{p}" for p in SETTING_PARTS), "far/robust"),
     "sensitivity": ("sensitivity", "specifications/knowledge", "specifications/comparisons",
                     "robust"),
+    "findings": tuple(f"findings/{p}" for p in FINDINGS_PARTS),
 }
+# the function that writes each group (module and name); its module's code key is the
+# group's code key
+PRODUCERS = {
+    "near": "whypretrain.study.pipeline:near_group",
+    "disjoint": "whypretrain.study.pipeline:transfer_group",
+    "far": "whypretrain.study.pipeline:transfer_group",
+    "sensitivity": "whypretrain.study.pipeline:sensitivity_group",
+    "findings": "whypretrain.report.parts:store",
+}
+# the groups whose parts the derived group reads (a group skipped with a note is read as absent)
+DERIVED_FROM = {"findings": ("near", "disjoint", "far", "sensitivity")}
 # where a study runs, reads and writes: not what it computes (the CLI passes absolute paths,
 # the notebooks relative ones; the results folders it reads are keyed by their contents)
 NOT_KEYED = ("workdir", "device", "data_root")
@@ -76,18 +102,53 @@ def folder(params: dict) -> Path:
     return Path(params["workdir"]) / "studies" / key(params)
 
 
-_FINGERPRINT: str | None = None
+_CODE_KEYS: dict[str, str] = {}
 
 
-def fingerprint() -> str:
-    """A hash of the library's source files: a group written by other code is computed again."""
-    global _FINGERPRINT
-    if _FINGERPRINT is None:
+def _imports(module: str) -> set[str]:
+    """The modules of the package that ``module`` imports (function-level imports included)."""
+    import ast
+    path = PACKAGE_DIR.joinpath(*module.split(".")[1:]).with_suffix(".py")
+    if not path.is_file():
+        path = path.with_suffix("") / "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("whypretrain"):
+            for alias in node.names:  # ``from whypretrain.study import pipeline``: a module
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if _module_file(sub) else node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("whypretrain."))
+    return {m for m in found if _module_file(m)}
+
+
+def _module_file(module: str) -> Path | None:
+    path = PACKAGE_DIR.joinpath(*module.split(".")[1:])
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def code_key(module: str) -> str:
+    """A hash of the source of ``module`` (dotted, ``whypretrain.study.pipeline``) and of every
+    module of the package it imports, directly or not: the code a part's producer runs."""
+    if module not in _CODE_KEYS:
+        seen, todo = set(), [module]
+        while todo:
+            m = todo.pop()
+            if m not in seen:
+                seen.add(m)
+                todo += sorted(_imports(m) - seen)
         h = hashlib.sha256()
-        for path in sorted(PACKAGE_DIR.rglob("*.py")):
-            h.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0" + path.read_bytes())
-        _FINGERPRINT = h.hexdigest()[:16]
-    return _FINGERPRINT
+        for m in sorted(seen):
+            h.update(m.encode() + b"\0" + _module_file(m).read_bytes())
+        _CODE_KEYS[module] = h.hexdigest()[:16]
+    return _CODE_KEYS[module]
+
+
+def producer_code(group: str) -> str:
+    return code_key(PRODUCERS[group].split(":")[0])
 
 
 def group_of(part: str) -> str:
@@ -100,6 +161,10 @@ def group_of(part: str) -> str:
 
 def _command(params: dict, group: str) -> str:
     return command("analyze" if group == "near" else "study", params)
+
+
+def _key(*items: Any) -> str:
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -118,10 +183,38 @@ class StudyResult:
         return cls(path, params, manifest)
 
     def has(self, part: str) -> bool:
-        """Whether ``part`` is on disk and was written by this library's code."""
+        """Whether ``part`` is on disk and current: written by the code its producer runs now,
+        from parts that are current and unchanged since it read them."""
         entry = self.manifest["parts"].get(part)
-        return entry is not None and entry["code"] == fingerprint() \
-            and (self.path / entry["file"]).is_file()
+        if entry is None or entry.get("code") != producer_code(entry["group"]) \
+                or not (self.path / entry["file"]).is_file():
+            return False
+        return all(self.has(name) and self.manifest["parts"][name]["key"] == key
+                   for name, key in entry.get("inputs", {}).items())
+
+    def entry(self, part: str) -> dict[str, Any]:
+        """The manifest's record of ``part``: its producer, code, inputs, key and sources."""
+        return self.manifest["parts"][part]
+
+    def skipped(self, group: str) -> bool:
+        """A transfer setting that did not run here (its note says how to run it)."""
+        return group in ("disjoint", "far") and self.note(group) not in ("", "computed") \
+            and not any(p in self.manifest["parts"] for p in GROUPS[group])
+
+    def missing(self, groups: tuple[str, ...] = tuple(GROUPS)) -> list[str]:
+        """The parts of ``groups`` that are not current (a skipped setting's parts excepted)."""
+        return [p for g in groups if not self.skipped(g) for p in GROUPS[g] if not self.has(p)]
+
+    def require(self, groups: tuple[str, ...] = tuple(GROUPS)) -> "StudyResult":
+        """This result, or ``MissingResults`` naming the first missing part and the command
+        that computes it; reads only."""
+        missing = self.missing(groups)
+        if missing:
+            raise MissingResults(f"the study result's part {missing[0]!r} (and "
+                                 f"{len(missing) - 1} more)" if len(missing) > 1 else
+                                 f"the study result's part {missing[0]!r}",
+                                 command("study", self.params))
+        return self
 
     def part(self, name: str) -> pd.DataFrame:
         """The stored table ``name`` with its sources (``provenance.sources_of``); raises
@@ -136,7 +229,7 @@ class StudyResult:
         table = pd.read_parquet(self.path / entry["file"])
         s = entry["sources"]
         return attach(table, Sources(tuple(s["results"]), tuple(s["runs"]),
-                                     tuple(s["commands"])))
+                                     tuple(s["commands"]), (name,)))
 
     def seed_results(self, seed: int):
         """One seed's stored games and interactions (``results.load``), for the pages that
@@ -154,6 +247,11 @@ class StudyResult:
     def current(self, group: str) -> bool:
         return all(self.has(p) for p in GROUPS[group])
 
+    def keys(self, groups: tuple[str, ...]) -> dict[str, str]:
+        """The key of every current part of ``groups``: what a derived part records it read."""
+        return {p: self.manifest["parts"][p]["key"] for g in groups for p in GROUPS[g]
+                if self.has(p)}
+
 
 def _manifest(path: Path) -> dict[str, Any]:
     file = path / "study.json"
@@ -163,10 +261,12 @@ def _manifest(path: Path) -> dict[str, Any]:
 
 
 def write(params: dict, group: str, parts: dict[str, pd.DataFrame],
-          sources: dict[str, Sources], notes: dict[str, str] | None = None) -> StudyResult:
+          sources: dict[str, Sources], notes: dict[str, str] | None = None,
+          inputs: dict[str, str] | None = None) -> StudyResult:
     """Store ``parts`` (every part of ``group``) with their ``sources`` and update the
-    manifest; each file is written atomically and the manifest last, under the folder's lock,
-    so a crash leaves the previous study result whole."""
+    manifest; ``inputs``: the keys of the parts they were computed from (derived groups).
+    Each file is written atomically and the manifest last, under the folder's lock, so a
+    crash leaves the previous study result whole."""
     missing = set(GROUPS[group]) - set(parts)
     if missing or set(parts) - set(GROUPS[group]):
         raise ValueError(f"group {group} holds {GROUPS[group]}; got {sorted(parts)}")
@@ -183,13 +283,15 @@ def write(params: dict, group: str, parts: dict[str, pd.DataFrame],
             (path / file).parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path / file, buf.getvalue())
             s = sources.get(name, Sources())
+            code = producer_code(group)
             manifest["parts"][name] = dict(
-                file=file, group=group, code=fingerprint(), written=time.time(),
+                file=file, group=group, producer=PRODUCERS[group], code=code,
+                inputs=dict(inputs or {}), written=time.time(),
+                key=_key(key(params), name, code, inputs or {}, s.results, s.runs),
                 sources={"results": list(s.results), "runs": list(s.runs),
                          "commands": list(s.commands) or [_command(params, group)]})
         manifest["notes"].update(notes or {})
         manifest.update(format=STUDY_FORMAT, version=__version__, commit=git_commit(),
-                        code=fingerprint(),
                         params={k: (list(v) if isinstance(v, tuple) else v)
                                 for k, v in params.items()})
         _write_manifest(path, manifest)

@@ -28,9 +28,10 @@ from whypretrain.provenance import Sources, combine, command
 from whypretrain.study.settings import (DISJOINT, FAR_PRESET, TABLE_ONLY, TRANSFER_SETTINGS, far_command,
                              game_counts, results_key, sensitivity_grid, sensitivity_settings,
                              transfer_settings, unavailable)
-from whypretrain.study.catalogue import GROUPS, StudyResult, write, write_note
+from whypretrain.study.catalogue import DERIVED_FROM, GROUPS, StudyResult, write, write_note
 
 ALL_GROUPS = tuple(GROUPS)
+COMPUTED = tuple(g for g in GROUPS if g not in DERIVED_FROM)  # from results folders
 
 
 def _progress(progress: bool | None) -> bool:
@@ -58,7 +59,7 @@ def compute(params: dict, groups: tuple[str, ...] = ("near",), progress: bool | 
         raise ValueError(f"groups of a study result: {', '.join(GROUPS)}; not {sorted(unknown)}")
     progress = _progress(progress)
     result = read(params)
-    for group in ALL_GROUPS:  # in this order: the sensitivity grid reads the preset's results
+    for group in COMPUTED:  # in this order: the sensitivity grid reads the preset's results
         if group in groups and not result.current(group):
             result = _GROUP_STEPS[group](params, progress, far)
     return result
@@ -127,7 +128,7 @@ def _setting_parts(name: str, setting: dict, progress: bool, make: bool = True
 # --------------------------------------------------------------------------------------------
 # the groups
 # --------------------------------------------------------------------------------------------
-def _near(params: dict, progress: bool, far: bool) -> StudyResult:
+def near_group(params: dict, progress: bool, far: bool) -> StudyResult:
     made = _setting_parts("near", params, progress)
     if made is None:
         return read(params)
@@ -161,7 +162,7 @@ def _near(params: dict, progress: bool, far: bool) -> StudyResult:
     return write(params, "near", parts, sources)
 
 
-def _transfer(name: str):
+def transfer_group(name: str):
     def step(params: dict, progress: bool, far: bool) -> StudyResult:
         setting = transfer_settings(params)[name]
         if setting is None:
@@ -206,7 +207,7 @@ def _skip(params: dict, name: str, command_: str, why: str, progress: bool) -> S
     return write_note(params, name, command_)
 
 
-def _sensitivity(params: dict, progress: bool, far: bool) -> StudyResult:
+def sensitivity_group(params: dict, progress: bool, far: bool) -> StudyResult:
     """Every point of the sensitivity grid: the knowledge table of its final models, its
     comparisons across seeds, and the robust items of the optimal face's rules."""
     ds = data.load_datasets(params)
@@ -258,8 +259,8 @@ def _is_share(row) -> bool:
     return "share" in row["measure"] or "ratio" in row["measure"]
 
 
-_GROUP_STEPS = {"near": _near, "disjoint": _transfer("disjoint"), "far": _transfer("far"),
-                "sensitivity": _sensitivity}
+_GROUP_STEPS = {"near": near_group, "disjoint": transfer_group("disjoint"),
+                "far": transfer_group("far"), "sensitivity": sensitivity_group}
 
 
 # --------------------------------------------------------------------------------------------
