@@ -298,6 +298,31 @@ def _check(name: str, value: Any) -> None:
                                  f"{_range(spec)}")
 
 
+def _check_images(p: Mapping[str, Any], seen) -> None:
+    """The images suit the arch (``ARCH_SIDES``), and the patch and ``n`` players fit the
+    target's images; ``ParameterError`` otherwise."""
+    arch, target = p["arch"], p["target"]
+    low, high = ARCH_SIDES.get(arch, (1, None))
+    for role in seen:
+        side = image_side(p, role)
+        if side < low or (high is not None and side > high):
+            allowed = f"{low}x{low}" if low == high else f"at least {low}x{low}"
+            raise ParameterError(f"arch={arch} takes images of {allowed} pixels but the {role} "
+                                 f"images ({p[role]}) are {side}x{side} (image_size="
+                                 f"{p['image_size']})")
+    side, patch, n = image_side(p), p["patch"], p["n"]
+    images = f"the target's {side}x{side} images"
+    if DATASETS[_family(target)].side is not None:
+        images += f" ({target}: {side}x{side} whatever image_size says)"
+    if patch > side:
+        raise ParameterError(f"patch={patch} is larger than {images}: allowed 1..{side}")
+    patches = (side // patch) ** 2
+    if n > patches:
+        raise ParameterError(f"n={n} players but {images} have only {patches} patches of "
+                             f"{patch}x{patch} pixels (patch={patch}): choose n <= {patches} or patch <= "
+                             f"{side // math.ceil(math.sqrt(n))}")
+
+
 def _check_together(p: Mapping[str, Any]) -> None:
     """What the parameters must satisfy together, in the order the study would otherwise find
     it out (data, weights, model, players); raises ``ParameterError`` at the first failure."""
@@ -338,25 +363,7 @@ def _check_together(p: Mapping[str, Any]) -> None:
             f"({channels['target']}-channel) differ in colour channels, which arch={arch} "
             f"cannot take: choose both among mnist/uci or both among cifar10/folder"
             + (", or source=imagenet" if arch == "efficientnet_lite0" else ""))
-    low, high = ARCH_SIDES.get(arch, (1, None))
-    for role in seen:
-        side = image_side(p, role)
-        if side < low or (high is not None and side > high):
-            allowed = f"{low}x{low}" if low == high else f"at least {low}x{low}"
-            raise ParameterError(f"arch={arch} takes images of {allowed} pixels but the {role} "
-                                 f"images ({p[role]}) are {side}x{side} (image_size="
-                                 f"{p['image_size']})")
-    side, patch, n = image_side(p), p["patch"], p["n"]
-    images = f"the target's {side}x{side} images"
-    if DATASETS[_family(target)].side is not None:
-        images += f" ({target}: {side}x{side} whatever image_size says)"
-    if patch > side:
-        raise ParameterError(f"patch={patch} is larger than {images}: allowed 1..{side}")
-    patches = (side // patch) ** 2
-    if n > patches:
-        raise ParameterError(f"n={n} players but {images} have only {patches} patches of "
-                             f"{patch}x{patch} pixels (patch={patch}): choose n <= {patches} or patch <= "
-                             f"{side // math.ceil(math.sqrt(n))}")
+    _check_images(p, seen)
     counts = DATASETS[_family(target)].train_per_class
     if counts is not None and p["target_per_class"] > min(counts[_classes(target)]):
         fewest = min(counts[_classes(target)])

@@ -86,6 +86,23 @@ def _fact_tables(metas: dict[str, dict], key: str, header: tuple[str, str],
     return lines
 
 
+def _notebook_rows(metas: dict[str, dict]) -> tuple[list[str], float]:
+    """One row of the status page's notebook table per notebook, and their total wall time."""
+    rows, total = [], 0.0
+    for name, meta in metas.items():
+        if not meta:
+            rows.append(f"| {name} | | | not executed | | |")
+            continue
+        overrides = ", ".join(f"{k}={v}" for k, v in meta.get("overrides", {}).items()) or "none"
+        wall = meta.get("wall_s")
+        total += wall if isinstance(wall, (int, float)) else 0.0
+        when = meta.get("executed", "").replace("T", " ").rstrip("Z")
+        rows.append(f"| {{doc}}`{name} <experiments/{name}>` | {meta.get('preset', '')} | "
+                    f"{_cell(overrides)} | {when} | {_wall(wall)} | "
+                    f"{_commit(meta.get('code'))} |")
+    return rows, total
+
+
 def status_markdown(root: str | os.PathLike) -> str:
     """The status page: per notebook of the book, how its executed copy was made."""
     from whypretrain import __version__
@@ -110,18 +127,8 @@ def status_markdown(root: str | os.PathLike) -> str:
         "| notebook | preset | overrides | executed (UTC) | wall time | code version |",
         "|---|---|---|---|---|---|",
     ]
-    total = 0.0
-    for name, meta in metas.items():
-        if not meta:
-            lines.append(f"| {name} | | | not executed | | |")
-            continue
-        overrides = ", ".join(f"{k}={v}" for k, v in meta.get("overrides", {}).items()) or "none"
-        wall = meta.get("wall_s")
-        total += wall if isinstance(wall, (int, float)) else 0.0
-        when = meta.get("executed", "").replace("T", " ").rstrip("Z")
-        lines.append(f"| {{doc}}`{name} <experiments/{name}>` | {meta.get('preset', '')} | "
-                     f"{_cell(overrides)} | {when} | {_wall(wall)} | "
-                     f"{_commit(meta.get('code'))} |")
+    rows, total = _notebook_rows(metas)
+    lines += rows
     lines += ["", f"Total wall time of the notebooks: {_wall(total)}.", ""]
     if not executed:
         return "\n".join(lines + ["No notebook has been executed yet: run "

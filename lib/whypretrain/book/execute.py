@@ -184,6 +184,32 @@ def _cell_name(executed: Path, err: Any) -> str:
         return f"cell In [{err.exec_count}]"
 
 
+def _run_notebook(root: Path, source: Path, partial: Path, injected: dict[str, Any]) -> float:
+    """Execute ``source`` into ``partial`` with papermill; its wall time in seconds.
+    ``NotebookError`` names the notebook, the cell and the error."""
+    import papermill as pm
+
+    target = root / EXPERIMENTS / source.name
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(
+            str(source), str(partial), parameters=injected, cwd=str(root),
+            kernel_name="python3", language="python",
+            progress_bar=sys.stderr.isatty(), log_output=False,
+        )
+    except pm.PapermillExecutionError as err:
+        raise NotebookError(
+            f"notebook {source.stem} failed in {_cell_name(partial, err)} of "
+            f"{source.relative_to(root)} "
+            f"[{_first_line(err.source)}]: {err.ename}: {err.evalue}\n"
+            f"  the failed run is in {partial.relative_to(root)}; the previous "
+            f"{target.relative_to(root)} and the previous book are unchanged") from None
+    except Exception as err:  # kernel died, papermill itself failed, ...
+        raise NotebookError(f"notebook {source.stem} ({source.relative_to(root)}) failed: "
+                            f"{type(err).__name__}: {err}") from None
+    return time.perf_counter() - start
+
+
 def execute_notebooks(root: str | os.PathLike, preset: str = "default",
                       overrides: Mapping[str, Any] | None = None,
                       names: Iterable[str] | None = None, force: bool = False) -> dict[str, str]:
@@ -195,7 +221,6 @@ def execute_notebooks(root: str | os.PathLike, preset: str = "default",
     ``_build/.partial/NAME.ipynb`` for a look.
     """
     import nbformat
-    import papermill as pm
 
     root = Path(root).resolve()
     overrides = dict(overrides or {})
@@ -225,24 +250,7 @@ def execute_notebooks(root: str | os.PathLike, preset: str = "default",
             say(f"{tag}: executing ...")
             env = env or environment(root)
             partial = partial_dir / f"{name}.ipynb"
-            start = time.perf_counter()
-            try:
-                pm.execute_notebook(
-                    str(source), str(partial), parameters=injected, cwd=str(root),
-                    kernel_name="python3", language="python",
-                    progress_bar=sys.stderr.isatty(), log_output=False,
-                )
-            except pm.PapermillExecutionError as err:
-                raise NotebookError(
-                    f"notebook {name} failed in {_cell_name(partial, err)} of "
-                    f"{source.relative_to(root)} "
-                    f"[{_first_line(err.source)}]: {err.ename}: {err.evalue}\n"
-                    f"  the failed run is in {partial.relative_to(root)}; the previous "
-                    f"{target.relative_to(root)} and the previous book are unchanged") from None
-            except Exception as err:  # kernel died, papermill itself failed, ...
-                raise NotebookError(f"notebook {name} ({source.relative_to(root)}) failed: "
-                                    f"{type(err).__name__}: {err}") from None
-            wall = time.perf_counter() - start
+            wall = _run_notebook(root, source, partial, injected)
             nb = hide_setup(nbformat.read(str(partial), as_version=4))
             nb.metadata[META_KEY] = {
                 "hash": digest, "preset": preset,

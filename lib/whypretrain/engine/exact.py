@@ -120,6 +120,58 @@ def _new_model():
     return h
 
 
+def lp_model(tolerance: float = DUAL_TOLERANCE):
+    """A silent HiGHS model for an LP solved warm across rounds: one thread, a fixed random
+    seed, no presolve (it would undo the warm start), and ``tolerance`` as the primal and
+    dual feasibility tolerances."""
+    h = _new_model()
+    for key, value in (("threads", 1), ("random_seed", 0), ("presolve", "off")):
+        h.setOptionValue(key, value)
+    _set_tolerance(h, tolerance)
+    return h
+
+
+def _set_tolerance(h, tolerance: float) -> None:
+    h.setOptionValue("dual_feasibility_tolerance", tolerance)
+    h.setOptionValue("primal_feasibility_tolerance", tolerance)
+
+
+def add_free_sums(h, count: int, coefficient: float) -> None:
+    """``count`` rows fixed at 0, each with one free column of cost 0 (``coefficient`` in its
+    own row): the sums ``t`` that the OR columns are written against."""
+    inf = _require_highspy().kHighsInf
+    empty = np.array([], dtype=np.int32)
+    rows = np.arange(count, dtype=np.int32)
+    h.addRows(count, np.zeros(count), np.zeros(count), 0, empty, empty, np.array([]))
+    h.addCols(count, np.zeros(count), np.full(count, -inf), np.full(count, inf), count, rows,
+              rows, np.full(count, coefficient))
+
+
+def run_to_optimum(h, strategy: int, what: str, retry: tuple[float | None, ...] = (None,),
+                   tolerance: float = DUAL_TOLERANCE) -> None:
+    """Run HiGHS from its last basis with the simplex ``strategy``. When it ends without
+    optimality (numerical trouble, "Unknown"), re-solve from scratch once per entry of
+    ``retry``: ``None`` as it is, a number by the simplex at that tolerance; then restore
+    ``tolerance``. ``RuntimeError`` naming ``what`` if it never reaches the optimum."""
+    h.setOptionValue("simplex_strategy", strategy)
+    h.run()
+    optimal = _require_highspy().HighsModelStatus.kOptimal
+    for tol in retry:
+        if h.getModelStatus() == optimal:
+            break
+        if tol is not None:
+            h.setOptionValue("solver", "simplex")
+            _set_tolerance(h, tol)
+        h.clearSolver()
+        h.run()
+    if any(tol is not None for tol in retry):
+        _set_tolerance(h, tolerance)
+    status = h.getModelStatus()
+    if status != optimal:
+        raise RuntimeError(f"{what}: HiGHS ended a restricted LP with status "
+                           f"{h.modelStatusToString(status)}")
+
+
 @dataclass
 class _GameLP:
     """The restricted LP of one game, kept warm across rounds.
@@ -146,20 +198,10 @@ class _GameLP:
     def __post_init__(self) -> None:
         size = 1 << self.n
         self.masks = np.arange(size)
-        h = _new_model()
-        h.setOptionValue("threads", 1)
-        h.setOptionValue("random_seed", 0)
-        h.setOptionValue("presolve", "off")
         # tight tolerances: the tie-break's cost differences (about tol / 4 / (n + 1) per unit)
         # must be resolved by the simplex, or it could stop at any vertex of the optimal face
-        h.setOptionValue("dual_feasibility_tolerance", DUAL_TOLERANCE)
-        h.setOptionValue("primal_feasibility_tolerance", DUAL_TOLERANCE)
-        empty = np.array([], dtype=np.int32)
-        # row 0 defines t = sum of the OR terms; t (free, cost 0) is column 0
-        h.addRows(1, np.zeros(1), np.zeros(1), 0, empty, empty, np.array([]))
-        inf = _require_highspy().kHighsInf
-        h.addCols(1, np.zeros(1), np.array([-inf]), np.array([inf]), 1, np.zeros(1, np.int32),
-                  np.zeros(1, np.int32), np.array([-1.0]))
+        h = lp_model(DUAL_TOLERANCE)
+        add_free_sums(h, 1, -1.0)  # row 0 defines t = sum of the OR terms; t is column 0
         self.model = h
         self.row_of = np.full(size, -1, dtype=np.int64)  # LP row of each mask (-1: not in)
         self.row_masks: list[int] = []
@@ -279,46 +321,30 @@ class _GameLP:
         (at least ``2n``)."""
         self.add(new[: max(2 * self.n, int(COLUMN_GROWTH * len(self.have)))])
 
-    def solve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Run the LP; return the row duals of the mask rows (0 for masks not in the LP), and
-        ``u``, ``w`` as dense arrays."""
-        h = self.model
-        # Columns that joined leave the last basis primal feasible: primal simplex re-solves
-        # from it (2x faster than dual simplex on n = 10 games, benchmarks/README.md); rows that
-        # joined leave it dual feasible
-        h.setOptionValue("simplex_strategy",
-                         SIMPLEX["dual" if self.after_rows else self.simplex])
-        h.run()
-        self.rounds += 1
-        optimal = _require_highspy().HighsModelStatus.kOptimal
-        # Rarely the warm simplex (or the interior point) ends without optimality at the tight
-        # tolerances (numerical trouble, "Unknown"): re-solve from scratch by the simplex, then at
-        # HiGHS's default tolerances.
-        for tolerance in (DUAL_TOLERANCE, 1e-7):
-            if h.getModelStatus() == optimal:
-                break
-            h.setOptionValue("solver", "simplex")
-            h.setOptionValue("dual_feasibility_tolerance", tolerance)
-            h.setOptionValue("primal_feasibility_tolerance", tolerance)
-            h.clearSolver()
-            h.run()
-        h.setOptionValue("dual_feasibility_tolerance", DUAL_TOLERANCE)
-        h.setOptionValue("primal_feasibility_tolerance", DUAL_TOLERANCE)
-        status = h.getModelStatus()
-        if status != optimal:
-            raise RuntimeError(f"HiGHS ended a restricted LP with status {h.modelStatusToString(status)}")
-        sol = h.getSolution()
-        size = 1 << self.n
-        y = np.zeros(size)
-        duals = np.asarray(sol.row_dual, dtype=np.float64)
-        y[self.row_masks] = duals[1:1 + len(self.row_masks)]
-        x = np.asarray(sol.col_value, dtype=np.float64)
-        plus = np.array(self.pair_start, dtype=np.int64)
-        signed = x[plus] - x[plus + 1]
-        u, w = np.zeros(size), np.zeros(size)
-        for (kind, mask), value in zip(self.columns, signed):
-            (u if kind == AND_COL else w)[mask] += value
-        return y, u, w
+
+
+def solve_game_lp(lp: _GameLP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run ``lp`` from its last basis; return the row duals of the mask rows (0 for masks not
+    in the LP), and ``u``, ``w`` as dense arrays. Columns that joined leave the last basis
+    primal feasible: the primal simplex re-solves from it (2x faster than the dual simplex on
+    n = 10 games, benchmarks/README.md); rows that joined leave it dual feasible. Numerical
+    trouble: from scratch by the simplex, then at HiGHS's default tolerances."""
+    h = lp.model
+    run_to_optimum(h, SIMPLEX["dual" if lp.after_rows else lp.simplex], "exact extraction",
+                   retry=(DUAL_TOLERANCE, 1e-7))
+    lp.rounds += 1
+    sol = h.getSolution()
+    size = 1 << lp.n
+    y = np.zeros(size)
+    duals = np.asarray(sol.row_dual, dtype=np.float64)
+    y[lp.row_masks] = duals[1:1 + len(lp.row_masks)]
+    x = np.asarray(sol.col_value, dtype=np.float64)
+    plus = np.array(lp.pair_start, dtype=np.int64)
+    signed = x[plus] - x[plus + 1]
+    u, w = np.zeros(size), np.zeros(size)
+    for (kind, mask), value in zip(lp.columns, signed):
+        (u if kind == AND_COL else w)[mask] += value
+    return y, u, w
 
 
 def _transform(x: Tensor, n: int, op: str) -> Tensor:
@@ -595,8 +621,8 @@ class _ColumnGeneration:
         """Solve the active games' LPs (on ``pool``'s threads, if any); their solutions become
         ``u, w``. Returns the games' index and the LPs' row duals ``y`` (``[A, 2**n]``)."""
         lps = self.lps
-        solved = list(pool.map(lambda g: lps[g].solve(), active)) if pool \
-            else [lps[g].solve() for g in active]
+        solved = list(pool.map(lambda g: solve_game_lp(lps[g]), active)) if pool \
+            else [solve_game_lp(lps[g]) for g in active]
         device, dtype = self.v.device, self.v.dtype
         idx = torch.tensor(active, device=device)
         y = torch.from_numpy(np.stack([s[0] for s in solved])).to(device, dtype)

@@ -488,17 +488,8 @@ class _JointLP:
         self.slack_cols: list[int] = []
         # the most any dual can be: |y|, |z| <= 1.5 w_max 2**n (book/method.md): exact penalty
         self.big = 2.0 * float(self.weight.max()) * size + 1.0
-        h = _new_model()
-        for key, value in (("threads", 1), ("random_seed", 0), ("presolve", "off"),
-                           ("dual_feasibility_tolerance", 1e-10),
-                           ("primal_feasibility_tolerance", 1e-10)):
-            h.setOptionValue(key, value)
-        inf = _require_highspy().kHighsInf
-        empty = np.array([], dtype=np.int32)
-        h.addRows(models, np.zeros(models), np.zeros(models), 0, empty, empty, np.array([]))
-        h.addCols(models, np.zeros(models), np.full(models, -inf), np.full(models, inf), models,
-                  np.arange(models, dtype=np.int32), np.arange(models, dtype=np.int32),
-                  np.ones(models))
+        h = exact.lp_model(1e-10)
+        exact.add_free_sums(h, models, 1.0)  # row i: t_i = sum of model i's OR terms
         self.model = h
         self.row_count, self.col_count = models, models
         full = size - 1
@@ -554,21 +545,6 @@ class _JointLP:
                       p_rows.astype(np.int32), np.full(len(p_rows), -2.0))
             self.col_count += len(masks)
 
-    def _entries(self, kind: int, mask: int, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rows and coefficients of model ``i``'s ``I+`` column of the group ``(kind, mask)`` in
-        the output, split and ``t_i`` rows that are in."""
-        rows, coefs = [], []
-        for table, split in ((self.out_row, False), (self.split_row, True)):
-            present = self.masks[table[i] >= 0]
-            coef = _coefficients(present, np.array([kind]), np.array([mask]), split)[:, 0]
-            hit = np.nonzero(coef)[0]
-            rows.append(table[i, present[hit]])
-            coefs.append(coef[hit])
-        if kind == 1 and mask:  # the t_i row
-            rows.append([i])
-            coefs.append([-1.0])
-        return np.concatenate(rows), np.concatenate(coefs)
-
     def add(self, new: list[tuple[int, int]]) -> None:
         """The groups ``new`` join: their epigraph rows, then their columns."""
         new = [g for g in new if g not in self.have]
@@ -585,7 +561,7 @@ class _JointLP:
             w = float(self.weight[kind, mask])
             epi = self.row_count + j * models
             for i in range(models):
-                r, a = self._entries(kind, mask, i)
+                r, a = _entries(self, kind, mask, i)
                 for sign in (1.0, -1.0):
                     starts.append(count)
                     index.append(np.concatenate([r, [epi + i]]))
@@ -607,34 +583,6 @@ class _JointLP:
         self.row_count += k
         self.col_count += cols
 
-    def solve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """Run the LP from the last basis (the dual simplex after rows joined, else the primal).
-        Returns the duals ``y``, ``z`` ``[M, 2**n]`` (0 for rows not in), the interactions
-        ``[M, 2, 2**n]`` and the slacks' largest value."""
-        h = self.model
-        h.setOptionValue("simplex_strategy",
-                         exact.SIMPLEX["dual" if self.after_rows else "primal"])
-        h.run()
-        self.rounds += 1
-        optimal = _require_highspy().HighsModelStatus.kOptimal
-        if h.getModelStatus() != optimal:  # numerical trouble: once more from scratch
-            h.clearSolver()
-            h.run()
-        if h.getModelStatus() != optimal:
-            raise RuntimeError("joint extraction: HiGHS ended a restricted LP with status "
-                               f"{h.modelStatusToString(h.getModelStatus())}")
-        sol = h.getSolution()
-        duals = np.asarray(sol.row_dual)
-        y, z = (np.where(t >= 0, duals[np.maximum(t, 0)], 0.0)
-                for t in (self.out_row, self.split_row))
-        x = np.asarray(sol.col_value)
-        interactions = np.zeros((self.models, 2, self.size))
-        for (kind, mask), first in zip(self.groups, self.first_group_col):
-            plus = first + 2 * np.arange(self.models)
-            interactions[:, kind, mask] = x[plus] - x[plus + 1]
-        slack = float(np.abs(x[self.slack_cols]).max())
-        return y, z, interactions, slack
-
     def add_broken_rows(self, outside: np.ndarray, split: bool) -> bool:
         """The masks not yet in whose output (or split) bounds the solution breaks
         (``outside > 0``, ``[2**n]``, the worst over the models) join, worst first (at most
@@ -648,14 +596,52 @@ class _JointLP:
             self.add_rows(worst[:limit], split)
         return bool(len(broken))
 
-    def priced_in(self, excess: np.ndarray) -> list[tuple[int, int]]:
-        """The groups not yet in whose ``group_excess`` passes ``exact.PRICE_TOLERANCE``, most
-        violated first, at most ``exact.COLUMN_GROWTH`` of the groups in (at least ``2n``)."""
-        kinds, masks = np.nonzero(excess > exact.PRICE_TOLERANCE)
-        order = np.argsort(-excess[kinds, masks], kind="stable")
-        new = [(int(kinds[j]), int(masks[j])) for j in order
-               if (int(kinds[j]), int(masks[j])) not in self.have]
-        return new[:max(2 * self.n, int(exact.COLUMN_GROWTH * len(self.groups)))]
+
+
+def _entries(lp: _JointLP, kind: int, mask: int, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and coefficients of model ``i``'s ``I+`` column of the group ``(kind, mask)`` in
+    the output, split and ``t_i`` rows of ``lp`` that are in."""
+    rows, coefs = [], []
+    for table, split in ((lp.out_row, False), (lp.split_row, True)):
+        present = lp.masks[table[i] >= 0]
+        coef = _coefficients(present, np.array([kind]), np.array([mask]), split)[:, 0]
+        hit = np.nonzero(coef)[0]
+        rows.append(table[i, present[hit]])
+        coefs.append(coef[hit])
+    if kind == 1 and mask:  # the t_i row
+        rows.append([i])
+        coefs.append([-1.0])
+    return np.concatenate(rows), np.concatenate(coefs)
+
+
+def priced_in(lp: _JointLP, excess: np.ndarray) -> list[tuple[int, int]]:
+    """The groups not yet in ``lp`` whose ``group_excess`` passes ``exact.PRICE_TOLERANCE``,
+    most violated first, at most ``exact.COLUMN_GROWTH`` of the groups in (at least ``2n``)."""
+    kinds, masks = np.nonzero(excess > exact.PRICE_TOLERANCE)
+    order = np.argsort(-excess[kinds, masks], kind="stable")
+    new = [(int(kinds[j]), int(masks[j])) for j in order
+           if (int(kinds[j]), int(masks[j])) not in lp.have]
+    return new[:max(2 * lp.n, int(exact.COLUMN_GROWTH * len(lp.groups)))]
+
+
+def solve_joint_lp(lp: _JointLP) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Run ``lp`` from its last basis (the dual simplex after rows joined, else the primal;
+    once more from scratch on numerical trouble). Returns the duals ``y``, ``z`` ``[M, 2**n]``
+    (0 for rows not in), the interactions ``[M, 2, 2**n]`` and the slacks' largest value."""
+    h = lp.model
+    exact.run_to_optimum(h, exact.SIMPLEX["dual" if lp.after_rows else "primal"],
+                         "joint extraction", tolerance=1e-10)
+    lp.rounds += 1
+    sol = h.getSolution()
+    duals = np.asarray(sol.row_dual)
+    y, z = (np.where(t >= 0, duals[np.maximum(t, 0)], 0.0) for t in (lp.out_row, lp.split_row))
+    x = np.asarray(sol.col_value)
+    interactions = np.zeros((lp.models, 2, lp.size))
+    for (kind, mask), first in zip(lp.groups, lp.first_group_col):
+        plus = first + 2 * np.arange(lp.models)
+        interactions[:, kind, mask] = x[plus] - x[plus + 1]
+    slack = float(np.abs(x[lp.slack_cols]).max())
+    return y, z, interactions, slack
 
 
 def _coefficients(masks: np.ndarray, kinds: np.ndarray, subsets: np.ndarray,
@@ -702,7 +688,7 @@ def _generated_sample(lp: _JointLP, v: Tensor, b: Tensor, c: Tensor,
         if lp.rounds >= max_rounds:
             raise RuntimeError(f"joint extraction: a sample not certified after {max_rounds} "
                                f"rounds")
-        y, z, found, slack = lp.solve()
+        y, z, found, slack = solve_joint_lp(lp)
         y, z, found = to(y), to(z), to(found)
         z = z - z.mean(0, keepdim=True)
         best = torch.maximum(best, lower_bound(y[:, None], z[:, None], v[:, None], b[:, None],
@@ -712,7 +698,7 @@ def _generated_sample(lp: _JointLP, v: Tensor, b: Tensor, c: Tensor,
             lp.after_rows = True
             continue
         lp.after_rows = False
-        new = lp.priced_in(group_excess(dual_prices(y, z), lp.alpha, weight).cpu().numpy())
+        new = priced_in(lp, group_excess(dual_prices(y, z), lp.alpha, weight).cpu().numpy())
         if not new:
             break
         lp.add(new)

@@ -163,6 +163,24 @@ def _cudnn_precision(device: torch.device):
 
 
 @torch.inference_mode()
+def _checked_inputs(x: Tensor, y: Tensor | int, players: Tensor, batch_size: int) -> Tensor:
+    """``ValueError`` unless ``x`` is ``[B, C, H, W]`` with one label and one player set per
+    image and ``batch_size >= 1``; the labels as ``[B]``."""
+    if x.dim() != 4:
+        raise ValueError(f"x must be [B, C, H, W] or [C, H, W], got shape {tuple(x.shape)}")
+    count = x.shape[0]
+    y = torch.as_tensor(y).reshape(-1)
+    if y.numel() == 1:
+        y = y.expand(count)
+    if y.shape != (count,):
+        raise ValueError(f"y must hold one label per image ({count}), got shape {tuple(y.shape)}")
+    if players.shape[0] != count:
+        raise ValueError(f"players must hold one set per image ({count}), got {players.shape[0]}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return y
+
+
 def evaluate(model: nn.Module, x: Tensor, y: Tensor | int, players: Tensor,
              baseline: str | Tensor = "zero", batch_size: int = 1024, patch: int | None = None,
              subtract_empty: bool = False, progress: bool = False) -> Tensor:
@@ -178,18 +196,8 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor | int, players: Tensor,
     if single:
         x = x[None]
         players = players[None]
-    if x.dim() != 4:
-        raise ValueError(f"x must be [B, C, H, W] or [C, H, W], got shape {tuple(x.shape)}")
+    y = _checked_inputs(x, y, players, batch_size)
     count = x.shape[0]
-    y = torch.as_tensor(y).reshape(-1)
-    if y.numel() == 1:
-        y = y.expand(count)
-    if y.shape != (count,):
-        raise ValueError(f"y must hold one label per image ({count}), got shape {tuple(y.shape)}")
-    if players.shape[0] != count:
-        raise ValueError(f"players must hold one set per image ({count}), got {players.shape[0]}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     pm = player_masks(players.cpu(), tuple(x.shape[-2:]), patch)
     n = pm.shape[-3]
     device = next(iter(model.parameters()), torch.empty(0)).device

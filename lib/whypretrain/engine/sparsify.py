@@ -152,6 +152,31 @@ def _sparsify_joint(v: Tensor, span: Tensor, q_bound: float, tol: float, rule: s
     return p, q, loss, loss_bound, params
 
 
+def _descend(opt: torch.optim.Optimizer, v_run: Tensor, p_run: Tensor, q_run: Tensor,
+             bound_run: Tensor, n: int, lr: float, iterations: int, desc: str | None) -> None:
+    """``iterations`` steps of ``opt`` on the L1 objective of games of ``n`` players, ``q``
+    kept in ``[-bound, bound]``, the step size by ``_lr_schedule``; a progress bar titled
+    ``desc`` unless it is None."""
+    bar = None
+    if desc is not None:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=iterations, desc=desc, leave=False)
+    low = -bound_run
+    with reused_buffers(), _one_cpu_thread(v_run.device):
+        for step_lr in _lr_schedule(lr, iterations):
+            torch.clamp(q_run, low, bound_run, out=q_run)
+            for group in opt.param_groups:
+                group["lr"] = step_lr
+            p_run.grad, q_run.grad = l1_gradient(v_run, p_run, q_run, n)
+            opt.step()
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+    p_run.grad = q_run.grad = None
+    torch.clamp(q_run, low, bound_run, out=q_run)
+
+
 def _sparsify_descent(values: Tensor, iterations: int, lr: float, q_bound: float,
                       optimizer: str, momentum: float, dtype: torch.dtype, progress: bool):
     """The descent optimisers (SGD, the reference, and scaled Adam), unchanged from the
@@ -186,25 +211,8 @@ def _sparsify_descent(values: Tensor, iterations: int, lr: float, q_bound: float
         return (i_and.abs().sum(-1) + i_or.abs().sum(-1)) * scale[..., 0]
 
     loss_start = objective()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=iterations, desc=f"sparsify {tuple(v.shape[:-1])} games, n={n}",
-                   leave=False)
-    low = -bound_run
-    with reused_buffers(), _one_cpu_thread(v.device):
-        for step_lr in _lr_schedule(lr, iterations):
-            torch.clamp(q_run, low, bound_run, out=q_run)
-            for group in opt.param_groups:
-                group["lr"] = step_lr
-            p_run.grad, q_run.grad = l1_gradient(v_run, p_run, q_run, n)
-            opt.step()
-            if bar is not None:
-                bar.update()
-    if bar is not None:
-        bar.close()
-    p_run.grad = q_run.grad = None
-    torch.clamp(q_run, low, bound_run, out=q_run)
+    desc = f"sparsify {tuple(v.shape[:-1])} games, n={n}" if progress else None
+    _descend(opt, v_run, p_run, q_run, bound_run, n, lr, iterations, desc)
     p, q = p_run.reshape(v.shape).contiguous(), q_run.reshape(v.shape).contiguous()
     loss = objective()
     # A step size too large for a game's scale makes SGD climb instead of descend (the

@@ -556,6 +556,24 @@ def _to_solve(kept: list[tuple[int, int]], games: int, share: range, size: int |
     return out
 
 
+def _solve_in_threads(solve, chunks: list[tuple[int, int]], workers: int, games: int,
+                      progress: bool) -> None:
+    """``solve`` every chunk, ``workers`` at a time, with one bar over the ``games``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+    # one torch thread in every chunk's solve (the exact engine runs on one anyway, and the
+    # solves must not set the process-wide count under each other's feet)
+    with loops.num_threads(1), tqdm(total=games, desc="exact extraction", unit="game",
+                                       disable=not progress) as bar:
+        pool = ThreadPoolExecutor(workers)
+        try:
+            for solved in pool.map(solve, chunks):
+                bar.update(solved)
+        finally:  # on an error or Ctrl-C: the chunks being solved end, no new one starts
+            pool.shutdown(cancel_futures=True)
+
+
 def _chunked_engine(values: torch.Tensor, params: dict, device: str, progress: bool,
                     partial: Path) -> interactions.Interactions | None:
     """``run_engine`` on all games, kept as it goes: each chunk of games (``chunk_games``) is
@@ -592,19 +610,7 @@ def _chunked_engine(values: torch.Tensor, params: dict, device: str, progress: b
         for chunk in chunks:
             solve(chunk)
     else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from tqdm.auto import tqdm
-        # one torch thread in every chunk's solve (the exact engine runs on one anyway, and
-        # the solves must not set the process-wide count under each other's feet)
-        with loops.num_threads(1), tqdm(total=todo, desc="exact extraction", unit="game",
-                                           disable=not progress) as bar:
-            pool = ThreadPoolExecutor(workers)
-            try:
-                for solved in pool.map(solve, chunks):
-                    bar.update(solved)
-            finally:  # on an error or Ctrl-C: the chunks being solved end, no new one starts
-                pool.shutdown(cancel_futures=True)
+        _solve_in_threads(solve, chunks, workers, todo, progress)
     distributed.barrier()
     if not distributed.is_main():
         return None
