@@ -109,8 +109,8 @@ def book(preset: str = "default", overrides: Mapping[str, Any] | None = None,
     from whypretrain.study.pipeline import read
 
     params = _resolve_study(preset, overrides)
-    read(params).require()
     root = find_root(root, fallback=root is None)  # an explicit --root is taken as given
+    read(params).require()
     try:
         execute_notebooks(root, preset, overrides, force=force)
         out = build_book(root)
