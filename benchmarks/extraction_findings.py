@@ -25,6 +25,7 @@ from whypretrain.train import data
 from whypretrain.report import findings
 from whypretrain import presets
 from whypretrain.study import seed_results, pipeline
+from whypretrain.study import extraction
 from whypretrain.measures import stats
 from whypretrain.errors import MissingResults
 
@@ -46,7 +47,7 @@ def main() -> None:
         r = seed_results.compute(sgd, seed, progress=False, datasets=ds, finals_only=True)
         tables.append(r.table())
         exact = seed_results.load(params, seed, ds)
-        c = seed_results.compare_with_sgd(exact)
+        c = extraction.compare_with_sgd(exact)
         c.insert(0, "seed", seed)
         compared.append(c)
     seconds = time.perf_counter() - start

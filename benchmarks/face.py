@@ -32,11 +32,11 @@ from whypretrain.train import data
 from whypretrain.engine import exact, joint, masking
 from whypretrain.measures import face, knowledge
 from whypretrain import presets
-from whypretrain.study import seed_results
+from whypretrain.study import extraction, games, seed_results
 from whypretrain.engine import interactions as I
 
 OUT = Path(__file__).resolve().parent / "out"
-MODELS = list(seed_results.MODELS)
+MODELS = list(games.MODELS)
 
 
 def rules_table(v: torch.Tensor, tau: float, empty_set: str, repeat: int) -> tuple[list, list]:
@@ -115,7 +115,7 @@ def n10_games(params: dict, seed: int, count: int) -> torch.Tensor:
     x = r.x[:count]
     y = r.y[:count]
     players = torch.stack([masking.choose_players(x[j], 10, params["patch"],
-                                                  seed_results.player_seed(seed, i))
+                                                  games.player_seed(seed, i))
                            for j, i in enumerate(ids)])
     return torch.stack([masking.evaluate(net, x, y, players, params["baseline"],
                                          batch_size=1024, patch=params["patch"])
@@ -135,7 +135,7 @@ def main() -> None:
     out = {"preset": args.preset, "seeds": {}}
     for seed in params["seeds"]:
         r = seed_results.load(params, seed)
-        v = r.result.values[seed_results.final_rows(len(r.labels))]
+        v = r.result.values[extraction.final_rows(len(r.labels))]
         rules, shares = rules_table(v, params["tau"], params["empty_set"], args.repeat)
         joint_rows = [] if args.no_joint else joint_table(v, params["tau"], params["empty_set"])
         out["seeds"][seed] = dict(rules=rules, shares=shares, joint=joint_rows)

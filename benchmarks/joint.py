@@ -27,6 +27,7 @@ import torch
 from whypretrain.engine import exact, joint
 from whypretrain import presets
 from whypretrain.study import seed_results
+from whypretrain.study import extraction
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -37,7 +38,7 @@ def games(args) -> torch.Tensor:
     else:
         params = presets.resolve(args.preset, presets.parse_sets(args.set))
         r = seed_results.load(params, params["seeds"][0])
-        v = r.result.values[seed_results.final_rows(len(r.labels))].double()
+        v = r.result.values[extraction.final_rows(len(r.labels))].double()
     if args.n:
         v = v[..., : 1 << args.n].contiguous()
     return v[:, : args.samples]

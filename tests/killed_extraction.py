@@ -10,11 +10,12 @@ from pathlib import Path
 
 from whypretrain import presets
 from whypretrain.study import seed_results
+from whypretrain.study import extraction
 
 workdir, chunk, stop, marker = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 params = presets.resolve("ci", {"workdir": workdir})
-seed_results.CHUNK_OUTPUTS = chunk << params["n"]
-engine, calls, lock = seed_results.run_engine, [], threading.Lock()
+extraction.CHUNK_OUTPUTS = chunk << params["n"]
+engine, calls, lock = extraction.run_engine, [], threading.Lock()
 
 
 def run_engine(values, *args, **kwargs):
@@ -29,5 +30,5 @@ def run_engine(values, *args, **kwargs):
     return engine(values, *args, **kwargs)
 
 
-seed_results.run_engine = run_engine
+extraction.run_engine = run_engine
 seed_results.compute(params, 0, progress=False)

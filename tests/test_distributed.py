@@ -14,7 +14,7 @@ import torch
 
 from whypretrain import distributed
 from whypretrain.engine import interactions, sparsify
-from whypretrain.study import seed_results
+from whypretrain.study import games
 
 REPO = Path(__file__).resolve().parents[1]
 # ci with one seed (one results folder), with 10 explained samples at 2 per forward pass: a
@@ -45,7 +45,7 @@ def test_one_process_is_rank_0_of_1_with_everything():
 
 @pytest.mark.parametrize("n, mask_batch", [(6, 128), (6, 1024), (10, 1024), (11, 1024)])
 def test_game_units_are_the_forward_batches_of_one_process(n, mask_batch):
-    units = seed_results.game_units(3, 7, n, mask_batch)
+    units = games.game_units(3, 7, n, mask_batch)
     per_batch = max(1, mask_batch // (1 << n))
     cover = [(m, s) for m, i, j in units for s in range(i, j)]
     assert cover == [(m, s) for m in range(3) for s in range(7)]

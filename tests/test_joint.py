@@ -6,7 +6,7 @@ import torch
 from whypretrain.engine import exact, joint, masking
 from whypretrain.measures import face
 from whypretrain import presets
-from whypretrain.study import seed_results
+from whypretrain.study import extraction
 from whypretrain.engine import interactions as I
 from whypretrain.engine.sparsify import sparsify
 
@@ -158,33 +158,33 @@ def test_sparsify_joint_and_the_engine_route(joint_games):
     # five rows: probe, two fine-tuning epochs, two scratch epochs (finals: rows 0, 2, 4)
     rows = torch.cat([v[:1], v[1:2] * 0.5, v[1:2], v[2:3] * 0.5, v[2:3]])
     params = presets.resolve("ci", {"extraction": "joint"})
-    engine = seed_results.run_engine(rows, params)
-    assert seed_results.final_rows(5) == [0, 2, 4]
+    engine = extraction.run_engine(rows, params)
+    assert extraction.final_rows(5) == [0, 2, 4]
     together = sparsify(v, extraction="joint")
     alone = sparsify(rows[[1, 3]])
     torch.testing.assert_close(engine.I_and[[0, 2, 4]], together.I_and, rtol=0, atol=0)
     torch.testing.assert_close(engine.I_or[[1, 3]], alone.I_or, rtol=0, atol=0)
-    and_only = seed_results.run_engine(rows, {**params, "mode": "and", "rule": "reverse"})
+    and_only = extraction.run_engine(rows, {**params, "mode": "and", "rule": "reverse"})
     torch.testing.assert_close(and_only.I_and, I.harsanyi(rows), rtol=0, atol=0)
     with pytest.raises(ValueError, match="joint"):
         sparsify(v, optimizer="sgd", extraction="joint")
     with pytest.raises(ValueError, match="extraction"):
         sparsify(v, extraction="both")
     with pytest.raises(ValueError, match="model rows"):
-        seed_results.final_rows(4)
+        extraction.final_rows(4)
     with pytest.raises(ValueError, match="exact"):
-        seed_results.run_engine(rows, {**params, "optimizer": "sgd"})
+        extraction.run_engine(rows, {**params, "optimizer": "sgd"})
 
 
 def test_engine_tag_keeps_the_defaults_and_names_the_choices():
     params = presets.resolve("ci")
-    assert seed_results.engine_params(params) == dict(mode="and-or", optimizer="exact", q_bound=0.04,
+    assert extraction.engine_params(params) == dict(mode="and-or", optimizer="exact", q_bound=0.04,
                                                  tol=1e-4, or_merge="and", solution="canonical")
-    reverse = seed_results.engine_params({**params, "rule": "reverse"})
+    reverse = extraction.engine_params({**params, "rule": "reverse"})
     assert reverse["solution"] == "reverse"
-    assert seed_results.engine_params({**params, "extraction": "joint"})["extraction"] == "joint"
-    plain = seed_results.engine_params({**params, "mode": "and"})
-    assert seed_results.engine_params({**params, "mode": "and", "rule": "hash",
+    assert extraction.engine_params({**params, "extraction": "joint"})["extraction"] == "joint"
+    plain = extraction.engine_params({**params, "mode": "and"})
+    assert extraction.engine_params({**params, "mode": "and", "rule": "hash",
                                   "extraction": "joint"}) == plain
     with pytest.raises(ValueError, match="rule"):
         presets.resolve("ci", {"rule": "vertex"})

@@ -19,7 +19,7 @@ from whypretrain.measures import knowledge
 from whypretrain.engine import masking
 from whypretrain.report import notebook
 from whypretrain import presets
-from whypretrain.study import seed_results
+from whypretrain.study import extraction, games
 from whypretrain.errors import ParameterError
 
 PARAMS = presets.PARAMS
@@ -106,7 +106,7 @@ def _accepted_downstream(p: dict) -> None:
     torch.zeros(1, device=device)
     with loops.num_threads(p["threads"]):
         pass
-    torch.Generator().manual_seed(seed_results.player_seed(10**4, p["player_seed"]))
+    torch.Generator().manual_seed(games.player_seed(10**4, p["player_seed"]))
     for seed in p["seeds"]:
         loops._generator(seed, p["epochs"])
     side = presets.image_side(p)
@@ -131,7 +131,7 @@ def _accepted_downstream(p: dict) -> None:
     # joint extraction decomposes a seed's three final models together: games [model, sample]
     shape = (3, 2) if p["extraction"] == "joint" else (2,)
     values = torch.randn(*shape, 1 << n, dtype=torch.float64, generator=gen)
-    engine = seed_results.run_engine(values, {**p, "iterations": min(p["iterations"], 3)})
+    engine = extraction.run_engine(values, {**p, "iterations": min(p["iterations"], 3)})
     knowledge.salient_items(engine.stacked(), p["tau"], p["empty_set"])
 
 
@@ -175,7 +175,7 @@ def test_checkpoints_are_all_or_a_count_of_at_least_two():
     """``checkpoints``: every epoch is "all", a number is about that many epochs (8 by
     default); 0, which meant every epoch before, says to write "all"."""
     resolve = presets.resolve
-    assert resolve("ci")["checkpoints"] == 8 and seed_results.EVERY_EPOCH == "all"
+    assert resolve("ci")["checkpoints"] == 8 and games.EVERY_EPOCH == "all"
     for text, value in [("all", "all"), (" all", "all"), ("6", 6), ("2", 2), ("10000", 10000)]:
         assert resolve("ci", presets.parse_sets([f"checkpoints={text}"]))["checkpoints"] == value
     assert resolve("imagenet-uci")["checkpoints"] == 4

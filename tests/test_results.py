@@ -19,7 +19,7 @@ from whypretrain.train import data
 from whypretrain import distributed, errors, presets
 from whypretrain.engine import interactions, sparsify
 from whypretrain.measures import knowledge, stats
-from whypretrain.study import seed_results, pipeline
+from whypretrain.study import extraction, games, pipeline, seed_results
 from whypretrain.provenance import sources_of
 from whypretrain.train.runs import Run
 
@@ -125,7 +125,7 @@ def test_samples_are_those_every_given_model_gets_right(ci):
     ds = data.load_datasets(params)
     chosen = [seed_results.find_runs(params, s, ds)[k].load_model().eval()
               for s, k in ((0, "finetune"), (1, "finetune"), (0, "probe"))]
-    ids, looked, eligible = seed_results.choose_samples(ds.target_test, chosen, 3, True)
+    ids, looked, eligible = games.choose_samples(ds.target_test, chosen, 3, True)
     x, y = (torch.stack([torch.as_tensor(ds.target_test[i][k]) for i in
                          range(len(ds.target_test))]) for k in (0, 1))
     right = torch.stack([m(x).argmax(-1) == y for m in chosen]).all(0)
@@ -151,8 +151,8 @@ def test_rule_and_joint_extraction_reuse_the_games(ci):
     assert joint[0].path == a.path and joint[0].engine_tag not in (a.engine_tag,
                                                                   reverse.engine_tag)
     alone = [seed_results.load(params, seed) for seed in params["seeds"]]
-    finals = seed_results.final_rows(len(a.labels))
-    assert finals == [joint[0].row_of(m) for m in seed_results.MODELS]
+    finals = extraction.final_rows(len(a.labels))
+    assert finals == [joint[0].row_of(m) for m in games.MODELS]
     # one program: the stacked final models of both seeds, probe, fine-tuned, scratch each
     together = sparsify.sparsify(torch.cat([r.result.values[finals] for r in alone]),
                                  extraction="joint")
@@ -181,7 +181,7 @@ def test_players_are_shared_by_every_model_and_fixed_by_the_seed(ci):
     import whypretrain.engine.masking as masking
     for j, i in enumerate(a.sample_ids):
         expected = masking.choose_players(a.x[j], params["n"], params["patch"],
-                                          seed_results.player_seed(i, params["player_seed"]), params["player_choice"])
+                                          games.player_seed(i, params["player_seed"]), params["player_choice"])
         assert torch.equal(a.players[j], expected)
 
 
@@ -210,12 +210,12 @@ def test_excluding_the_empty_set_is_salience_on_the_other_terms(ci):
 
 
 def test_analysed_checkpoints_are_even_with_the_first_and_last_epochs():
-    assert seed_results.analysed_epochs(list(range(21)), "all") == list(range(21))
-    assert seed_results.analysed_epochs(list(range(21)), 8) == [0, 3, 6, 9, 11, 14, 17, 20]
-    assert seed_results.analysed_epochs(list(range(21)), 6) == [0, 4, 8, 12, 16, 20]
-    assert seed_results.analysed_epochs(list(range(11)), 8) == [0, 1, 3, 4, 6, 7, 9, 10]
-    assert seed_results.analysed_epochs(list(range(21)), 2) == [0, 20]
-    assert seed_results.analysed_epochs(list(range(5)), 100) == [0, 1, 2, 3, 4]
+    assert games.analysed_epochs(list(range(21)), "all") == list(range(21))
+    assert games.analysed_epochs(list(range(21)), 8) == [0, 3, 6, 9, 11, 14, 17, 20]
+    assert games.analysed_epochs(list(range(21)), 6) == [0, 4, 8, 12, 16, 20]
+    assert games.analysed_epochs(list(range(11)), 8) == [0, 1, 3, 4, 6, 7, 9, 10]
+    assert games.analysed_epochs(list(range(21)), 2) == [0, 20]
+    assert games.analysed_epochs(list(range(5)), 100) == [0, 1, 2, 3, 4]
 
 
 def test_finals_only_analysis_matches_the_full_one_on_the_final_models(ci):
@@ -223,7 +223,7 @@ def test_finals_only_analysis_matches_the_full_one_on_the_final_models(ci):
     finals = seed_results.compute(params, seed=0, progress=False, finals_only=True)
     assert finals.labels == [("probe", params["epochs"]), ("finetune", params["epochs"]),
                              ("scratch", params["epochs"])]
-    for model in seed_results.MODELS:
+    for model in games.MODELS:
         torch.testing.assert_close(finals.interactions_of(model), a.interactions_of(model),
                                    rtol=0, atol=1e-9)
     table = finals.table(params["tau"])
@@ -244,7 +244,7 @@ def test_reading_finds_what_compute_stored_and_names_its_sources(ci):
 
 def test_or_merge_keep_leaves_low_order_or_terms_and_explains_the_same_games(ci):
     params, a = ci
-    keep = seed_results.run_engine(a.result.values, {**params, "or_merge": "keep"})
+    keep = extraction.run_engine(a.result.values, {**params, "or_merge": "keep"})
     merged = a.result
     low = interactions.popcount(params["n"]) <= 1
     assert keep.I_or[..., low].abs().sum() > 0          # kept as OR
@@ -312,7 +312,7 @@ def test_training_runs_record_their_seconds(ci):
 def test_chunks_to_solve_skip_the_kept_ones_and_cover_the_rest_once(world):
     games, kept = 23, [(0, 4), (4, 8), (13, 15)]
     todo = games - sum(end - start for start, end in kept)
-    chunks = [c for rank in range(world) for c in seed_results._to_solve(
+    chunks = [c for rank in range(world) for c in extraction._to_solve(
         kept, games, distributed.shard(todo, rank, world), 3)]
     assert all(0 < end - start <= 3 for start, end in chunks)
     assert sorted(g for start, end in chunks + kept for g in range(start, end)) \
@@ -324,7 +324,7 @@ def test_kept_chunks_do_not_overlap(tmp_path):
                  "000000006-000000010.pt", "000000012-000000099.pt", ".000000010-12.pt.tmp1"):
         (tmp_path / name).touch()
     # the longest chunk at 4 wins, the one overlapping it and the one past the games are out
-    assert seed_results._kept_chunks(tmp_path, 20) == [(0, 4), (4, 8)]
+    assert extraction._kept_chunks(tmp_path, 20) == [(0, 4), (4, 8)]
 
 
 def test_a_killed_extraction_resumes_from_its_chunks_bit_for_bit(ci, tmp_path, monkeypatch):
@@ -357,15 +357,15 @@ def test_a_killed_extraction_resumes_from_its_chunks_bit_for_bit(ci, tmp_path, m
     assert not (folder / f"interactions-{a.engine_tag}.pt").exists()
 
     solved = []  # the first game of each chunk solved, and the chunk's size
-    engine = seed_results.run_engine
+    engine = extraction.run_engine
 
     def recording(values, *args, **kwargs):
         solved.append((next(i for i in range(len(flat)) if torch.equal(flat[i], values[0])),
                        len(values)))
         return engine(values, *args, **kwargs)
 
-    monkeypatch.setattr(seed_results, "CHUNK_OUTPUTS", chunk << params["n"])
-    monkeypatch.setattr(seed_results, "run_engine", recording)
+    monkeypatch.setattr(extraction, "CHUNK_OUTPUTS", chunk << params["n"])
+    monkeypatch.setattr(extraction, "run_engine", recording)
     flat = a.result.values.flatten(0, -2)
     resumed = seed_results.compute({**params, "workdir": str(tmp_path)}, seed=0, progress=False)
     # the kept games were not solved again, the others once each

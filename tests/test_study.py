@@ -107,10 +107,10 @@ def test_ci_robust_items_are_a_share_of_the_canonical_ones(ci_study):
     root, overrides, _ = ci_study
     from whypretrain.report import findings
     from whypretrain import presets
-    from whypretrain.study import seed_results, pipeline
+    from whypretrain.study import games, seed_results, pipeline
     params = presets.resolve("ci", overrides)
     robust = findings.robust_items(pipeline.read(params))
-    assert list(robust.index) == list(seed_results.MODELS) and (robust["rules"] == 3).all()
+    assert list(robust.index) == list(games.MODELS) and (robust["rules"] == 3).all()
     assert robust["mean"].between(0, 1).all()
     # robust items are a subset of the canonical ones: a share below 1 unless the rules agree
     seed0 = seed_results.load(params, params["seeds"][0])
@@ -125,12 +125,12 @@ def test_ci_robust_items_in_every_transfer_setting(ci_study):
     root, overrides, _ = ci_study
     from whypretrain.report import findings
     from whypretrain import presets
-    from whypretrain.study import seed_results, pipeline
+    from whypretrain.study import games, seed_results, pipeline
     params = presets.resolve("ci", overrides)
     result = pipeline.read(params)
     table = findings.robust_by_setting(result)
     assert list(table.columns) == ["near", "disjoint", "far"]
-    assert list(table.index) == list(seed_results.MODELS)
+    assert list(table.index) == list(games.MODELS)
     setting = pipeline.transfer_settings(params)["disjoint"]
     counts = result.part("disjoint/robust")
     assert (counts["rules"] == 3).all() and len(counts) == 3 * len(setting["seeds"])
@@ -138,7 +138,7 @@ def test_ci_robust_items_in_every_transfer_setting(ci_study):
         items = {rule: seed_results.load({**setting, "rule": rule}, seed,
                                     finals_only=rule != setting["rule"])
                  for rule in ("canonical", "reverse", "hash")}
-        for model in seed_results.MODELS:
+        for model in games.MODELS:
             each = [r.items_of(model, setting["tau"], empty_set=setting["empty_set"])
                     for r in items.values()]
             same = ((each[0] != 0) & (each[1] == each[0]) & (each[2] == each[0])).sum()

@@ -22,7 +22,7 @@ import pandas as pd
 from whypretrain.measures import curves, knowledge
 from whypretrain.errors import MissingResults
 from whypretrain.provenance import attach, combine, sources_of
-from whypretrain.study.seed_results import MODELS
+from whypretrain.study.games import MODELS
 from whypretrain.study.settings import DISJOINT, FAR_PRESET, FAR_PRESETS, TRANSFER_SETTINGS
 from whypretrain.measures.stats import Estimate
 from whypretrain.study.catalogue import StudyResult

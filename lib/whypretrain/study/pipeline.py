@@ -22,7 +22,7 @@ from whypretrain.measures import curves, face, knowledge, nulls, stats
 from whypretrain.train import data
 from whypretrain import distributed, presets
 from whypretrain.engine import interactions
-from whypretrain.study import seed_results
+from whypretrain.study import extraction, games, seed_results
 from whypretrain.errors import MissingResults, UserError
 from whypretrain.provenance import Sources, combine, command
 from whypretrain.study.settings import (DISJOINT, FAR_PRESET, TABLE_ONLY, TRANSFER_SETTINGS, far_command,
@@ -94,7 +94,7 @@ def training_table(params: dict, ds: data.Datasets) -> tuple[pd.DataFrame, Sourc
     frames, hashes = [], []
     for seed in params["seeds"]:
         runs = seed_results.find_runs(params, seed, ds)
-        for kind in seed_results.MODELS:
+        for kind in games.MODELS:
             m = runs[kind].metrics.copy()
             m.insert(0, "model", kind)
             m.insert(0, "seed", seed)
@@ -135,8 +135,8 @@ def near_group(params: dict, progress: bool, far: bool) -> StudyResult:
     parts, sources, loaded = made
     table, metrics = parts["near/knowledge"], parts["near/metrics"]
     first = loaded[0]
-    extraction = pd.concat([r.extraction().assign(seed=r.seed) for r in loaded],
-                           ignore_index=True)
+    solves = pd.concat([r.extraction().assign(seed=r.seed) for r in loaded],
+                       ignore_index=True)
     learnable = table[(table["measure"] == "ratio_learnable")
                       & (table["order"] == knowledge.ALL_ORDERS)]
     parts.update({
@@ -147,9 +147,9 @@ def near_group(params: dict, progress: bool, far: bool) -> StudyResult:
         "near/learnable": stats.aggregate(learnable, by=["seed"]),
         "near/convergence": stats.with_text(stats.over_seeds(
             curves.convergence_measures(table), by=["model", "measure"])),
-        "near/extraction": extraction,
+        "near/extraction": solves,
         "near/engine": engine_check(first),
-        "near/sgd": seed_results.compare_with_sgd(first),
+        "near/sgd": extraction.compare_with_sgd(first),
         "near/ranks": strength_by_rank(first),
         "near/items": salient_item_list(first),
     })
@@ -317,7 +317,7 @@ def robust_counts(params: dict, canonical: list[seed_results.SeedResults],
     section 2). ``rules``: the other rules' finals-only results, one list of seeds each."""
     tau, empty_set = params["tau"], params["empty_set"]
     rows = []
-    for model in seed_results.MODELS:
+    for model in games.MODELS:
         for i, r in enumerate(canonical):
             items = [r.items_of(model, tau, empty_set=empty_set)]
             items += [rule[i].items_of(model, tau, empty_set=empty_set) for rule in rules]

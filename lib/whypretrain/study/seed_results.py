@@ -1,5 +1,6 @@
 """The per-seed results pipeline: from trained runs to games, interactions and tables on disk
-(book/method.md, sections 1-3).
+(book/method.md, sections 1-3). This module keeps the folder and its steps; the games are
+computed by ``games``, their interactions by ``extraction``.
 
 For one seed: pick the explained target test samples and their players, evaluate every model
 on every masked sample (the linear probe, and every per-epoch checkpoint of fine-tuning and of
@@ -37,8 +38,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import re
 import shutil
 import threading
 import time
@@ -47,13 +46,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
 from whypretrain import __version__, distributed
 from whypretrain.train import data, loops
-from whypretrain.engine import interactions, masking, sparsify
+from whypretrain.engine import interactions
+from whypretrain.study import extraction, games as games_of
+from whypretrain.study.games import MODELS
 from whypretrain.measures import knowledge
 from whypretrain.errors import MissingResults
 from whypretrain.provenance import Sources, attach, command, git_commit
@@ -63,13 +63,10 @@ from whypretrain.train.runs import Run, atomic_save, atomic_write, locked, run_h
 # (tau, empty_set, workdir, device change neither)
 GAME_KEYS = ("n", "patch", "player_choice", "player_seed", "baseline", "subtract_empty",
              "samples_per_class", "only_correct", "checkpoints", "threads")
-ENGINE_KEYS = ("mode", "optimizer", "iterations", "sparsify_lr", "q_bound", "tol", "or_merge")
 # 4: games shared by every seed (the same samples and players; the seeds are in the hash)
 # 5: checkpoints = k spaced evenly (they were spaced geometrically)
 RESULTS_FORMAT = 5
-MODELS = ("probe", "finetune", "scratch")  # rows of the games, in this order
 TABLE_FORMAT = 2  # 2: the weighted_* and chance_* measures (knowledge.KNOWLEDGE_MEASURES)
-EVERY_EPOCH = "all"  # the value of ``checkpoints`` that analyses every epoch (the default)
 
 
 @dataclass
@@ -177,37 +174,6 @@ class SeedResults:
 # steps
 # --------------------------------------------------------------------------------------------
 @torch.inference_mode()
-def choose_samples(dataset, finals: list[torch.nn.Module], per_class: int, only_correct: bool,
-                   batch: int = 256) -> tuple[list[int], int, int]:
-    """Target test samples to explain: the first ``per_class`` of each class (in the test set's
-    fixed order) that every model of ``finals`` classifies correctly (when ``only_correct``).
-    ``finals`` are the final models of every seed, so that every seed explains the same
-    samples (book/method.md, section 4: the nulls compare models across seeds on one set of
-    games). Reads the test set one batch at a time. Returns the indices, how many samples
-    were looked at, and how many of them every model gets right (all, without
-    ``only_correct``)."""
-    ys, oks = [], []
-    for x, y in torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False):
-        ok = torch.ones(len(y), dtype=torch.bool)
-        if only_correct:
-            for model in finals:
-                model.eval()
-                device = next(model.parameters()).device
-                ok &= model(x.to(device)).argmax(-1).cpu() == y
-        ys.append(y)
-        oks.append(ok)
-    y, ok = torch.cat(ys), torch.cat(oks)
-    chosen = []
-    for c in sorted(set(y.tolist())):
-        chosen += [i for i in (y == c).nonzero()[:, 0].tolist() if ok[i]][:per_class]
-    return sorted(chosen), len(y), int(ok.sum())
-
-
-def player_seed(sample_id: int, seed: int = 0) -> int:
-    """The seed that draws a sample's players: the study's ``player_seed`` and the sample, not
-    the training seed nor the model, so every model of every seed is read on the same
-    players."""
-    return seed * 1_000_003 + sample_id
 
 
 def results_spec(params: dict, seed: int, runs: dict[str, str], finals_only: bool = False
@@ -217,34 +183,6 @@ def results_spec(params: dict, seed: int, runs: dict[str, str], finals_only: boo
     spec.update(seed=seed, runs=dict(runs), finals_only=finals_only,
                 sample_seeds=list(params["seeds"]), results_format=RESULTS_FORMAT)
     return spec
-
-
-# what each optimiser does not read, so that changing it does not recompute the interactions
-UNUSED_BY = {"exact": ("iterations", "sparsify_lr"), "sgd": ("tol",), "adam": ("tol",)}
-
-
-def engine_params(params: dict) -> dict[str, Any]:
-    unused = UNUSED_BY[params["optimizer"]] if params["mode"] == "and-or" else ENGINE_KEYS[2:]
-    out = {k: params[k] for k in ENGINE_KEYS if k not in unused}
-    if params["mode"] == "and-or" and params["optimizer"] == "exact":
-        # the tie-broken optimum (exact.tie_break); the defaults keep the tags of stored results
-        out["solution"] = params.get("rule", "canonical")
-        if params.get("extraction", "independent") != "independent":
-            out["extraction"] = params["extraction"]
-            # joint: one program over the final models of all these seeds (_compute_joint)
-            out["joint_seeds"] = sorted(int(s) for s in params["seeds"])
-    return out
-
-
-def analysed_epochs(epochs: list[int], count: int | str) -> list[int]:
-    """The checkpoints a run contributes: all of them (``count = EVERY_EPOCH``, "all"), or
-    ``count`` spaced evenly from the first epoch to the last (both always in). Evenly, not
-    geometrically: the convergence reach happens late in training (epochs 7-9 of 10 on the
-    classroom preset), where geometric spacing has no checkpoint (book/method.md, section 5)."""
-    if count == EVERY_EPOCH or count >= len(epochs):
-        return list(epochs)
-    picked = np.unique(np.round(np.linspace(0, len(epochs) - 1, count)).astype(int))
-    return [epochs[i] for i in picked]
 
 
 def find_runs(params: dict, seed: int, ds: data.Datasets) -> dict[str, Run]:
@@ -275,7 +213,7 @@ def load(params: dict, seed: int, datasets: data.Datasets | None = None,
     ds = datasets or data.load_datasets(params)
     runs = find_runs(params, seed, ds)
     path = results_path(params, seed, runs, finals_only)
-    tag = run_hash(engine_params(params))
+    tag = run_hash(extraction.engine_params(params))
     games_file, result_file = path / "games.pt", path / f"interactions-{tag}.pt"
     if not (games_file.is_file() and result_file.is_file()):
         what = "the interactions" if games_file.is_file() else "the games"
@@ -395,7 +333,7 @@ def _prepare(params, seed, progress, datasets, finals_only):
             games = torch.load(games_file, weights_only=True)
         else:
             start = time.perf_counter()
-            games = _games(params, seed, runs, ds, device, progress, finals_only)
+            games = games_of.evaluate_games(params, seed, runs, ds, device, progress, finals_only)
             if main:
                 atomic_save(games_file, games)
                 _record_time(path, seed, games["values"], masking_s=time.perf_counter() - start)
@@ -409,7 +347,7 @@ def _extract(params, seed, progress, path, runs, games) -> SeedResults:
     """The interactions of one seed's games (extracted when missing)."""
     main = distributed.is_main()
     device = loops.device_of(params)
-    engine = engine_params(params)
+    engine = extraction.engine_params(params)
     tag = run_hash(engine)
     if main and not (path / f"engine-{tag}.json").is_file():
         atomic_write(path / f"engine-{tag}.json", json.dumps(engine, indent=2).encode())
@@ -421,7 +359,7 @@ def _extract(params, seed, progress, path, runs, games) -> SeedResults:
             result = interactions.Interactions.from_state_dict(
                 torch.load(result_file, weights_only=True))
         else:
-            result = _chunked_engine(games["values"], params, device, progress, partial)
+            result = extraction.extract_in_chunks(games["values"], params, device, progress, partial)
             if main:
                 atomic_save(result_file, result.state_dict())
                 _record_time(path, seed, games["values"],
@@ -453,7 +391,7 @@ def _compute_joint(params: dict, progress: bool, datasets: data.Datasets | None,
     with loops.num_threads(params["threads"]):
         prepared = [_prepare(params, seed, progress, ds, finals_only) for seed in seeds]
     main = distributed.is_main()
-    engine = engine_params(params)
+    engine = extraction.engine_params(params)
     tag = run_hash(engine)
     files = [path / f"interactions-{tag}.pt" for path, _, _ in prepared]
     with _step_lock(prepared[0][0]):
@@ -461,9 +399,9 @@ def _compute_joint(params: dict, progress: bool, datasets: data.Datasets | None,
             for path, _, _ in prepared:
                 atomic_write(path / f"engine-{tag}.json", json.dumps(engine, indent=2).encode())
             start = time.perf_counter()
-            parts = _joint_engine([games["values"] for _, _, games in prepared],
+            parts = extraction.joint_engine([games["values"] for _, _, games in prepared],
                                   [games for _, _, games in prepared], params,
-                                  loops.device_of(params), progress, _engine_workers())
+                                  loops.device_of(params), progress, extraction.engine_workers())
             share = (time.perf_counter() - start) / len(seeds)
             for seed, file, part, (path, _, games) in zip(seeds, files, parts, prepared):
                 part.params["seconds"] = share
@@ -496,247 +434,6 @@ def _record_time(path: Path, seed: int, values: torch.Tensor, **seconds: Any) ->
     atomic_write(file, json.dumps(record, indent=2).encode())
 
 
-# A chunk of the exact engine holds games of about this many outputs in all (2**n each): at
-# n = 10, 32 games, 20-40 s on one core for the default preset's first games (trained
-# networks; the dense games of early epochs take longer) on the shared 2-core machine
-CHUNK_OUTPUTS = 1 << 15
-
-
-def chunk_games(params: dict) -> int | None:
-    """Games per chunk of the extraction (None: all of a rank's games in one piece). Only the
-    exact engine is chunked: it solves every game on its own, whatever the batch. The descent
-    optimisers run every game's step in one batch whose layout (a single game takes another
-    path) changes the rounding, so they stay in one piece, as they always were."""
-    if params["mode"] == "and-or" and params["optimizer"] == "exact":
-        return max(1, CHUNK_OUTPUTS >> params["n"])
-    return None
-
-
-_CHUNK = re.compile(r"(\d+)-(\d+)\.pt")
-
-
-def _kept_chunks(partial: Path, games: int) -> list[tuple[int, int]]:
-    """The chunks of games in ``partial`` that do not overlap, as ``(start, end)`` pairs in
-    order: taken by their start, at each start the longest; a chunk that overlaps one taken
-    (left by runs that split the games otherwise) is not used."""
-    ends: dict[int, int] = {}
-    for file in partial.glob("*.pt") if partial.is_dir() else ():
-        match = _CHUNK.fullmatch(file.name)
-        if match:
-            start, end = int(match[1]), int(match[2])
-            if 0 <= start < end <= games:
-                ends[start] = max(end, ends.get(start, end))
-    kept, at = [], 0
-    for start in sorted(ends):
-        if start >= at:
-            kept.append((start, ends[start]))
-            at = ends[start]
-    return kept
-
-
-def _chunk_name(start: int, end: int) -> str:
-    return f"{start:09d}-{end:09d}.pt"
-
-
-def _to_solve(kept: list[tuple[int, int]], games: int, share: range, size: int | None
-              ) -> list[tuple[int, int]]:
-    """The chunks to solve: the games not in ``kept``, numbered in order, of which this rank
-    takes ``share``, cut into pieces of at most ``size`` games (no piece spans a kept chunk)."""
-    gaps, at = [], 0
-    for start, end in kept + [(games, games)]:
-        if start > at:
-            gaps.append((at, start))
-        at = max(at, end)
-    out, seen = [], 0
-    for start, end in gaps:
-        lo, hi = max(start, start + share.start - seen), min(end, start + share.stop - seen)
-        seen += end - start
-        step = size or max(1, hi - lo)
-        out += [(i, min(i + step, hi)) for i in range(lo, hi, step)]
-    return out
-
-
-def _solve_in_threads(solve, chunks: list[tuple[int, int]], workers: int, games: int,
-                      progress: bool) -> None:
-    """``solve`` every chunk, ``workers`` at a time, with one bar over the ``games``."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm.auto import tqdm
-    # one torch thread in every chunk's solve (the exact engine runs on one anyway, and the
-    # solves must not set the process-wide count under each other's feet)
-    with loops.num_threads(1), tqdm(total=games, desc="exact extraction", unit="game",
-                                       disable=not progress) as bar:
-        pool = ThreadPoolExecutor(workers)
-        try:
-            for solved in pool.map(solve, chunks):
-                bar.update(solved)
-        finally:  # on an error or Ctrl-C: the chunks being solved end, no new one starts
-            pool.shutdown(cancel_futures=True)
-
-
-def _chunked_engine(values: torch.Tensor, params: dict, device: str, progress: bool,
-                    partial: Path) -> interactions.Interactions | None:
-    """``run_engine`` on all games, kept as it goes: each chunk of games (``chunk_games``) is
-    written to ``partial`` once solved, and the chunks already there are not solved again.
-    Under torchrun each rank solves a contiguous block of the games still to solve. Rank 0
-    joins the chunks into the whole result (the others get None): every game is solved on its
-    own, so the numbers are those of one piece. ``params["seconds"]`` of the result: this
-    run's seconds for the step, plus the solve seconds recorded in the chunks kept from an
-    earlier run (an upper bound of the time they took: they were solved side by side).
-
-    With several chunks, each CPU worker solves a chunk on its own (one thread each, the
-    chunks taken in order): a single solve's threads wait at every round for its slowest game
-    and while it prices, and several chunks at once keep the cores busy (1.14-1.16x on the
-    default preset's first 128 games, 2 cores). The numbers do not depend on it."""
-    start_time = time.perf_counter()
-    flat = values.flatten(0, -2)
-    if distributed.is_main():
-        partial.mkdir(exist_ok=True)
-    kept = distributed.agree(_kept_chunks(partial, len(flat)))
-    todo = len(flat) - sum(end - start for start, end in kept)
-    chunks = _to_solve(kept, len(flat), distributed.shard(todo), chunk_games(params))
-    workers = min(_engine_workers(), len(chunks))
-
-    def solve(chunk: tuple[int, int]) -> int:
-        start, end = chunk
-        t = time.perf_counter()
-        part = run_engine(flat[start:end], params, device, progress and workers == 1,
-                          workers=None if workers == 1 else 1)
-        part.params["seconds"] = time.perf_counter() - t
-        atomic_save(partial / _chunk_name(start, end), part.state_dict())
-        return end - start
-
-    if workers <= 1:
-        for chunk in chunks:
-            solve(chunk)
-    else:
-        _solve_in_threads(solve, chunks, workers, todo, progress)
-    distributed.barrier()
-    if not distributed.is_main():
-        return None
-    chunks = _kept_chunks(partial, len(flat))
-    if sum(end - start for start, end in chunks) != len(flat):
-        raise RuntimeError(f"the chunks in {partial} do not cover the {len(flat)} games")
-    parts = [interactions.Interactions.from_state_dict(
-        torch.load(partial / _chunk_name(*chunk), weights_only=True)) for chunk in chunks]
-    earlier = sum(p.params.get("seconds", 0.0) for p, c in zip(parts, chunks) if c in kept)
-    state = interactions.concatenate(parts).state_dict()
-    result = interactions.Interactions.from_state_dict(
-        {k: v.reshape(*values.shape[:-1], *v.shape[1:]) if torch.is_tensor(v) else v
-         for k, v in state.items()})
-    result.params["seconds"] = earlier + time.perf_counter() - start_time
-    return result
-
-
-def _engine_workers() -> int:
-    """CPU threads for the exact optimiser's LPs: the cores of this node, shared by the
-    processes on it (torchrun), at most 8."""
-    return max(1, min((os.cpu_count() or 1) // distributed.local_world(), 8))
-
-
-def run_engine(values: torch.Tensor, params: dict, device: str = "cpu",
-               progress: bool = False, workers: int | None = None) -> interactions.Interactions:
-    """The engine on ``values`` with the preset's engine parameters (book/method.md, section 2).
-    ``workers``: threads for the exact optimiser's LPs (``_engine_workers()`` by default).
-
-    ``or_merge="and"``: OR terms of order <= 1 are moved into AND (the engine's rule);
-    ``"keep"``: they stay OR terms, as later code of the same literature keeps them.
-    ``extraction="joint"``: the three final models of each sample are decomposed together
-    (``joint.py``), every other checkpoint on its own; needs the games ``[model, sample, 2**n]``
-    in the row order of ``_games`` (probe, fine-tuning's epochs, scratch's epochs).
-    """
-    if params["mode"] == "and":
-        return interactions.and_only(values)
-    # the exact optimiser's LPs run in threads (HiGHS releases the GIL); the result does not
-    # depend on how many. Processes on one node (torchrun) share its cores.
-    workers = workers or _engine_workers()
-    if params.get("extraction", "independent") == "joint":
-        return _joint_engine([values], None, params, device, progress, workers)[0]
-    return sparsify.sparsify(
-        values.to(device), optimizer=params["optimizer"], tol=params["tol"],
-        q_bound=params["q_bound"], iterations=params["iterations"], lr=params["sparsify_lr"],
-        merge_low_or=params["or_merge"] == "and", progress=progress,
-        workers=workers, rule=params.get("rule", "canonical")).cpu()
-
-
-def final_rows(models: int) -> list[int]:
-    """The rows of the probe's, fine-tuning's and scratch training's final models among the
-    ``models`` rows of a seed's games (``_games``: the probe, then as many epochs of fine-tuning
-    as of scratch training, each run's last epoch last)."""
-    if models < 3 or models % 2 == 0:
-        raise ValueError(f"the games of a seed have 1 + 2k model rows, got {models}")
-    return [0, (models - 1) // 2, models - 1]
-
-
-def _joint_engine(values: list[torch.Tensor], games: list[dict] | None, params: dict,
-                  device: str, progress: bool, workers: int) -> list[interactions.Interactions]:
-    """The joint extraction of the final models of every seed's games in ``values`` (each
-    ``[model, sample, 2**n]``), sample by sample in one program; every other checkpoint alone.
-    ``games``: the seeds' games records, to check that they explain the same samples with the
-    same players (a pooled program needs one sample per LP)."""
-    if params["optimizer"] != "exact":
-        raise ValueError("extraction=joint is solved by the exact optimiser only; "
-                         f"got optimizer={params['optimizer']}")
-    if any(v.dim() != 3 for v in values):
-        raise ValueError("extraction=joint needs every model of a seed in one process "
-                         f"(games [model, sample, 2**n]), got {[tuple(v.shape) for v in values]}")
-    for g in (games or [])[1:]:
-        if not (torch.equal(g["sample_ids"], games[0]["sample_ids"])
-                and torch.equal(g["players"], games[0]["players"])):
-            raise ValueError("extraction=joint pools the seeds' final models sample by sample: "
-                             "every seed must explain the same samples with the same players")
-    common = dict(optimizer="exact", tol=params["tol"], q_bound=params["q_bound"],
-                  merge_low_or=params["or_merge"] == "and", progress=progress,
-                  rule=params.get("rule", "canonical"))
-    finals = [final_rows(v.shape[0]) for v in values]
-    together = sparsify.sparsify(torch.cat([v[f] for v, f in zip(values, finals)]).to(device),
-                                 extraction="joint", workers=workers, **common).cpu()
-    state = together.state_dict()
-    out = []
-    for k, (v, f) in enumerate(zip(values, finals)):
-        others = [r for r in range(v.shape[0]) if r not in f]
-        alone = sparsify.sparsify(v[others].to(device), workers=workers,
-                                  **common).cpu() if others else None
-        parts = {}
-        for key, tensor in state.items():
-            if not torch.is_tensor(tensor):
-                continue
-            full = torch.empty(v.shape[:1] + tensor.shape[1:], dtype=tensor.dtype)
-            full[f] = tensor[3 * k:3 * k + 3]
-            if alone is not None:
-                full[others] = getattr(alone, key)
-            parts[key] = full
-        p = dict(together.params, joint_models=3 * len(values))
-        if alone is not None:  # the largest gap of either part; the LP rounds are the checkpoints'
-            p = {**alone.params, **p, "gap": max(alone.params["gap"], p["gap"])}
-        out.append(interactions.Interactions(**parts, mode="and-or", params=p))
-    return out
-
-
-def compare_with_sgd(r: SeedResults, iterations: int | None = None,
-                     lr: float | None = None) -> pd.DataFrame:
-    """Runs the SGD reference (``iterations`` steps at ``lr``; the preset's by default) on the
-    final models' games of ``r`` and compares it with the stored extraction, per game: the ratio
-    of the objectives, and the Jaccard of the two salient sets. Computes (about 10-30 s for
-    the default preset's 60 games on one CPU core); stores nothing."""
-    params = r.params
-    rows = [r.row_of(m) for m in MODELS]
-    values = r.result.values[rows]
-    sgd = sparsify.sparsify(values, optimizer="sgd", q_bound=params["q_bound"],
-                                iterations=iterations or params["iterations"],
-                                lr=lr or params["sparsify_lr"],
-                                merge_low_or=params["or_merge"] == "and")
-    ours = r.result.stacked()[rows]
-    k_ours = knowledge.salient_items(ours, params["tau"], params["empty_set"])
-    k_sgd = knowledge.salient_items(sgd.stacked(), params["tau"], params["empty_set"])
-    jaccard = knowledge.set_jaccard(k_ours, k_sgd)
-    out = [dict(model=m, sample=sid, exact=float(r.result.loss[row, j]),
-                sgd=float(sgd.loss[i, j]), ratio=float(sgd.loss[i, j] / r.result.loss[row, j]),
-                jaccard=float(jaccard[i, j]))
-           for i, (m, row) in enumerate(zip(MODELS, rows)) for j, sid in enumerate(r.sample_ids)]
-    return attach(pd.DataFrame(out), r.sources())
-
-
 def _results(path, tag, params, seed, games, result, runs) -> SeedResults:
     labels = [(str(m), int(e)) for m, e in games["labels"]]
     return SeedResults(path, tag, params, seed, games["sample_ids"].tolist(), games["x"],
@@ -745,74 +442,3 @@ def _results(path, tag, params, seed, games, result, runs) -> SeedResults:
                        {k: r.path.name for k, r in runs.items()})
 
 
-def game_units(models: int, samples: int, n: int, mask_batch: int
-               ) -> list[tuple[int, int, int]]:
-    """The forward batches of the games, as ``(model row, first sample, end sample)``: per
-    model, the samples ``masking.evaluate`` puts in one forward pass (``mask_batch // 2**n``,
-    at least 1). Ranks split these units, never a batch: a CPU convolution is not guaranteed
-    to give the same numbers for an image in a batch of another size."""
-    per_batch = max(1, mask_batch // (1 << n))
-    return [(m, i, min(i + per_batch, samples))
-            for m in range(models) for i in range(0, samples, per_batch)]
-
-
-def _games(params, seed, runs, ds, device, progress, finals_only) -> dict[str, Any] | None:
-    """The games of one seed (under torchrun: on rank 0; None on the others, which evaluate
-    their block of ``game_units``)."""
-    finals = {k: runs[k].load_model(device=device) for k in MODELS}
-    ids, candidates, eligible = shared_samples(params, ds, device, progress)
-    x = torch.stack([ds.target_test[i][0] for i in ids])
-    y = torch.as_tensor([ds.target_test[i][1] for i in ids])
-    players = torch.stack([masking.choose_players(x[j], params["n"], params["patch"],
-                                                  player_seed(i, params["player_seed"]),
-                                                  params["player_choice"])
-                           for j, i in enumerate(ids)])
-    labels: list[tuple[str, int]] = [("probe", runs["probe"].epochs()[-1])]
-    for kind in ("finetune", "scratch"):
-        epochs = runs[kind].epochs()
-        chosen = epochs[-1:] if finals_only else analysed_epochs(epochs, params["checkpoints"])
-        labels += [(kind, epoch) for epoch in chosen]
-
-    def model_of(row: int) -> torch.nn.Module:
-        kind, epoch = labels[row]
-        return finals["probe"] if kind == "probe" else runs[kind].load_model(epoch, device=device)
-
-    size = 1 << params["n"]
-    units = game_units(len(labels), len(ids), params["n"], params["mask_batch"])
-    block = distributed.shard(len(units))
-    # the baseline of every sample, made once as evaluate makes it (on the device, all samples)
-    base = masking.make_baseline(x.to(device, torch.float32), params["baseline"])
-    from tqdm.auto import tqdm
-    parts, model, loaded = [], None, None
-    for row, i, j in tqdm([units[k] for k in block], desc=f"games (seed {seed})", unit="batch",
-                          disable=not progress):
-        if row != loaded:
-            model, loaded = model_of(row), row
-        parts.append(masking.evaluate(model, x[i:j], y[i:j], players[i:j], base[i:j],
-                                      params["mask_batch"], params["patch"],
-                                      params["subtract_empty"]).cpu())
-    gathered = distributed.gather(parts)
-    if gathered is None:
-        return None
-    values = torch.empty(len(labels), len(ids), size, dtype=torch.float64)
-    for (row, i, j), part in zip(units, (p for rank_parts in gathered for p in rank_parts)):
-        values[row, i:j] = part
-    return dict(sample_ids=torch.as_tensor(ids), x=x, y=y, players=players, values=values,
-                labels=[list(label) for label in labels], candidates=candidates,
-                eligible=eligible, final_epoch=max(runs["finetune"].epochs()))
-
-
-def shared_samples(params: dict, ds: data.Datasets, device: str, progress: bool = False
-                   ) -> tuple[list[int], int, int]:
-    """``choose_samples`` with the three final models of every seed of the study (trains the
-    runs that are missing): the samples every seed explains. Under torchrun every rank
-    chooses, and rank 0's choice is the one kept."""
-    every = loops.train_study(params, progress, ds)
-    finals = [every[s][k].load_model(device=device) for s in params["seeds"] for k in MODELS]
-    ids, candidates, eligible = distributed.agree(choose_samples(
-        ds.target_test, finals, params["samples_per_class"], params["only_correct"]))
-    if not ids:
-        raise RuntimeError(f"no target test sample is classified correctly by the final models "
-                           f"of every seed ({len(finals)} models); train longer or set "
-                           f"only_correct=false")
-    return ids, candidates, eligible

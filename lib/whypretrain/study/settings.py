@@ -19,7 +19,7 @@ import pandas as pd
 from whypretrain.train import data
 from whypretrain.engine import masking
 from whypretrain import presets
-from whypretrain.study import seed_results
+from whypretrain.study import extraction, games, seed_results
 from whypretrain.provenance import command
 
 TRANSFER_SETTINGS = ("near", "disjoint", "far")
@@ -137,7 +137,7 @@ def far_command(params: dict) -> str:
 def results_key(setting: dict) -> tuple:
     """What tells two points of the grid's results apart (their games and their extraction;
     not ``TABLE_ONLY``): points with the same key read the same results folders."""
-    return tuple(sorted((k, str(setting[k])) for k in seed_results.GAME_KEYS + seed_results.ENGINE_KEYS
+    return tuple(sorted((k, str(setting[k])) for k in seed_results.GAME_KEYS + extraction.ENGINE_KEYS
                         + ("rule", "extraction") if k in setting))
 
 
@@ -146,7 +146,7 @@ def game_counts(params: dict) -> pd.DataFrame:
     part, at most (``only_correct`` can keep fewer samples): one row per results folder kind.
     Counts only; reads nothing but the dataset sizes."""
     def models(p, finals_only):
-        per_run = 1 if finals_only else len(seed_results.analysed_epochs(
+        per_run = 1 if finals_only else len(games.analysed_epochs(
             list(range(p["epochs"] + 1)), p["checkpoints"]))
         return 1 + 2 * per_run
 
