@@ -58,7 +58,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "disjoint": (*(f"disjoint/{p}" for p in SETTING_PARTS), "disjoint/robust"),
     "far": (*(f"far/{p}" for p in SETTING_PARTS), "far/robust"),
     "sensitivity": ("sensitivity", "specifications/knowledge", "specifications/comparisons",
-                    "robust"),
+                    "robust", "identified"),
 }
 # where a study runs, reads and writes: not what it computes (the CLI passes absolute paths,
 # the notebooks relative ones; the results folders it reads are keyed by their contents)
