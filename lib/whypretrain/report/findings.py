@@ -634,3 +634,21 @@ def identified_claims(result: StudyResult) -> pd.DataFrame:
                          identified_mean=e_id.mean, n_seeds=e_id.n_seeds))
     return attach(pd.DataFrame(rows).set_index("claim"), combine([sources_of(t),
                                                                    sources_of(table)]))
+
+
+def and_only_claims(result: StudyResult) -> pd.DataFrame:
+    """Each headline knowledge claim read two ways side by side: AND-OR (the preset's own
+    specification) and AND-only (``mode=and``: Harsanyi dividends, unique, no optimal face to
+    choose from), each with our value over seeds, its effect over its null and its verdict, from
+    ``specification_table``. Empty where the grid has no ``mode=and`` point."""
+    spec = specification_table(result)
+    own = spec[spec["spec"] == "preset"].set_index("claim")
+    and_ = spec[(spec["parameter"] == "mode") & (spec["value"] == "and")].set_index("claim")
+    if own["measure"].empty or and_.empty:
+        return attach(pd.DataFrame(), sources_of(spec))
+    out = pd.DataFrame({"paper": own["paper"], "and_or": own["ours"],
+                        "and_or_effect": own["effect"], "and_or_verdict": own["verdict"]})
+    for column, source in (("and_only", "ours"), ("and_only_effect", "effect"),
+                           ("and_only_verdict", "verdict")):
+        out[column] = and_[source].reindex(out.index)
+    return attach(out, sources_of(spec))
