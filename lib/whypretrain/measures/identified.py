@@ -30,7 +30,7 @@ from whypretrain.measures import knowledge
 
 CANDIDATE_TAU = 0.9  # candidates: salient at this times tau under the extracted rule
 MAX_N = 8  # the study bounds the faces of its final models up to this n: at n = 10 a game costs
-# 8-27x its extraction even with the mask, about 28 min of CPU for the default preset's 180 final
+# 7.6-27x its extraction even with the mask, about 28 min of CPU for the default preset's 180 final
 # games (benchmarks/README.md, "Ranges over the optimal face")
 CLAIMS = ("share_discarded", "share_new", "ratio_learnable")
 
