@@ -77,8 +77,8 @@ def main() -> None:
     r = seed_results.load(params, seed)
     stored = r.result.values[seed_results.final_rows(len(r.labels))][:, :args.samples]
     rows = []
-    for games, full in ((stored, stored.shape[0] * stored.shape[1]), (n10_games(params, seed, args.samples),
-                                                        args.full)):
+    n10 = n10_games(params, seed, args.samples)
+    for games, full in ((stored, stored.shape[0] * stored.shape[1]), (n10, args.full)):
         for s in range(games.shape[1]):
             for m, model in enumerate(seed_results.MODELS):
                 row = game_rows(games[m, s], params, s * len(seed_results.MODELS) + m < full)

@@ -98,9 +98,10 @@ def item_ranges(values: Tensor, q_bound: float = 0.04, candidates: Tensor | None
     if candidates is None:
         cand = torch.ones(v.shape[0], 2, size, dtype=torch.bool)
     else:
-        if tuple(candidates.shape) != tuple(values.shape[:-1]) + (2, size):
-            raise ValueError(f"candidates must have the shape "
-                             f"{tuple(values.shape[:-1]) + (2, size)}, got {tuple(candidates.shape)}")
+        shape = tuple(values.shape[:-1]) + (2, size)
+        if tuple(candidates.shape) != shape:
+            raise ValueError(f"candidates must have the shape {shape}, "
+                             f"got {tuple(candidates.shape)}")
         cand = candidates.detach().cpu().bool().reshape(-1, 2, size)
     if not q_bound >= 0:
         raise ValueError(f"q_bound must be >= 0, got {q_bound}")
@@ -113,7 +114,8 @@ def item_ranges(values: Tensor, q_bound: float = 0.04, candidates: Tensor | None
         out = list(pool.map(run, games)) if pool else [run(g) for g in games]
     lead = tuple(values.shape[:-1])
     stack = lambda i: torch.stack([o[i] for o in out]).reshape(lead + (2, size))  # noqa: E731
-    scalar = lambda i: torch.tensor([o[i] for o in out], dtype=torch.float64).reshape(lead)  # noqa: E731
+    scalar = lambda i: torch.tensor([o[i] for o in out],  # noqa: E731
+                                    dtype=torch.float64).reshape(lead)
     return Ranges(stack(0), stack(1), stack(2), stack(3), scalar(4), scalar(5), scalar(6))
 
 
