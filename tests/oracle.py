@@ -64,29 +64,11 @@ def sparsification_lp(v: torch.Tensor, q_bound: float = 0.04, cost=None, solutio
     entry, so nothing is shared with the engine. Solved by scipy's HiGHS.
     """
     import numpy as np
-    import scipy.sparse as sp
     from scipy.optimize import linprog
 
     values = v.double().numpy()
     size = values.shape[0]
-    full = size - 1
-    a_rows, a_cols, a_vals, b_rows, b_cols, b_vals = [], [], [], [], [], []
-    for s in range(size):
-        for t in subsets(s):
-            sign = (-1.0) ** (bin(s).count("1") - bin(t).count("1"))
-            a_rows.append(s), a_cols.append(t), a_vals.append(sign)
-            if s:
-                b_rows.append(s), b_cols.append(full ^ t), b_vals.append(-sign)
-    b_rows.append(0), b_cols.append(0), b_vals.append(1.0)
-    A = sp.csr_matrix((a_vals, (a_rows, a_cols)), shape=(size, size))
-    B = sp.csr_matrix((b_vals, (b_rows, b_cols)), shape=(size, size))
-    eye, zero = sp.identity(size, format="csr"), sp.csr_matrix((size, size))
-    # columns: v_and, v_or, I_and+, I_and-, I_or+, I_or-
-    equal = sp.vstack([sp.hstack([A, zero, -eye, eye, zero, zero]),
-                       sp.hstack([zero, B, zero, zero, -eye, eye])])
-    box = sp.vstack([sp.hstack([eye, eye, zero, zero, zero, zero]),
-                     sp.hstack([-eye, -eye, zero, zero, zero, zero])])
-    bound = q_bound * abs(values[-1] - values[0])
+    equal, box, bound = _lp_matrices(values, q_bound)
     weights = np.ones((2, size)) if cost is None else np.asarray(cost, dtype=np.float64)
     cost = np.concatenate([np.zeros(2 * size), np.repeat(weights, 2, axis=0).reshape(-1)])
     result = linprog(cost, A_ub=box, b_ub=np.concatenate([values + bound, bound - values]),
@@ -181,3 +163,59 @@ def joint_lp(v: torch.Tensor, q_bound: float = 0.04, p_bound: float = 0.5, alpha
     inter = torch.from_numpy(plus - minus)
     q = torch.from_numpy(x[size + models * size:size + 2 * models * size].reshape(models, size))
     return float(result.fun), inter[:, 0], inter[:, 1], q
+
+
+def face_range(v: torch.Tensor, kind: int, s: int, q_bound: float = 0.04, rel: float = 1e-9):
+    """The lowest and highest ``I_and(S)`` (``kind`` 0) or ``I_or(S)`` (1) over the optimal face
+    of one game's sparsification LP: the same variables as ``sparsification_lp``, with the
+    objective bounded by ``(1 + rel)`` times its optimum, and ``+-`` the term minimised. Solved by
+    scipy's HiGHS, two LPs per term."""
+    import numpy as np
+    from scipy.optimize import linprog
+
+    opt = sparsification_lp(v, q_bound)
+    values = v.double().numpy()
+    size = values.shape[0]
+    equal, box, bound = _lp_matrices(values, q_bound)
+    budget = np.concatenate([np.zeros(2 * size), np.ones(4 * size)])[None]
+    import scipy.sparse as sp
+    A_ub = sp.vstack([box, sp.csr_matrix(budget)])
+    b_ub = np.concatenate([values + bound, bound - values, [opt * (1 + rel)]])
+    out = []
+    for sign in (1.0, -1.0):
+        cost = np.zeros(6 * size)
+        plus = 2 * size + (0 if kind == 0 else 2 * size) + s
+        cost[plus], cost[plus + size] = sign, -sign
+        result = linprog(cost, A_ub=A_ub, b_ub=b_ub, A_eq=equal, b_eq=np.zeros(2 * size),
+                         bounds=[(None, None)] * (2 * size) + [(0, None)] * (4 * size),
+                         method="highs", options=dict(primal_feasibility_tolerance=1e-10,
+                                                      dual_feasibility_tolerance=1e-10))
+        assert result.status == 0, result.message
+        out.append(sign * result.fun)
+    return out[0], out[1]
+
+
+def _lp_matrices(values, q_bound: float):
+    """``sparsification_lp``'s constraints: the equalities defining ``I_and, I_or`` from
+    ``v_and, v_or`` (entry by entry from the definitions), the box ``|v_and + v_or - v| <= b``
+    (as two ``<=`` blocks), and ``b``. Columns: ``v_and, v_or, I_and+, I_and-, I_or+, I_or-``."""
+    import scipy.sparse as sp
+
+    size = values.shape[0]
+    full = size - 1
+    a_rows, a_cols, a_vals, b_rows, b_cols, b_vals = [], [], [], [], [], []
+    for s in range(size):
+        for t in subsets(s):
+            sign = (-1.0) ** (bin(s).count("1") - bin(t).count("1"))
+            a_rows.append(s), a_cols.append(t), a_vals.append(sign)
+            if s:
+                b_rows.append(s), b_cols.append(full ^ t), b_vals.append(-sign)
+    b_rows.append(0), b_cols.append(0), b_vals.append(1.0)
+    A = sp.csr_matrix((a_vals, (a_rows, a_cols)), shape=(size, size))
+    B = sp.csr_matrix((b_vals, (b_rows, b_cols)), shape=(size, size))
+    eye, zero = sp.identity(size, format="csr"), sp.csr_matrix((size, size))
+    equal = sp.vstack([sp.hstack([A, zero, -eye, eye, zero, zero]),
+                       sp.hstack([zero, B, zero, zero, -eye, eye])])
+    box = sp.vstack([sp.hstack([eye, eye, zero, zero, zero, zero]),
+                     sp.hstack([-eye, -eye, zero, zero, zero, zero])])
+    return equal, box, q_bound * abs(values[-1] - values[0])

@@ -144,3 +144,31 @@ def test_ci_robust_items_in_every_transfer_setting(ci_study):
             same = ((each[0] != 0) & (each[1] == each[0]) & (each[2] == each[0])).sum()
             row = counts[(counts["seed"] == seed) & (counts["model"] == model)].iloc[0]
             assert row["robust"] == int(same) <= row["items"] == int((each[0] != 0).sum())
+
+
+@pytest.mark.slow
+def test_ci_identified_items_are_robust_and_the_findings_read_them(ci_study):
+    """Per seed and final model (near): identified items <= robust items <= items, since an
+    identified item is salient with its sign at every optimum, the three rules' included; the
+    findings tables read the part, and the AND-only reading stands beside AND-OR."""
+    root, overrides, _ = ci_study
+    from whypretrain.report import findings
+    from whypretrain import presets
+    from whypretrain.study import games, pipeline
+    params = presets.resolve("ci", overrides)
+    result = pipeline.read(params)
+    counts = result.part("identified")
+    robust = result.part("robust").set_index(["seed", "model"])
+    for (seed, model), c in counts[counts["model"].isin(games.MODELS)].groupby(
+            ["seed", "model"]):
+        c = c.set_index("measure")["value"]
+        assert c["identified"] <= robust.loc[(seed, model), "robust"]
+        assert c["items"] == robust.loc[(seed, model), "items"]
+    table = findings.identified_items(result)
+    assert list(table.index) == list(games.MODELS)
+    assert table["mean"].between(0, 1).all()
+    claims = findings.identified_claims(result)
+    assert list(claims["measure"]) == list(findings.IDENTIFIED_CLAIMS)
+    both = findings.and_only_claims(result)
+    assert {"and_or", "and_only", "and_only_verdict"} <= set(both.columns)
+    assert both["and_only"].notna().all()

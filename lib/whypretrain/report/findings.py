@@ -588,3 +588,67 @@ def narrative(table: pd.DataFrame, result: StudyResult | None = None) -> dict[st
     preset = (result.params if result is not None else {}).get("preset", "default")
     out["far-setting"] = f"`{FAR_PRESETS.get(preset, FAR_PRESET)}`"
     return out
+
+
+IDENTIFIED_CLAIMS = {"share_discarded": "share discarded", "share_new": "share new",
+                     "ratio_learnable": "learnable share"}
+
+
+def identified_items(result: StudyResult) -> pd.DataFrame:
+    """Per model: the share of its final items (the extracted rule's) that are identified,
+    salient with one sign at every optimum of the LP (``measures.identified``; book/method.md,
+    section 2): mean, sd and 95% interval over seeds, from the study result's ``identified``
+    part (near setting). Without rows where the study did not bound its faces (not the exact
+    AND-OR extraction, or n above ``identified.MAX_N``)."""
+    t = result.part("identified")
+    rows = []
+    for model in MODELS:
+        c = t[t["model"] == model].pivot_table(index="seed", columns="measure", values="value")
+        if c.empty:
+            continue
+        e = Estimate.of((c["identified"] / c["items"].clip(lower=1)).reset_index(drop=True))
+        rows.append(dict(model=model, items=float(c["items"].mean()),
+                         identified_items=float(c["identified"].mean()), mean=e.mean, sd=e.sd,
+                         ci_low=e.low, ci_high=e.high, n_seeds=e.n_seeds,
+                         identified=e.text(pct=True)))
+    columns = ["model", "items", "identified_items", "mean", "sd", "ci_low", "ci_high",
+               "n_seeds", "identified"]
+    return attach(pd.DataFrame(rows, columns=columns).set_index("model"), sources_of(t))
+
+
+def identified_claims(result: StudyResult) -> pd.DataFrame:
+    """Per headline claim (share discarded, share new, learnable share): its value read on all
+    salient items (the preset's specification) beside its value read on identified items only,
+    each the mean over seeds of the per-seed mean over samples, with sd and 95% interval."""
+    t = result.part("identified")
+    table = result.part("specifications/knowledge")
+    spec = table[(table["spec"] == "preset") & (table["order"] == knowledge.ALL_ORDERS)]
+    rows = []
+    for measure, name in IDENTIFIED_CLAIMS.items():
+        ours = t[t["measure"] == measure].set_index("seed")["value"]
+        everything = spec[spec["measure"] == measure].groupby("seed")["value"].mean()
+        e_all, e_id = Estimate.of(everything.reset_index(drop=True)), Estimate.of(
+            ours.reset_index(drop=True))
+        rows.append(dict(claim=name, measure=measure, all_items=e_all.text(pct=True),
+                         identified_items=e_id.text(pct=True), all_mean=e_all.mean,
+                         identified_mean=e_id.mean, n_seeds=e_id.n_seeds))
+    return attach(pd.DataFrame(rows).set_index("claim"), combine([sources_of(t),
+                                                                   sources_of(table)]))
+
+
+def and_only_claims(result: StudyResult) -> pd.DataFrame:
+    """Each headline knowledge claim read two ways side by side: AND-OR (the preset's own
+    specification) and AND-only (``mode=and``: Harsanyi dividends, unique, no optimal face to
+    choose from), each with our value over seeds, its effect over its null and its verdict, from
+    ``specification_table``. Empty where the grid has no ``mode=and`` point."""
+    spec = specification_table(result)
+    own = spec[spec["spec"] == "preset"].set_index("claim")
+    and_ = spec[(spec["parameter"] == "mode") & (spec["value"] == "and")].set_index("claim")
+    if own["measure"].empty or and_.empty:
+        return attach(pd.DataFrame(), sources_of(spec))
+    out = pd.DataFrame({"paper": own["paper"], "and_or": own["ours"],
+                        "and_or_effect": own["effect"], "and_or_verdict": own["verdict"]})
+    for column, source in (("and_only", "ours"), ("and_only_effect", "effect"),
+                           ("and_only_verdict", "verdict")):
+        out[column] = and_[source].reindex(out.index)
+    return attach(out, sources_of(spec))

@@ -72,7 +72,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "disjoint": (*(f"disjoint/{p}" for p in SETTING_PARTS), "disjoint/robust"),
     "far": (*(f"far/{p}" for p in SETTING_PARTS), "far/robust"),
     "sensitivity": ("sensitivity", "specifications/knowledge", "specifications/comparisons",
-                    "robust"),
+                    "robust", "identified"),
     "findings": tuple(f"findings/{p}" for p in FINDINGS_PARTS),
 }
 # the function that writes each group (module and name); its module's code key is the
