@@ -14,6 +14,20 @@ then read off as usual:
   this probe's backbone: a reference for what "preserved" means by coincidence.
 - ``scratch_other``: probe(s), fine-tuned(s), scratch(s'). A scratch model that shares no seed
   with the pre-trained one: a reference for the learnable share.
+- ``probe_replication``: probe(s), probe(s'), scratch(s). Two backbones of different seeds
+  under their probes: its ``share_discarded`` is how much two pre-trained models disagree
+  with no fine-tuning at all (the ladder's ``null_probe``).
+- ``scratch_replication``: scratch(s), scratch(s'), scratch(s). Its ``share_preserved`` is the
+  share of a scratch model's items another seed's scratch model has: the ceiling of the
+  learnable share (``replication``'s ``share_preserved`` is the same for fine-tuned models).
+
+``face_table`` holds the same knowledge tables for one seed's models under another optimal
+solution of the same games (``face``; the reverse and hash rules): ``face_probe`` is probe
+(canonical), probe (other rule), scratch, so its ``share_discarded`` is the share of the
+probe's canonical items that its other solution lacks; ``face_finetune`` is fine-tuned (other
+rule), fine-tuned (canonical), scratch, so its ``share_new`` is the share of the fine-tuned
+model's canonical items that its other solution lacks. Nothing in the network differs: the
+ladder's ``null_face``, the part of a share that is which optimum the LP returned.
 
 ``comparison_table`` stacks them for every ordered pair of seeds (``seed`` = s, ``partner`` =
 s'); ``replicate_table`` holds the weighted and set Jaccard between the final models of two
@@ -38,6 +52,13 @@ COMPARISONS: dict[str, tuple[tuple[str, str], ...]] = {
     "replication": (("finetune", OWN), ("finetune", OTHER), ("scratch", OTHER)),
     "unrelated": (("probe", OWN), ("finetune", OTHER), ("scratch", OWN)),
     "scratch_other": (("probe", OWN), ("finetune", OWN), ("scratch", OTHER)),
+    "probe_replication": (("probe", OWN), ("probe", OTHER), ("scratch", OWN)),
+    "scratch_replication": (("scratch", OWN), ("scratch", OTHER), ("scratch", OWN)),
+}
+# the same seed under another rule of the optimal face (OTHER = that rule's results)
+FACE_COMPARISONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "face_probe": (("probe", OWN), ("probe", OTHER), ("scratch", OWN)),
+    "face_finetune": (("finetune", OTHER), ("finetune", OWN), ("scratch", OWN)),
 }
 REPLICATED = ("finetune", "scratch")  # the runs whose final models replicate_table compares
 
@@ -57,6 +78,24 @@ def pairs(loaded: list[SeedResults]) -> list[tuple[SeedResults, SeedResults]]:
     return [(a, b) for a in loaded for b in loaded if a.seed != b.seed]
 
 
+COLUMNS = ["comparison", "seed", "partner", *knowledge.TABLE_COLUMNS]
+
+
+def _compare(own: SeedResults, other: SeedResults, comparisons: dict, tau: float,
+             empty_set: str, partner) -> list[pd.DataFrame]:
+    """The knowledge table of each of ``comparisons`` between ``own`` and ``other``."""
+    frames = []
+    for name, roles in comparisons.items():
+        I = [(own if who == OWN else other).interactions_of(model) for model, who in roles]
+        t = knowledge.knowledge_table(*I, tau, own.sample_ids, epoch=own.final_epoch,
+                                      empty_set=empty_set)
+        t.insert(0, "comparison", name)
+        t.insert(1, "seed", own.seed)
+        t.insert(2, "partner", partner)
+        frames.append(t)
+    return frames
+
+
 def comparison_table(loaded: list[SeedResults], tau: float, empty_set: str) -> pd.DataFrame:
     """Knowledge tables (``knowledge.TABLE_COLUMNS``) of every comparison and ordered pair of
     seeds, with columns ``comparison``, ``seed`` (s) and ``partner`` (s') in front. Empty with
@@ -64,16 +103,24 @@ def comparison_table(loaded: list[SeedResults], tau: float, empty_set: str) -> p
     check_shared_games(loaded)
     frames = []
     for own, other in pairs(loaded):
-        for name, roles in COMPARISONS.items():
-            I = [(own if who == OWN else other).interactions_of(model) for model, who in roles]
-            t = knowledge.knowledge_table(*I, tau, own.sample_ids, epoch=own.final_epoch,
-                                          empty_set=empty_set)
-            t.insert(0, "comparison", name)
-            t.insert(1, "seed", own.seed)
-            t.insert(2, "partner", other.seed)
-            frames.append(t)
-    columns = ["comparison", "seed", "partner", *knowledge.TABLE_COLUMNS]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+        frames += _compare(own, other, COMPARISONS, tau, empty_set, other.seed)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+
+
+def face_table(canonical: list[SeedResults], rules: dict[str, list[SeedResults]], tau: float,
+               empty_set: str) -> pd.DataFrame:
+    """Knowledge tables of ``FACE_COMPARISONS``: each seed's canonical final models against
+    the same models under each other rule (``rules``: rule -> the finals-only results of every
+    seed, in the order of ``canonical``). Columns as ``comparison_table``'s, ``partner`` the
+    rule. Empty without another rule."""
+    frames = []
+    for rule, loaded in rules.items():
+        for own, other in zip(canonical, loaded, strict=True):
+            if own.seed != other.seed or own.sample_ids != other.sample_ids:
+                raise ValueError(f"rule {rule}: seed {other.seed} does not match seed "
+                                 f"{own.seed}'s games")
+            frames += _compare(own, other, FACE_COMPARISONS, tau, empty_set, rule)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
 
 
 def replicate_table(loaded: list[SeedResults], tau: float, empty_set: str) -> pd.DataFrame:

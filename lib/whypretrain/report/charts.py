@@ -313,6 +313,44 @@ def forest(table: pd.DataFrame) -> alt.Chart:
                 "0: the data cannot tell the claim from its null"]))
 
 
+def ladder(rungs: pd.DataFrame, claim: str) -> alt.Chart:
+    """One knowledge claim's null ladder (``findings.ladder_long``): the claim's value and
+    every rung it is read against (face, replication, probe, unrelated, the learnable share's
+    ceilings and comparators, chance) on one axis, a point per transfer setting with its 95%
+    interval over seeds where it has one. The claim's own value is the dashed line of each
+    setting's colour."""
+    data = rungs[rungs["claim"] == claim].copy()
+    if data.empty:
+        raise ValueError(f"no ladder rows for claim {claim!r}")
+    data["interval"] = data["low"].notna()
+    pct = claim != "discard_order"
+    fmt = ".1%" if pct else ".2f"
+    settings = list(dict.fromkeys(data["setting"]))
+    order = list(dict.fromkeys(data["label"]))
+    color = alt.Color("setting:N", title="setting", sort=settings, scale=alt.Scale(
+        domain=settings, range=[SETTING_COLORS.get(s, "#888") for s in settings]))
+    x = alt.X("mean:Q", title="the claim's measure" + (" (share)" if pct else ""),
+              axis=alt.Axis(format=fmt))
+    base = alt.Chart(data).encode(
+        y=alt.Y("label:N", title=None, sort=order, axis=alt.Axis(labelLimit=420)),
+        yOffset=alt.YOffset("setting:N", sort=settings), color=color)
+    whiskers = base.transform_filter("datum.interval").mark_rule(strokeWidth=2).encode(
+        x="low:Q", x2="high:Q")
+    points = base.mark_point(filled=True, size=60).encode(
+        x=x, tooltip=["label:N", "setting:N", alt.Tooltip("mean:Q", format=fmt),
+                      alt.Tooltip("low:Q", format=fmt, title="95% low"),
+                      alt.Tooltip("high:Q", format=fmt, title="95% high")])
+    own = alt.Chart(data[data["rung"] == "claim"]).mark_rule(strokeDash=[4, 3]).encode(
+        x="mean:Q", color=color)
+    return alt.layer(own, whiskers, points).properties(
+        width=360, height=22 * len(order), title=alt.Title(
+            f"The null ladder of {claim.replace('_', ' ')}", subtitle=[
+                "each rung: the same measure between models that should not differ, or a "
+                "reference; point: mean over seeds, line: 95% interval",
+                "dashed: our value (the first row); the verdict reads the rung marked as its "
+                "null"]))
+
+
 VERDICT_COLORS = {"yes": "#54a24b", "partly": "#eeca3b", "no": "#e45756",
                   "cannot tell from null": "#9d9d9d"}
 

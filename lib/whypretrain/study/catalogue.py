@@ -34,7 +34,10 @@ from whypretrain.provenance import Sources, attach, command, git_commit
 from whypretrain.train.runs import atomic_write, locked, run_hash
 
 STUDY_FORMAT = 1
-# what each group's parts hold; "<setting>/..." parts exist for near, disjoint and far
+# what each group's parts hold; "<setting>/..." parts exist for near, disjoint and far; besides
+# these, "<setting>/robust" and "<setting>/face" (nulls.face_table: each seed's final models
+# against themselves under the optimal face's other rules) come with the disjoint and far
+# groups, and near's with the sensitivity group (its rule points)
 SETTING_PARTS = {
     "metrics": "per-epoch training metrics of the probe, fine-tuned and scratch runs",
     "knowledge": "every seed's knowledge and convergence table (knowledge.TABLE_COLUMNS)",
@@ -55,10 +58,10 @@ NEAR_PARTS = {
 }
 GROUPS: dict[str, tuple[str, ...]] = {
     "near": tuple(f"near/{p}" for p in (*SETTING_PARTS, *NEAR_PARTS)),
-    "disjoint": (*(f"disjoint/{p}" for p in SETTING_PARTS), "disjoint/robust"),
-    "far": (*(f"far/{p}" for p in SETTING_PARTS), "far/robust"),
+    "disjoint": (*(f"disjoint/{p}" for p in SETTING_PARTS), "disjoint/robust", "disjoint/face"),
+    "far": (*(f"far/{p}" for p in SETTING_PARTS), "far/robust", "far/face"),
     "sensitivity": ("sensitivity", "specifications/knowledge", "specifications/comparisons",
-                    "robust"),
+                    "robust", "near/face"),
 }
 # where a study runs, reads and writes: not what it computes (the CLI passes absolute paths,
 # the notebooks relative ones; the results folders it reads are keyed by their contents)

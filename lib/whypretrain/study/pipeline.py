@@ -185,7 +185,10 @@ def _transfer(name: str):
         rules = [_seeds({**setting, "rule": rule}, progress, ds, make, finals_only=True)
                  for rule in other_rules(setting)]
         parts[f"{name}/robust"] = robust_counts(setting, loaded, rules)
-        sources[f"{name}/robust"] = combine(r.sources() for r in loaded + sum(rules, []))
+        parts[f"{name}/face"] = nulls.face_table(loaded, dict(zip(other_rules(setting), rules)),
+                                                 setting["tau"], setting["empty_set"])
+        sources[f"{name}/robust"] = sources[f"{name}/face"] = combine(
+            r.sources() for r in loaded + sum(rules, []))
         return write(params, name, parts, sources, notes={name: "computed"})
     return step
 
@@ -214,7 +217,7 @@ def _sensitivity(params: dict, progress: bool, far: bool) -> StudyResult:
     canonical = _seeds(params, progress, ds)
     # the preset's own values and the table-only points read the same results: load once
     by_results = {(results_key(params), False): canonical}
-    rules = []
+    rules: dict[str, list] = {}
     for key, value, setting, finals_only in sensitivity_settings(params):
         own = value == params[key]
         spec = "preset" if own else f"{key}={value}"
@@ -226,7 +229,7 @@ def _sensitivity(params: dict, progress: bool, far: bool) -> StudyResult:
             continue
         srcs += [r.sources() for r in loaded]
         if key == "rule" and finals_only:
-            rules.append(loaded)
+            rules[value] = loaded
         if spec not in by_spec:
             label = dict(spec=spec, parameter="preset" if own else key,
                          grid_value="" if own else str(value))
@@ -249,7 +252,9 @@ def _sensitivity(params: dict, progress: bool, far: bool) -> StudyResult:
     parts = {"sensitivity": sensitivity,
              "specifications/knowledge": pd.concat(frames, ignore_index=True),
              "specifications/comparisons": pd.concat(comparisons, ignore_index=True),
-             "robust": robust_counts(params, canonical, rules)}
+             "robust": robust_counts(params, canonical, list(rules.values())),
+             "near/face": nulls.face_table(canonical, rules, params["tau"],
+                                           params["empty_set"])}
     return write(params, "sensitivity", parts, {p: sources for p in parts})
 
 

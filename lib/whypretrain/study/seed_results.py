@@ -68,7 +68,8 @@ ENGINE_KEYS = ("mode", "optimizer", "iterations", "sparsify_lr", "q_bound", "tol
 # 5: checkpoints = k spaced evenly (they were spaced geometrically)
 RESULTS_FORMAT = 5
 MODELS = ("probe", "finetune", "scratch")  # rows of the games, in this order
-TABLE_FORMAT = 2  # 2: the weighted_* and chance_* measures (knowledge.KNOWLEDGE_MEASURES)
+TABLE_FORMAT = 3  # 2: the weighted_* and chance_* measures (knowledge.KNOWLEDGE_MEASURES);
+# 3: weighted measures of L1-normalised interactions, ratio_learnable_new / _finetune
 EVERY_EPOCH = "all"  # the value of ``checkpoints`` that analyses every epoch (the default)
 
 

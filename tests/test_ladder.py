@@ -1,0 +1,152 @@
+"""The null ladder (book/method.md, section 6): every rung against a hand computation on
+hand-made results of two seeds, the ladder chart with every rung, and the weighted shares'
+per-model normalisation."""
+import altair as alt
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from whypretrain.measures import knowledge, nulls
+from whypretrain.report import charts, findings
+from test_nulls import random_I, seed_results
+
+TAU, EMPTY = 0.2, "exclude"
+
+
+@pytest.fixture(autouse=True)
+def plain_data():
+    with alt.data_transformers.enable("default"):
+        yield
+
+
+def two_seeds():
+    """Two seeds' canonical finals and one other rule's finals (other interactions, same
+    games)."""
+    canonical = [seed_results(s, random_I(s), random_I(s + 10), random_I(s + 20))
+                 for s in (0, 1)]
+    reverse = [seed_results(s, random_I(s) + 0.8 * random_I(s + 40), random_I(s + 10)
+                            + 0.8 * random_I(s + 50), random_I(s + 20)) for s in (0, 1)]
+    return canonical, {"reverse": reverse}
+
+
+def items(r, model):
+    return knowledge.salient_items(r.interactions_of(model), TAU, EMPTY)
+
+
+def lacks(a, b):
+    """Per sample: the share of ``a``'s items that ``b`` lacks (same kind, S and sign)."""
+    return (((a != 0) & ~knowledge.shared(a, b)).sum((-2, -1)).double()
+            / (a != 0).sum((-2, -1)).double()).numpy()
+
+
+def has(a, b):
+    return 1 - lacks(a, b)
+
+
+def inputs(canonical, rules):
+    table = pd.concat([r._build_table(TAU, EMPTY) for r in canonical], ignore_index=True)
+    return findings.Inputs(pd.DataFrame(), table,
+                           nulls.comparison_table(canonical, TAU, EMPTY), None,
+                           nulls.face_table(canonical, rules, TAU, EMPTY))
+
+
+def hand_ladder(canonical, rules):
+    """Per rung of share_discarded, share_new and learnable: the mean over seeds of the mean
+    over samples, computed from the items alone."""
+    rev = {r.seed: r for r in rules["reverse"]}
+    other = {0: canonical[1], 1: canonical[0]}
+    per_seed = {}
+    for r in canonical:
+        s = r.seed
+        p, f, sc = items(r, "probe"), items(r, "finetune"), items(r, "scratch")
+        new = (f != 0) & ~knowledge.shared(p, f)
+        learnable_new = new & knowledge.shared(f, sc)
+        per_seed[s] = {
+            ("share_discarded", "null_face"): lacks(p, items(rev[s], "probe")).mean(),
+            ("share_discarded", "null_probe"): lacks(p, items(other[s], "probe")).mean(),
+            ("share_discarded", "null_unrelated"): lacks(p, items(other[s], "finetune")).mean(),
+            ("share_new", "null_face"): lacks(f, items(rev[s], "finetune")).mean(),
+            ("share_new", "null_probe"): lacks(items(other[s], "probe"), p).mean(),
+            ("share_new", "null_unrelated"): lacks(items(other[s], "finetune"), p).mean(),
+            ("learnable", "ceiling_finetune"): has(f, items(other[s], "finetune")).mean(),
+            ("learnable", "ceiling_scratch"): has(sc, items(other[s], "scratch")).mean(),
+            ("learnable", "comparator_finetune"): has(f, sc).mean(),
+            ("learnable", "comparator_new"): np.nanmean(
+                (learnable_new.sum((-2, -1)).double() / new.sum((-2, -1)).double()).numpy()),
+        }
+    return {k: np.mean([per_seed[s][k] for s in per_seed]) for k in per_seed[0]}
+
+
+def test_every_rung_is_its_hand_computation():
+    canonical, rules = two_seeds()
+    x = inputs(canonical, rules)
+    judged = findings.with_ladder(findings.judge_inputs(x, "near", findings.KNOWLEDGE_CLAIMS),
+                                  x, findings.KNOWLEDGE_CLAIMS).set_index("claim")
+    expected = hand_ladder(canonical, rules)
+    for (claim, rung), value in expected.items():
+        assert judged.loc[claim, rung] == pytest.approx(value, abs=1e-12), (claim, rung)
+        # the effect: the claim's value minus the rung, per seed, then over seeds
+        assert judged.loc[claim, f"{rung}_effect_mean"] == pytest.approx(
+            judged.loc[claim, "mean"] - value, abs=1e-12)
+        assert judged.loc[claim, f"{rung}_effect_low"] < judged.loc[claim, f"{rung}_effect_high"]
+    # the face rung differs from the others, the learnable share has no face or probe rung
+    assert judged.loc["share_discarded", "null_face"] != judged.loc["share_discarded",
+                                                                    "null_probe"]
+    assert np.isnan(judged.loc["learnable", "null_face"])
+    assert judged.loc["learnable", "verdict_null"] == "chance"
+    assert judged.loc["share_new", "verdict_null"] == "replication"
+    # the learnable share's weighted measure has no null any more
+    assert np.isnan(judged.loc["learnable", "weighted_null"])
+
+
+def test_face_of_a_rule_that_returns_the_same_optimum_is_zero():
+    canonical, _ = two_seeds()
+    t = nulls.face_table(canonical, {"same": canonical}, TAU, EMPTY)
+    assert set(t["comparison"]) == set(nulls.FACE_COMPARISONS)
+    assert set(t["partner"]) == {"same"}
+    final = t[(t["order"] == knowledge.ALL_ORDERS)]
+    for measure in ("share_discarded", "share_new", "weighted_share_discarded"):
+        assert (final[final["measure"] == measure]["value"] == 0).all(), measure
+    with pytest.raises(ValueError, match="does not match"):
+        nulls.face_table(canonical, {"swapped": canonical[::-1]}, TAU, EMPTY)
+
+
+def test_the_ladder_chart_draws_every_rung():
+    canonical, rules = two_seeds()
+    x = inputs(canonical, rules)
+    frames = []
+    for setting in ("near", "far"):
+        frames.append(findings.with_ladder(findings.judge_inputs(
+            x, setting, findings.KNOWLEDGE_CLAIMS), x, findings.KNOWLEDGE_CLAIMS))
+    long = findings.ladder_long(pd.concat(frames, ignore_index=True))
+    rungs = set(long[long["claim"] == "share_discarded"]["rung"])
+    assert rungs == {"claim", "null_face", "replication", "null_probe", "null_unrelated",
+                     "chance"}
+    assert set(long[long["claim"] == "learnable"]["rung"]) == {
+        "claim", "null_unrelated", "ceiling_finetune", "ceiling_scratch", "comparator_new",
+        "comparator_finetune", "chance"}
+    for claim in ("share_discarded", "share_new", "learnable", "discard_order"):
+        spec = charts.ladder(long, claim).to_dict()
+        drawn = [row for rows in spec["datasets"].values() for row in rows]
+        part = long[long["claim"] == claim]
+        assert {(r["setting"], r["rung"]) for r in drawn} == set(zip(part["setting"],
+                                                                      part["rung"]))
+    with pytest.raises(ValueError, match="no ladder rows"):
+        charts.ladder(long, "accuracy_gap")
+
+
+def test_normalised_weighted_shares_do_not_change_when_one_model_is_scaled():
+    p, f, s = random_I(1), random_I(2), random_I(3)
+    base = knowledge.weighted_measures(p, f, s)
+    for scaled in (knowledge.weighted_measures(p, 3.0 * f, s),
+                   knowledge.weighted_measures(0.01 * p, f, 7.0 * s)):
+        for m in ("weighted_share_discarded", "weighted_share_new", "weighted_ratio_learnable"):
+            torch.testing.assert_close(scaled[m], base[m], equal_nan=True)
+    # over all orders, both norms are 1: what the probe keeps is what the fine-tuned shares
+    torch.testing.assert_close(base["weighted_share_discarded"][:, -1],
+                               base["weighted_share_new"][:, -1])
+    # the unnormalised share did change with the scale (hand computation, one sample)
+    a, b = knowledge.without_empty_set(p[0]), knowledge.without_empty_set(3.0 * f[0])
+    raw = 1 - knowledge.shared_strength(a, b).sum() / a.abs().sum()
+    assert not np.isclose(float(raw), float(base["weighted_share_discarded"][0, -1]))
