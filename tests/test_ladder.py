@@ -150,3 +150,61 @@ def test_normalised_weighted_shares_do_not_change_when_one_model_is_scaled():
     a, b = knowledge.without_empty_set(p[0]), knowledge.without_empty_set(3.0 * f[0])
     raw = 1 - knowledge.shared_strength(a, b).sum() / a.abs().sum()
     assert not np.isclose(float(raw), float(base["weighted_share_discarded"][0, -1]))
+
+
+def checkpointed(seed, epochs=3):
+    """A SeedResults with the probe's final model and every epoch of both runs."""
+    labels = [("probe", epochs)] + [(m, e) for m in ("finetune", "scratch")
+                                    for e in range(epochs + 1)]
+    I = torch.stack([random_I(100 * seed + i) for i in range(len(labels))])
+    r = seed_results(seed, I[0], I[1], I[2])
+    zeros = torch.zeros(I.shape[:-2] + (I.shape[-1],), dtype=torch.float64)
+    r.result = type(r.result)(I[..., 0, :], I[..., 1, :], zeros, zeros, zeros, zeros[..., 0],
+                              zeros[..., 0], "and-or")
+    r.labels = labels
+    return r
+
+
+def test_crossed_curves_score_every_checkpoint_against_the_other_seeds_final_finetuned():
+    loaded = [checkpointed(0), checkpointed(1)]
+    t = nulls.crossed_table(loaded, EMPTY)
+    assert len(t) == 2 * 2 * 4 * 3              # pairs x runs x epochs x samples
+    row = t[(t["seed"] == 0) & (t["model"] == "scratch") & (t["epoch"] == 1)]
+    expected = knowledge.weighted_jaccard(loaded[0].interactions_of("scratch", 1),
+                                          loaded[1].interactions_of("finetune"), EMPTY)
+    np.testing.assert_allclose(row["value"].to_numpy(), expected.numpy())
+    assert nulls.crossed_table(two_seeds()[0], EMPTY).empty   # finals only: no curve
+
+
+def test_reach_null_is_an_unrelated_finetuned_run_in_the_scratch_runs_place():
+    """Hand-made curves (T = 3): against its own endpoint the fine-tuned run of each seed
+    reaches 0.5 at epoch 1; the other seed's fine-tuned run reaches it at 2 (seed 0's) and
+    never (seed 1's: T + 1 = 4); the scratch run at 2 in both seeds."""
+    rows, crossed = [], []
+    own = {"finetune": [0.3, 0.6, 0.8, 1.0], "scratch": [0.1, 0.2, 0.6, 1.0]}
+    for seed in (0, 1):
+        for model, curve in own.items():
+            for epoch, v in enumerate(curve):
+                rows += [dict(seed=seed, sample=0, model=model, epoch=epoch, order=-1,
+                              measure=m, value=v)
+                         for m in ("jaccard_weighted", "jaccard_weighted_vs_finetune")]
+    other = {0: [0.1, 0.4, 0.5, 0.7], 1: [0.1, 0.2, 0.3, 0.4]}  # fine-tuned(s) vs final of s'
+    for seed, curve in other.items():
+        for model in ("finetune", "scratch"):
+            crossed += [dict(seed=seed, partner=1 - seed, model=model, epoch=e, sample=0,
+                             value=v if model == "finetune" else v / 2)
+                        for e, v in enumerate(curve)]
+    x = findings.Inputs(pd.DataFrame(), pd.DataFrame(rows), crossed=pd.DataFrame(crossed))
+    # null of seed 1 (reference: fine-tuned 1's final): fine-tuned 0 reaches it at 2, own at 1
+    null = findings.reach_null(x)
+    assert null.to_dict() == {0: 4 - 1, 1: 2 - 1}
+    reach = findings.CLAIMS[findings.CLAIM_KEYS.index("convergence_reach")]
+    value = reach.value(x)
+    assert value.to_dict() == {0: 1.0, 1: 1.0}      # scratch at 2 minus fine-tuned at 1
+    assert findings.effect_of(value, findings.null_of(reach, x)).to_dict() == {0: -2.0,
+                                                                               1: 0.0}
+    # both runs against the other seed's final: area (epochs 0..2) and reach gaps
+    area = findings.crossed_gap(x, "area")
+    assert area[0] == pytest.approx(np.mean([0.1, 0.4, 0.5]) / 2)
+    # seed 0: scratch never (4), fine-tuned at 2; seed 1: neither (4 - 4)
+    assert findings.crossed_gap(x, "reach").to_dict() == {0: 2.0, 1: 0.0}

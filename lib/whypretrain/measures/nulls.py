@@ -31,8 +31,10 @@ ladder's ``null_face``, the part of a share that is which optimum the LP returne
 
 ``comparison_table`` stacks them for every ordered pair of seeds (``seed`` = s, ``partner`` =
 s'); ``replicate_table`` holds the weighted and set Jaccard between the final models of two
-seeds (the level two equivalent final models reach, for the convergence curves). Pure
-functions of loaded results: nothing is trained or written.
+seeds (the level two equivalent final models reach, for the convergence curves);
+``crossed_table`` the weighted Jaccard of every checkpoint of a seed's runs to another seed's
+final fine-tuned model (a curve scored against a model it does not descend from: the
+convergence claims' null). Pure functions of loaded results: nothing is trained or written.
 """
 from __future__ import annotations
 
@@ -143,3 +145,25 @@ def replicate_table(loaded: list[SeedResults], tau: float, empty_set: str) -> pd
                          for sid, v in zip(own.sample_ids, values.tolist())]
     return pd.DataFrame(rows, columns=["seed", "partner", "model", "sample", "measure",
                                        "value"])
+
+
+def crossed_table(loaded: list[SeedResults], empty_set: str) -> pd.DataFrame:
+    """Per ordered pair of seeds (s, s'), run (fine-tuned, scratch), analysed epoch and sample:
+    the weighted Jaccard of run(s) at that epoch to the final fine-tuned model of s'. Columns
+    ``seed, partner, model, epoch, sample, value``; empty with one seed or finals only."""
+    check_shared_games(loaded)
+    rows = []
+    for own, other in pairs(loaded):
+        reference = other.interactions_of("finetune")
+        for model in REPLICATED:
+            for m, epoch in own.labels:
+                if m != model:
+                    continue
+                values = knowledge.weighted_jaccard(own.interactions_of(model, epoch),
+                                                    reference, empty_set)
+                rows += [dict(seed=own.seed, partner=other.seed, model=model, epoch=epoch,
+                              sample=sid, value=float(v))
+                         for sid, v in zip(own.sample_ids, values.tolist())]
+    out = pd.DataFrame(rows, columns=["seed", "partner", "model", "epoch", "sample", "value"])
+    epochs = out.groupby(["seed", "model"])["epoch"].nunique()
+    return out if len(epochs) and (epochs > 1).all() else out.iloc[:0]

@@ -89,6 +89,7 @@ class Inputs:
     comparisons: pd.DataFrame | None = None
     replicates: pd.DataFrame | None = None
     face: pd.DataFrame | None = None  # nulls.face_table: the same seed under another rule
+    crossed: pd.DataFrame | None = None  # nulls.crossed_table (convergence against other seeds)
 
 
 def accuracy_gap(x: Inputs) -> pd.Series:
@@ -227,7 +228,10 @@ CLAIMS: tuple[Claim, ...] = (
           "the last), fine-tuned minus scratch", area_gap, above(0.0)),
     Claim("convergence_reach", FIGURE4,
           f"first epoch at weighted Jaccard >= {REACH_LEVEL:g} to the final fine-tuned model "
-          "(T + 1 if never), scratch minus fine-tuned", reach_gap, above(0.0)),
+          "(T + 1 if never), scratch minus fine-tuned", reach_gap, above(0.0),
+          null_text="a fine-tuned run of another seed in the scratch run's place: its reach to "
+          "this seed's final fine-tuned model minus this seed's fine-tuned run's (what a run "
+          "gains by being scored against its own endpoint)"),
 )
 CLAIM_KEYS = tuple(c.key for c in CLAIMS)
 
@@ -242,9 +246,50 @@ def per_comparison(x: Inputs, name: str, measure: Callable[[pd.DataFrame], pd.Se
     return measure(c[c["comparison"] == name])
 
 
+def _crossed(x: Inputs) -> pd.DataFrame:
+    """``curves.crossed_measures`` of ``x.crossed`` (empty without it)."""
+    c = x.crossed
+    if c is None or c.empty:
+        return pd.DataFrame(columns=["seed", "partner", "model", "measure", "value"])
+    return curves.crossed_measures(c, REACH_LEVEL)
+
+
+def reach_null(x: Inputs) -> pd.Series:
+    """Per seed s: the reach gap a fine-tuned run of another seed s' shows in the scratch run's
+    place, against the final fine-tuned model of s: reach of fine-tuned(s') to it minus reach
+    of fine-tuned(s) (its own endpoint), mean over s'. Empty with one seed."""
+    c = _crossed(x)
+    other = c[(c["model"] == "finetune") & (c["measure"] == "reach")]
+    if other.empty:
+        return pd.Series(dtype=float)
+    against = other.groupby("partner")["value"].mean()  # indexed by the reference's seed
+    own = _convergence(x, "reach")["finetune"]
+    return (against - own).dropna()
+
+
+def crossed_gap(x: Inputs, measure: str) -> pd.Series:
+    """Per seed s: the convergence gap (area: fine-tuned minus scratch; reach: scratch minus
+    fine-tuned) with both runs of s scored against another seed's final fine-tuned model,
+    a model neither descends from (mean over the other seeds)."""
+    c = _crossed(x)
+    c = c[c["measure"] == measure]
+    if c.empty:
+        return pd.Series(dtype=float)
+    per = c.groupby(["seed", "model"])["value"].mean().unstack("model")
+    sign = 1.0 if measure == "area" else -1.0
+    return sign * (per["finetune"] - per["scratch"])
+
+
+# claims whose null is neither a comparison (``Knowledge``) nor 0
+NULLS: dict[str, Callable[[Inputs], pd.Series]] = {"convergence_reach": reach_null}
+
+
 def null_of(claim: Claim, x: Inputs, weighted: bool = False) -> pd.Series:
-    """Per seed: the claim's null (``Knowledge``), or 0 for the claims without one."""
+    """Per seed: the claim's null (``Knowledge``, or ``NULLS``), or 0 for the claims without
+    one."""
     k = claim.knowledge
+    if k is None and claim.key in NULLS and not weighted:
+        return NULLS[claim.key](x)
     if k is None:
         return pd.Series(0.0, index=claim.value(x).index)
     name = k.weighted_null if weighted else k.null
@@ -385,6 +430,13 @@ LADDER_KEYS = tuple(k for k in RUNGS if k != "null")
 RUNG_COLUMNS = ("", "_low", "_high", "_effect_mean", "_effect_low", "_effect_high")
 
 
+# the convergence claims: the gap with both runs scored against another seed's final
+# fine-tuned model (columns ``crossed``, ``crossed_low``, ``crossed_high``), and the names of
+# the nulls that are not comparisons
+CROSSED = {"convergence_area": "area", "convergence_reach": "reach"}
+NULL_NAMES = {"convergence_reach": "unrelated fine-tuned run"}
+
+
 def rung_values(x: Inputs, rung: Rung) -> pd.Series:
     """Per seed: the rung's measure (empty where its comparison is not in ``x``)."""
     if rung.where == "table":
@@ -401,11 +453,14 @@ def ladder_row(claim: Claim, x: Inputs) -> dict:
     value = claim.value(x)
     rungs = LADDER.get(claim.key, {})
     k = claim.knowledge
-    null = null_of(claim, x) if k is not None else pd.Series(dtype=float)
+    null = null_of(claim, x)
     chance = k.chance(x.table) if k is not None else pd.Series(dtype=float)
     n, c = Estimate.of(null), Estimate.of(chance)
-    row = {"verdict_null": k.null if k is not None else "0", "null_low": n.low,
-           "null_high": n.high, "chance_low": c.low, "chance_high": c.high}
+    row = {"verdict_null": k.null if k is not None else NULL_NAMES.get(claim.key, "0"),
+           "null_low": n.low, "null_high": n.high, "chance_low": c.low, "chance_high": c.high}
+    crossed = Estimate.of(crossed_gap(x, CROSSED[claim.key])) if claim.key in CROSSED \
+        else Estimate.of(pd.Series(dtype=float))
+    row.update(crossed=crossed.mean, crossed_low=crossed.low, crossed_high=crossed.high)
     for key in LADDER_KEYS:
         r = rung_values(x, rungs[key]) if key in rungs else pd.Series(dtype=float)
         e, eff = Estimate.of(r), Estimate.of(effect_of(value, r))
@@ -507,7 +562,7 @@ def inputs(result: StudyResult, setting: str = "near") -> Inputs:
     face = result.part(f"{setting}/face") if result.has(f"{setting}/face") else None
     x = Inputs(result.part(f"{setting}/metrics"), result.part(f"{setting}/knowledge"),
                result.part(f"{setting}/comparisons"), result.part(f"{setting}/replicates"),
-               face)
+               face, result.part(f"{setting}/crossed"))
     attach(x.table, sources_of(x.metrics) + sources_of(x.table))
     return x
 

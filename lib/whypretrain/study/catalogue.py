@@ -43,6 +43,8 @@ SETTING_PARTS = {
     "knowledge": "every seed's knowledge and convergence table (knowledge.TABLE_COLUMNS)",
     "comparisons": "the knowledge tables between models of two seeds (nulls.comparison_table)",
     "replicates": "the final models' Jaccard across seeds (nulls.replicate_table)",
+    "crossed": "every checkpoint's weighted Jaccard to another seed's final fine-tuned model "
+               "(nulls.crossed_table)",
 }
 NEAR_PARTS = {
     "summary": "mean and 95% interval over seeds of every knowledge measure (stats.summarize)",

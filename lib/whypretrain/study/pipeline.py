@@ -118,7 +118,8 @@ def _setting_parts(name: str, setting: dict, progress: bool, make: bool = True
     parts = {f"{name}/metrics": metrics,
              f"{name}/knowledge": _knowledge(loaded, tau, empty_set),
              f"{name}/comparisons": nulls.comparison_table(loaded, tau, empty_set),
-             f"{name}/replicates": nulls.replicate_table(loaded, tau, empty_set)}
+             f"{name}/replicates": nulls.replicate_table(loaded, tau, empty_set),
+             f"{name}/crossed": nulls.crossed_table(loaded, empty_set)}
     sources = {p: seeds for p in parts}
     sources[f"{name}/metrics"] = metric_sources
     return parts, sources, loaded
