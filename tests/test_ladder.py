@@ -132,6 +132,8 @@ def test_the_ladder_chart_draws_every_rung():
         part = long[long["claim"] == claim]
         assert {(r["setting"], r["rung"]) for r in drawn} == set(zip(part["setting"],
                                                                       part["rung"]))
+    both = charts.ladders(long).to_dict()
+    assert len(both["vconcat"]) == 4
     with pytest.raises(ValueError, match="no ladder rows"):
         charts.ladder(long, "accuracy_gap")
 
