@@ -70,7 +70,7 @@ RESULTS_FORMAT = 5
 MODELS = ("probe", "finetune", "scratch")  # rows of the games, in this order
 TABLE_FORMAT = 3  # 2: the weighted_* and chance_* measures (knowledge.KNOWLEDGE_MEASURES);
 # 3: weighted measures of L1-normalised interactions, ratio_learnable_new / _finetune
-EVERY_EPOCH = "all"  # the value of ``checkpoints`` that analyses every epoch (the default)
+EVERY_EPOCH = "all"  # the value of ``checkpoints`` that analyses every epoch (the default is 8)
 
 
 @dataclass
