@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from whypretrain.measures import knowledge, nulls
+from whypretrain.provenance import Sources, attach
 from whypretrain.report import charts, findings
 from test_nulls import random_I, seed_results
 
@@ -45,7 +46,8 @@ def has(a, b):
 
 
 def inputs(canonical, rules):
-    table = pd.concat([r._build_table(TAU, EMPTY) for r in canonical], ignore_index=True)
+    table = attach(pd.concat([r._build_table(TAU, EMPTY) for r in canonical],
+                             ignore_index=True), Sources())
     return findings.Inputs(pd.DataFrame(), table,
                            nulls.comparison_table(canonical, TAU, EMPTY), None,
                            nulls.face_table(canonical, rules, TAU, EMPTY))
@@ -90,6 +92,10 @@ def test_every_rung_is_its_hand_computation():
         assert judged.loc[claim, f"{rung}_effect_mean"] == pytest.approx(
             judged.loc[claim, "mean"] - value, abs=1e-12)
         assert judged.loc[claim, f"{rung}_effect_low"] < judged.loc[claim, f"{rung}_effect_high"]
+    # the noise floor's face and probe rows are the share discarded's rungs
+    floor = findings.noise_floor(x)
+    assert floor.loc["face", "mean"] == pytest.approx(expected["share_discarded", "null_face"])
+    assert floor.loc["probe", "mean"] == pytest.approx(expected["share_discarded", "null_probe"])
     # the face rung differs from the others, the learnable share has no face or probe rung
     assert judged.loc["share_discarded", "null_face"] != judged.loc["share_discarded",
                                                                     "null_probe"]

@@ -519,20 +519,26 @@ NOISE_FLOOR = {  # key -> (row label, where its share of lacking items is read)
                   "share_discarded"),
     "chance": ("probe → fine-tuned's items on random subsets (chance)", "table",
                "chance_share_discarded"),
+    "face": ("probe → the same probe under the optimal face's other rules (face)",
+             "face_probe", "share_discarded"),
+    "probe": ("probe → probe of another seed (another pre-training, no fine-tuning)",
+              "probe_replication", "share_discarded"),
 }
 
 
 def noise_floor(x: Inputs, sample: int | None = None) -> pd.DataFrame:
     """The share of one model's items that another lacks, for the claim's pair and for pairs
     that should not differ (``NOISE_FLOOR``): mean, sd and 95% interval over seeds (over
-    samples, then seeds; one ``sample`` only when given). Indexed by the keys of
-    ``NOISE_FLOOR``."""
+    samples, then seeds; one ``sample`` only when given); "n/a" where the study has no such
+    comparison (one seed; the face without the optimal face's other rules). Indexed by the
+    keys of ``NOISE_FLOOR``."""
+    def one(measure: str) -> Callable[[pd.DataFrame], pd.Series]:
+        return lambda t: _final_measure(t if sample is None else t[t["sample"] == sample],
+                                        measure)
     rows = {}
     for key, (label, where, measure) in NOISE_FLOOR.items():
-        t = x.table if where == "table" else x.comparisons[x.comparisons["comparison"] == where]
-        if sample is not None:
-            t = t[t["sample"] == sample]
-        e = Estimate.of(_final_measure(t, measure))
+        e = Estimate.of(one(measure)(x.table) if where == "table"
+                        else per_comparison(x, where, one(measure)))
         rows[key] = dict(pair=label, mean=e.mean, sd=e.sd, ci_low=e.low, ci_high=e.high,
                          n_seeds=e.n_seeds, share=e.text(pct=True))
     return attach(pd.DataFrame.from_dict(rows, orient="index"), sources_of(x.table))
