@@ -216,3 +216,14 @@ def test_reach_null_is_an_unrelated_finetuned_run_in_the_scratch_runs_place():
     assert area[0] == pytest.approx(np.mean([0.1, 0.4, 0.5]) / 2)
     # seed 0: scratch never (4), fine-tuned at 2; seed 1: neither (4 - 4)
     assert findings.crossed_gap(x, "reach").to_dict() == {0: 2.0, 1: 0.0}
+
+
+def test_the_grid_computes_only_the_comparisons_the_verdicts_read():
+    canonical, _ = two_seeds()
+    some = nulls.comparison_table(canonical, TAU, EMPTY, nulls.VERDICT_COMPARISONS)
+    every = nulls.comparison_table(canonical, TAU, EMPTY)
+    assert set(some["comparison"]) == set(nulls.VERDICT_COMPARISONS)
+    assert set(every["comparison"]) == set(nulls.COMPARISONS)
+    pd.testing.assert_frame_equal(
+        some.reset_index(drop=True),
+        every[every["comparison"].isin(nulls.VERDICT_COMPARISONS)].reset_index(drop=True))

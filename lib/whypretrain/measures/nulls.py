@@ -98,14 +98,20 @@ def _compare(own: SeedResults, other: SeedResults, comparisons: dict, tau: float
     return frames
 
 
-def comparison_table(loaded: list[SeedResults], tau: float, empty_set: str) -> pd.DataFrame:
-    """Knowledge tables (``knowledge.TABLE_COLUMNS``) of every comparison and ordered pair of
-    seeds, with columns ``comparison``, ``seed`` (s) and ``partner`` (s') in front. Empty with
-    fewer than two seeds."""
+# the comparisons the claims' verdicts read (the sensitivity grid computes only these)
+VERDICT_COMPARISONS = ("replication", "unrelated", "scratch_other")
+
+
+def comparison_table(loaded: list[SeedResults], tau: float, empty_set: str,
+                     names: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Knowledge tables (``knowledge.TABLE_COLUMNS``) of every comparison (or those in
+    ``names``) and ordered pair of seeds, with columns ``comparison``, ``seed`` (s) and
+    ``partner`` (s') in front. Empty with fewer than two seeds."""
     check_shared_games(loaded)
+    chosen = {k: v for k, v in COMPARISONS.items() if names is None or k in names}
     frames = []
     for own, other in pairs(loaded):
-        frames += _compare(own, other, COMPARISONS, tau, empty_set, other.seed)
+        frames += _compare(own, other, chosen, tau, empty_set, other.seed)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
 
 

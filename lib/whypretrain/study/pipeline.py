@@ -236,8 +236,9 @@ def _sensitivity(params: dict, progress: bool, far: bool) -> StudyResult:
                          grid_value="" if own else str(value))
             by_spec[spec] = t = _knowledge(loaded, setting["tau"], setting["empty_set"])
             frames.append(t.assign(**label))
-            comparisons.append(nulls.comparison_table(loaded, setting["tau"],
-                                                      setting["empty_set"]).assign(**label))
+            comparisons.append(nulls.comparison_table(
+                loaded, setting["tau"], setting["empty_set"],
+                nulls.VERDICT_COMPARISONS).assign(**label))
         t = by_spec[spec]
         finals = t[(t["order"] == knowledge.ALL_ORDERS)
                    & t["measure"].isin(list(knowledge.KNOWLEDGE_MEASURES))]
