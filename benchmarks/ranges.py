@@ -31,7 +31,8 @@ from whypretrain import presets
 from whypretrain.engine import exact
 from whypretrain.engine.sparsify import sparsify
 from whypretrain.measures import identified, knowledge
-from whypretrain.study import extraction, games, seed_results
+from whypretrain.study import extraction, seed_results
+from whypretrain.study.games import MODELS
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -80,8 +81,8 @@ def main() -> None:
     n10 = n10_games(params, seed, args.samples)
     for games, full in ((stored, stored.shape[0] * stored.shape[1]), (n10, args.full)):
         for s in range(games.shape[1]):
-            for m, model in enumerate(games.MODELS):
-                row = game_rows(games[m, s], params, s * len(games.MODELS) + m < full)
+            for m, model in enumerate(MODELS):
+                row = game_rows(games[m, s], params, s * len(MODELS) + m < full)
                 rows.append(dict(model=model, sample=s, **row))
                 print(rows[-1], flush=True)
     table = pd.DataFrame(rows)

@@ -207,8 +207,16 @@ def test_findings_table_has_all_three_settings(ci_transfer):
         knowledge_claims = ran[ran["claim"].isin(["share_discarded", "share_new", "learnable",
                                                   "discard_order"])]
         for column in ("null", "effect_mean", "effect_low", "effect_high", "weighted",
-                       "weighted_null"):
+                       "null_unrelated", "null_unrelated_effect_low"):
             assert knowledge_claims[column].notna().all(), (setting, column)
+        # the weighted learnable share has no null (no weighted chance); the others have one
+        assert knowledge_claims.set_index("claim")["weighted_null"].isna().to_dict() == dict(
+            share_discarded=False, share_new=False, learnable=True, discard_order=False)
+        # the face rung where the setting extracted other rules (disjoint, far; near's comes
+        # with the sensitivity grid), the probe rung everywhere but the learnable share
+        shares = knowledge_claims.set_index("claim").loc[["share_discarded", "share_new"]]
+        assert shares["null_probe"].notna().all()
+        assert shares["null_face"].notna().all() == (setting != "near")
         assert (ran["effect_low"] <= ran["effect_mean"]).all()
     # both settings' results and runs are named
     sources = sources_of(table)
@@ -257,3 +265,41 @@ def test_replicate_level_is_the_mean_similarity_of_two_seeds_final_models():
     assert level.loc["finetune", "mean"] == pytest.approx(0.45)
     assert level.loc["scratch", "sd"] == pytest.approx(0.0)
     assert level.loc["finetune", "n_seeds"] == 2
+
+
+def test_the_ladder_on_stored_ci_results_is_its_hand_computation(ci_transfer):
+    """The disjoint setting's ladder of the share discarded, from its stored results: each
+    rung recomputed from the seeds' final items (the probe's canonical items that the other
+    rules' probe lacks; that the other seed's probe lacks; that the other seed's fine-tuned
+    model lacks), mean over samples (and rules), then over seeds."""
+    from whypretrain.measures import knowledge
+    from whypretrain.study import seed_results, settings
+    from whypretrain.train import data
+    params, result = ci_transfer
+    setting = settings.transfer_settings(params)["disjoint"]
+    ds = data.load_datasets(setting)
+    tau, empty = setting["tau"], setting["empty_set"]
+    loaded = {s: seed_results.load(setting, s, ds) for s in setting["seeds"]}
+    rules = {rule: {s: seed_results.load({**setting, "rule": rule}, s, ds, finals_only=True)
+                    for s in setting["seeds"]} for rule in pipeline.other_rules(setting)}
+
+    def items(r, model):
+        return knowledge.salient_items(r.interactions_of(model), tau, empty)
+
+    def lacks(a, b):
+        lost = ((a != 0) & ~knowledge.shared(a, b)).sum((-2, -1)).double()
+        return (lost / (a != 0).sum((-2, -1)).double()).numpy()
+
+    hand = {"null_face": [], "null_probe": [], "null_unrelated": []}
+    for s, r in loaded.items():
+        other = next(o for t, o in loaded.items() if t != s)
+        p = items(r, "probe")
+        hand["null_face"].append(np.nanmean(np.concatenate(
+            [lacks(p, items(rules[rule][s], "probe")) for rule in rules])))
+        hand["null_probe"].append(np.nanmean(lacks(p, items(other, "probe"))))
+        hand["null_unrelated"].append(np.nanmean(lacks(p, items(other, "finetune"))))
+    row = findings.judge(result, "disjoint").set_index("claim").loc["share_discarded"]
+    assert rules and len(loaded) == 2
+    for rung, values in hand.items():
+        assert row[rung] == pytest.approx(np.mean(values), abs=1e-9), rung
+    assert row["null_face"] < row["null"]   # the face is a floor: no training differs

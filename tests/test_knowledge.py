@@ -54,6 +54,11 @@ EXPECTED = {
     "share_discarded": [NAN, 0, 0.5, 1 / 3],
     "share_new": [NAN, 0.5, 0.5, 0.5],
     "ratio_learnable": [NAN, 1, 0, 0.5],
+    # K_new (AND{1}+, AND{0,1}-) shares nothing with scratch; K_finetune shares AND{0}+
+    "count_learnable_new": [0, 0, 0, 0],
+    "ratio_learnable_new": [NAN, 0, 0, 0],
+    "count_learnable_finetune": [0, 1, 0, 1],
+    "ratio_learnable_finetune": [NAN, 0.5, 0, 0.25],
 }
 
 
@@ -419,9 +424,10 @@ def test_weighted_shares_are_zero_for_one_model_and_one_for_opposite_signs():
     flip = kn.weighted_measures(I, -I, I)
     assert torch.equal(flip["weighted_share_discarded"][:, -1], ones)
     assert torch.isnan(flip["weighted_ratio_learnable"][:, -1]).all()  # nothing preserved
-    # the parts add up: preserve + discard = the probe's strength, order by order
+    # the parts add up: preserve + discard = the probe's strength (divided by its L1 norm per
+    # sample), order by order
     total = kn.strength_by_order(torch.ones_like(I, dtype=torch.bool),
-                                 kn.without_empty_set(I))
+                                 kn.l1_normalised(kn.without_empty_set(I)))
     other = torch.randn(5, 2, 32, generator=g, dtype=torch.float64)
     m = kn.weighted_measures(I, other, other)
     torch.testing.assert_close(m["weighted_preserve"] + m["weighted_discard"], total)

@@ -105,3 +105,22 @@ def convergence_measures(t: pd.DataFrame, level: float = REACH_LEVEL) -> pd.Data
     return attach(out, sources_of(t)) if "sources" in t.attrs else out
 
 
+
+
+def crossed_measures(crossed: pd.DataFrame, level: float = REACH_LEVEL) -> pd.DataFrame:
+    """Per seed s, partner s' and run (finetune, scratch): ``area`` and ``reach`` as in
+    ``convergence_measures``, of the run's curve against the final fine-tuned model of s'
+    (``nulls.crossed_table``, mean over samples per epoch), a model neither run of s descends
+    from: the area is the mean over epochs 0..T-1, the reach the first epoch before the last
+    at ``level`` (``T + 1`` if none). Columns ``seed, partner, model, measure, value``."""
+    rows = []
+    for (seed, partner, model), g in crossed.groupby(["seed", "partner", "model"]):
+        curve = g.groupby("epoch")["value"].mean().sort_index()
+        last = int(curve.index.max())
+        every = _every_epoch(curve, last)
+        before = _every_epoch(curve[curve.index < last], last - 1)
+        rows += [dict(seed=seed, partner=partner, model=model, measure="area",
+                      value=float(every[every.index < last].mean())),
+                 dict(seed=seed, partner=partner, model=model, measure="reach",
+                      value=first_epoch_reaching(before, level, last + 1))]
+    return pd.DataFrame(rows, columns=["seed", "partner", "model", "measure", "value"])

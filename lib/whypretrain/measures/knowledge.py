@@ -47,17 +47,27 @@ Measures (``measure`` column of ``knowledge_table``; each by order and in total)
     share_new           |K_new|      / |K_finetune|   (NaN when K_finetune is empty)
     ratio_learnable     r = |K_preserve & K_scratch| / |K_preserve|   (NaN when K_preserve is
                         empty: undefined, counted by ``stats.aggregate`` as ``n_undefined``)
+    count_learnable_new, ratio_learnable_new   |K_new & K_scratch| (same sign) and its share of
+                        |K_new|: how learnable the knowledge fine-tuning added is
+    count_learnable_finetune, ratio_learnable_finetune   |K_finetune & K_scratch| and its share
+                        of |K_finetune|: how learnable all of the fine-tuned model's knowledge
+                        is (the comparators of ratio_learnable)
   By order, a ratio's numerator and denominator are both restricted to that order, so a ratio
   is NaN at every order where its denominator set has no items.
 
   Weighted (no tau): the same questions asked of interaction strength instead of item counts.
-  The strength two models share on a term is min(|I1|, |I2|) where their signs agree, else 0.
-    weighted_preserve   shared strength of probe and fine-tuned, by order
-    weighted_discard    the probe's |I| minus weighted_preserve, by order
-    weighted_share_discarded   weighted_discard / sum |I_probe|   (NaN when all zero)
-    weighted_share_new  1 - weighted_preserve / sum |I_finetune|   (NaN when all zero)
-    weighted_ratio_learnable   strength all three share (min of the three where the three
-                        signs agree) / weighted_preserve   (NaN when that is 0)
+  Each model's interactions of a sample are first divided by their L1 norm (sum |I| over the
+  terms read: order 0 left out under ``empty_set="exclude"``), so a model that is stronger
+  overall does not keep or lose more by scale; the strength two models share on a term is then
+  min(|I1|, |I2|) where their signs agree, else 0.
+    weighted_preserve   shared (normalised) strength of probe and fine-tuned, by order
+    weighted_discard    the probe's normalised |I| minus weighted_preserve, by order
+    weighted_share_discarded   weighted_discard / the probe's normalised |I|   (NaN when all
+                        zero; over all orders 1 - weighted_preserve)
+    weighted_share_new  1 - weighted_preserve / the fine-tuned model's normalised |I|; over all
+                        orders it equals weighted_share_discarded (both norms are 1)
+    weighted_ratio_learnable   strength all three share (min of the three normalised where
+                        the three signs agree) / weighted_preserve   (NaN when that is 0)
   Chance (``chance_overlap``): what the item measures would be if the second model's items
   stood on random subsets of the same kind and order (signs kept): per (kind, order, sign),
   E|K1 & R| = |K1| |K2| / C(n, order). The same shares, from expected counts:
@@ -127,6 +137,10 @@ KNOWLEDGE_MEASURES: dict[str, str] = {
     "share_discarded": PAIR,
     "share_new": PAIR,
     "ratio_learnable": TRIPLE,
+    "count_learnable_new": TRIPLE,
+    "ratio_learnable_new": TRIPLE,
+    "count_learnable_finetune": TRIPLE,
+    "ratio_learnable_finetune": TRIPLE,
     "weighted_preserve": PAIR,
     "weighted_discard": PAIR,
     "weighted_share_discarded": PAIR,
@@ -236,7 +250,8 @@ def knowledge_sets(K_probe: torch.Tensor, K_finetune: torch.Tensor,
     """The item sets of the paper as boolean masks ``[..., 2, 2**n]``.
 
     Keys: probe, finetune, preserve, discard, new, and with ``K_scratch``: scratch,
-    learnable (= preserve & scratch, same sign).
+    learnable (= preserve & scratch, same sign), learnable_finetune (finetune & scratch, same
+    sign) and learnable_new (new & scratch, same sign).
     """
     preserve = shared(K_probe, K_finetune)
     sets = {
@@ -250,6 +265,8 @@ def knowledge_sets(K_probe: torch.Tensor, K_finetune: torch.Tensor,
         _same_shape(K_probe, K_scratch)
         sets["scratch"] = K_scratch != 0
         sets["learnable"] = preserve & (K_scratch == K_finetune)
+        sets["learnable_finetune"] = shared(K_finetune, K_scratch)
+        sets["learnable_new"] = sets["new"] & sets["learnable_finetune"]
     return sets
 
 
@@ -319,6 +336,10 @@ def knowledge_measures(I_probe: torch.Tensor, I_finetune: torch.Tensor,
     out["share_discarded"] = ratio(out["count_discard"], out["count_probe"])
     out["share_new"] = ratio(out["count_new"], out["count_finetune"])
     out["ratio_learnable"] = ratio(out["count_learnable"], out["count_preserve"])
+    for part in ("new", "finetune"):
+        out[f"count_learnable_{part}"] = count_by_order(sets[f"learnable_{part}"])
+        out[f"ratio_learnable_{part}"] = ratio(out[f"count_learnable_{part}"],
+                                               out[f"count_{part}"])
     out.update(weighted_measures(I_probe, I_finetune, I_scratch, empty_set))
     out.update(chance_measures(K["probe"], K["finetune"], K["scratch"], sets["preserve"]))
     return {m: out[m] for m in KNOWLEDGE_MEASURES}
@@ -332,12 +353,22 @@ def shared_strength(*Is: torch.Tensor) -> torch.Tensor:
     return torch.where(same, a.abs().amin(0), torch.zeros_like(a[0]))
 
 
+def l1_normalised(I: torch.Tensor) -> torch.Tensor:
+    """``I`` (float64) divided per sample by its L1 norm over both kinds and all S; a sample
+    whose interactions are all zero stays zero."""
+    I = I.double()
+    norm = I.abs().sum((-2, -1), keepdim=True)
+    return torch.where(norm > 0, I / torch.where(norm > 0, norm, torch.ones_like(norm)), I)
+
+
 def weighted_measures(I_probe: torch.Tensor, I_finetune: torch.Tensor, I_scratch: torch.Tensor,
                       empty_set: str = "exclude") -> dict[str, torch.Tensor]:
     """The ``weighted_*`` measures (module docstring): the item shares with strength in place
-    of counts, so no ``tau``. float64 ``[..., n + 2]``."""
+    of counts, so no ``tau``, each model's interactions divided by their L1 norm per sample
+    (``l1_normalised``). float64 ``[..., n + 2]``."""
     n = _same_shape(I_probe, I_finetune, I_scratch)
-    p, f, s = (without_empty_set(I, empty_set) for I in (I_probe, I_finetune, I_scratch))
+    p, f, s = (l1_normalised(without_empty_set(I, empty_set))
+               for I in (I_probe, I_finetune, I_scratch))
     keep = _by_order(shared_strength(p, f).sum(-2), n)
     total_p = _by_order(p.double().abs().sum(-2), n)
     total_f = _by_order(f.double().abs().sum(-2), n)

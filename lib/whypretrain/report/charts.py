@@ -313,6 +313,52 @@ def forest(table: pd.DataFrame) -> alt.Chart:
                 "0: the data cannot tell the claim from its null"]))
 
 
+def ladder(rungs: pd.DataFrame, claim: str) -> alt.Chart:
+    """One knowledge claim's null ladder (``findings.ladder_long``): the claim's value and
+    every rung it is read against (face, replication, probe, unrelated, the learnable share's
+    ceilings and comparators, chance) on one axis, a point per transfer setting with its 95%
+    interval over seeds where it has one. The claim's own value is the dashed line of each
+    setting's colour."""
+    data = rungs[rungs["claim"] == claim].copy()
+    if data.empty:
+        raise ValueError(f"no ladder rows for claim {claim!r}")
+    pct = claim != "discard_order"
+    fmt = ".0%" if pct else ".2f"
+    settings = list(dict.fromkeys(data["setting"]))
+    order = list(dict.fromkeys(data["label"]))
+    color = alt.Color("setting:N", title="setting", sort=settings, scale=alt.Scale(
+        domain=settings, range=[SETTING_COLORS.get(s, "#888") for s in settings]))
+    # shares: the axis is 0-100% and intervals beyond it are cut at its edge (two seeds give
+    # intervals wider than any share can be)
+    scale = alt.Scale(domain=[0, 1], clamp=True) if pct else alt.Scale(zero=False)
+    x = alt.X("mean:Q", title="the claim's measure" + (" (share)" if pct else ""),
+              axis=alt.Axis(format=fmt), scale=scale)
+    base = alt.Chart(data).encode(
+        y=alt.Y("label:N", title=None, sort=order, axis=alt.Axis(labelLimit=420)),
+        yOffset=alt.YOffset("setting:N", sort=settings), color=color)
+    whiskers = base.mark_rule(strokeWidth=2).encode(x=alt.X("low:Q", scale=scale),
+                                                    x2="high:Q")
+    points = base.mark_point(filled=True, size=60, opacity=1).encode(
+        x=x, tooltip=["label:N", "setting:N", alt.Tooltip("mean:Q", format=fmt),
+                      alt.Tooltip("low:Q", format=fmt, title="95% low"),
+                      alt.Tooltip("high:Q", format=fmt, title="95% high")])
+    own = alt.Chart(data[data["rung"] == "claim"]).mark_rule(strokeDash=[4, 3]).encode(
+        x=alt.X("mean:Q", scale=scale), color=color)
+    return alt.layer(whiskers, points, own).properties(
+        width=360, height=22 * len(order), title=alt.Title(
+            f"The null ladder of {claim.replace('_', ' ')}", subtitle=[
+                "each rung: the same measure between models that should not differ, or a "
+                "reference; point: mean over seeds, line: 95% interval",
+                "dashed: our value (the first row); the verdict reads the rung marked as its "
+                "null"]))
+
+
+def ladders(rungs: pd.DataFrame) -> alt.VConcatChart:
+    """``ladder`` of every claim in ``rungs`` (``findings.ladder_long``), one under another."""
+    claims = list(dict.fromkeys(rungs["claim"]))
+    return alt.vconcat(*(ladder(rungs, c) for c in claims)).resolve_scale(color="shared")
+
+
 VERDICT_COLORS = {"yes": "#54a24b", "partly": "#eeca3b", "no": "#e45756",
                   "cannot tell from null": "#9d9d9d"}
 

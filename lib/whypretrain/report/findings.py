@@ -81,11 +81,15 @@ def inside(low: float, high: float) -> Rule:
 @dataclass
 class Inputs:
     """What the claims of one setting read: training metrics, the knowledge table and the
-    cross-seed comparisons (``nulls.comparison_table``; empty with one seed)."""
+    cross-seed comparisons (``nulls.comparison_table``; empty with one seed) and the
+    comparisons of each seed's models with themselves under another optimal solution
+    (``nulls.face_table``; None where the study did not extract other rules)."""
     metrics: pd.DataFrame
     table: pd.DataFrame
     comparisons: pd.DataFrame | None = None
     replicates: pd.DataFrame | None = None
+    face: pd.DataFrame | None = None  # nulls.face_table: the same seed under another rule
+    crossed: pd.DataFrame | None = None  # nulls.crossed_table (convergence against other seeds)
 
 
 def accuracy_gap(x: Inputs) -> pd.Series:
@@ -152,13 +156,15 @@ class Knowledge:
     """How a knowledge claim reads its tables: ``items`` (the claim's measure on a knowledge
     table), its ``null`` (a comparison of ``nulls.COMPARISONS``, or ``"chance"``: ``chance``
     on the same seed's table), a ``reference`` comparison shown beside it, the ``chance``
-    level, and the ``weighted`` measure (no tau) with its own null comparison."""
+    level, and the ``weighted`` measure (no tau) with its own null comparison (None: none; the
+    learnable share has no weighted chance, and another seed's scratch model, which it read
+    before, is a reference, not a null)."""
     items: Callable[[pd.DataFrame], pd.Series]
     null: str
     reference: str
     chance: Callable[[pd.DataFrame], pd.Series]
     weighted: Callable[[pd.DataFrame], pd.Series]
-    weighted_null: str
+    weighted_null: str | None  # None: the weighted measure has no null (no weighted chance)
 
 
 @dataclass(frozen=True)
@@ -207,7 +213,7 @@ CLAIMS: tuple[Claim, ...] = (
         "share of K_preserve the scratch model also has", inside(*LEARNABLE_RANGE), True,
         Knowledge(share_of("ratio_learnable"), "chance", "scratch_other",
                   share_of("chance_ratio_learnable"), share_of("weighted_ratio_learnable"),
-                  "scratch_other"),
+                  None),
         "chance: the scratch model's items on random subsets of the same kind and order"),
     _knowledge_claim(
         "discard_order", "Discarded knowledge is mostly high-order",
@@ -222,7 +228,10 @@ CLAIMS: tuple[Claim, ...] = (
           "the last), fine-tuned minus scratch", area_gap, above(0.0)),
     Claim("convergence_reach", FIGURE4,
           f"first epoch at weighted Jaccard >= {REACH_LEVEL:g} to the final fine-tuned model "
-          "(T + 1 if never), scratch minus fine-tuned", reach_gap, above(0.0)),
+          "(T + 1 if never), scratch minus fine-tuned", reach_gap, above(0.0),
+          null_text="a fine-tuned run of another seed in the scratch run's place: its reach to "
+          "this seed's final fine-tuned model minus this seed's fine-tuned run's (what a run "
+          "gains by being scored against its own endpoint)"),
 )
 CLAIM_KEYS = tuple(c.key for c in CLAIMS)
 
@@ -231,18 +240,61 @@ def per_comparison(x: Inputs, name: str, measure: Callable[[pd.DataFrame], pd.Se
                    ) -> pd.Series:
     """Per seed s: ``measure`` on comparison ``name`` (pooled over the partners s' != s);
     empty when there is no other seed."""
-    c = x.comparisons
+    c = x.face if name.startswith("face_") else x.comparisons
     if c is None or c.empty:
         return pd.Series(dtype=float)
     return measure(c[c["comparison"] == name])
 
 
+def _crossed(x: Inputs) -> pd.DataFrame:
+    """``curves.crossed_measures`` of ``x.crossed`` (empty without it)."""
+    c = x.crossed
+    if c is None or c.empty:
+        return pd.DataFrame(columns=["seed", "partner", "model", "measure", "value"])
+    return curves.crossed_measures(c, REACH_LEVEL)
+
+
+def reach_null(x: Inputs) -> pd.Series:
+    """Per seed s: the reach gap a fine-tuned run of another seed s' shows in the scratch run's
+    place, against the final fine-tuned model of s: reach of fine-tuned(s') to it minus reach
+    of fine-tuned(s) (its own endpoint), mean over s'. Empty with one seed."""
+    c = _crossed(x)
+    other = c[(c["model"] == "finetune") & (c["measure"] == "reach")]
+    if other.empty:
+        return pd.Series(dtype=float)
+    against = other.groupby("partner")["value"].mean()  # indexed by the reference's seed
+    own = _convergence(x, "reach")["finetune"]
+    return (against - own).dropna()
+
+
+def crossed_gap(x: Inputs, measure: str) -> pd.Series:
+    """Per seed s: the convergence gap (area: fine-tuned minus scratch; reach: scratch minus
+    fine-tuned) with both runs of s scored against another seed's final fine-tuned model,
+    a model neither descends from (mean over the other seeds)."""
+    c = _crossed(x)
+    c = c[c["measure"] == measure]
+    if c.empty:
+        return pd.Series(dtype=float)
+    per = c.groupby(["seed", "model"])["value"].mean().unstack("model")
+    sign = 1.0 if measure == "area" else -1.0
+    return sign * (per["finetune"] - per["scratch"])
+
+
+# claims whose null is neither a comparison (``Knowledge``) nor 0
+NULLS: dict[str, Callable[[Inputs], pd.Series]] = {"convergence_reach": reach_null}
+
+
 def null_of(claim: Claim, x: Inputs, weighted: bool = False) -> pd.Series:
-    """Per seed: the claim's null (``Knowledge``), or 0 for the claims without one."""
+    """Per seed: the claim's null (``Knowledge``, or ``NULLS``), or 0 for the claims without
+    one."""
     k = claim.knowledge
+    if k is None and claim.key in NULLS and not weighted:
+        return NULLS[claim.key](x)
     if k is None:
         return pd.Series(0.0, index=claim.value(x).index)
     name = k.weighted_null if weighted else k.null
+    if name is None:
+        return pd.Series(dtype=float)
     if name == "chance":
         return k.chance(x.table)
     return per_comparison(x, name, k.weighted if weighted else k.items)
@@ -327,9 +379,136 @@ def judge_inputs(x: Inputs, setting: str = "near", claims: tuple[Claim, ...] = C
 
 
 def judge(result: StudyResult, setting: str = "near") -> pd.DataFrame:
-    """``judge_inputs`` on one setting of the study result."""
+    """``judge_inputs`` on one setting of the study result, with the null ladder's columns
+    (``with_ladder``)."""
     x = inputs(result, setting)
-    return attach(judge_inputs(x, setting), sources_of(x.table))
+    return attach(with_ladder(judge_inputs(x, setting), x), sources_of(x.table))
+
+
+# --- the null ladder (book/method.md, section 6) ---------------------------------------------
+
+@dataclass(frozen=True)
+class Rung:
+    """One rung of a claim's ladder: the claim's measure (``measure``) read on the comparison
+    ``where`` (``nulls.COMPARISONS``, ``nulls.FACE_COMPARISONS``, or ``"table"``: the seed's
+    own knowledge table)."""
+    where: str
+    measure: Callable[[pd.DataFrame], pd.Series]
+
+
+# rung key -> what it is (the ladder chart's label), in the chart's order
+RUNGS = {
+    "null_face": "face: the same model under another optimal solution",
+    "null": "the verdict's null (drawn as replication, or as chance for the learnable share)",
+    "null_probe": "probe: two probes of different seeds",
+    "null_unrelated": "unrelated: a probe against another seed's model",
+    "ceiling_finetune": "ceiling: a fine-tuned model's items another seed's fine-tuned has",
+    "ceiling_scratch": "ceiling: a scratch model's items another seed's scratch has",
+    "comparator_new": "comparator: learnable share of K_new",
+    "comparator_finetune": "comparator: learnable share of all of K_finetune",
+}
+_ORDER_GAP = order_gap_of("count_discard", "count_preserve")
+LADDER: dict[str, dict[str, Rung]] = {
+    "share_discarded": dict(null_face=Rung("face_probe", share_of("share_discarded")),
+                            null_probe=Rung("probe_replication", share_of("share_discarded")),
+                            null_unrelated=Rung("unrelated", share_of("share_discarded"))),
+    "share_new": dict(null_face=Rung("face_finetune", share_of("share_new")),
+                      null_probe=Rung("probe_replication", share_of("share_new")),
+                      null_unrelated=Rung("unrelated", share_of("share_new"))),
+    "discard_order": dict(null_face=Rung("face_probe", _ORDER_GAP),
+                          null_probe=Rung("probe_replication", _ORDER_GAP),
+                          null_unrelated=Rung("unrelated", _ORDER_GAP)),
+    "learnable": dict(null_unrelated=Rung("scratch_other", share_of("ratio_learnable")),
+                      ceiling_finetune=Rung("replication", share_of("share_preserved")),
+                      ceiling_scratch=Rung("scratch_replication", share_of("share_preserved")),
+                      comparator_new=Rung("table", share_of("ratio_learnable_new")),
+                      comparator_finetune=Rung("table", share_of("ratio_learnable_finetune"))),
+}
+LADDER_KEYS = tuple(k for k in RUNGS if k != "null")
+# the columns each rung adds to a findings row: its value over seeds, and the claim's value
+# minus it (per seed) with its 95% interval
+RUNG_COLUMNS = ("", "_low", "_high", "_effect_mean", "_effect_low", "_effect_high")
+
+
+# the convergence claims: the gap with both runs scored against another seed's final
+# fine-tuned model (columns ``crossed``, ``crossed_low``, ``crossed_high``), and the names of
+# the nulls that are not comparisons
+CROSSED = {"convergence_area": "area", "convergence_reach": "reach"}
+NULL_NAMES = {"convergence_reach": "unrelated fine-tuned run"}
+
+
+def rung_values(x: Inputs, rung: Rung) -> pd.Series:
+    """Per seed: the rung's measure (empty where its comparison is not in ``x``)."""
+    if rung.where == "table":
+        return rung.measure(x.table)
+    return per_comparison(x, rung.where, rung.measure)
+
+
+def ladder_row(claim: Claim, x: Inputs) -> dict:
+    """A claim's ladder: per rung of ``LADDER_KEYS`` its mean and 95% interval over seeds
+    and the effect (the claim's value minus the rung, per seed) with its interval; NaN where
+    the claim has no such rung or the study has no data for it. ``verdict_null`` names what
+    the verdict reads (a comparison, ``chance`` or ``0``); ``null_low``, ``null_high``,
+    ``chance_low``, ``chance_high``: the intervals of the verdict's null and of chance."""
+    value = claim.value(x)
+    rungs = LADDER.get(claim.key, {})
+    k = claim.knowledge
+    null = null_of(claim, x)
+    chance = k.chance(x.table) if k is not None else pd.Series(dtype=float)
+    n, c = Estimate.of(null), Estimate.of(chance)
+    row = {"verdict_null": k.null if k is not None else NULL_NAMES.get(claim.key, "0"),
+           "null_low": n.low, "null_high": n.high, "chance_low": c.low, "chance_high": c.high}
+    crossed = Estimate.of(crossed_gap(x, CROSSED[claim.key])) if claim.key in CROSSED \
+        else Estimate.of(pd.Series(dtype=float))
+    row.update(crossed=crossed.mean, crossed_low=crossed.low, crossed_high=crossed.high)
+    for key in LADDER_KEYS:
+        r = rung_values(x, rungs[key]) if key in rungs else pd.Series(dtype=float)
+        e, eff = Estimate.of(r), Estimate.of(effect_of(value, r))
+        row.update({key: e.mean, f"{key}_low": e.low, f"{key}_high": e.high,
+                    f"{key}_effect_mean": eff.mean, f"{key}_effect_low": eff.low,
+                    f"{key}_effect_high": eff.high,
+                    f"{key}_effect": eff.text(claim.pct) if len(r) else ""})
+    return row
+
+
+def with_ladder(judged: pd.DataFrame, x: Inputs, claims: tuple[Claim, ...] = CLAIMS
+                ) -> pd.DataFrame:
+    """``judged`` (``judge_inputs``' rows, one per claim) with the ladder's columns
+    (``ladder_row``) beside them; its own columns are left as they are."""
+    by_key = {c.key: c for c in claims}
+    extra = pd.DataFrame([ladder_row(by_key[k], x) for k in judged["claim"]],
+                         index=judged.index)
+    return pd.concat([judged, extra], axis=1)
+
+
+def ladder_long(table: pd.DataFrame) -> pd.DataFrame:
+    """The ladder of every knowledge claim and setting of a findings table (``judge``'s
+    rows), one row per rung that has a value: ``setting, claim, rung, label, mean, low,
+    high``; rungs: the claim itself, then ``RUNGS`` in order, the verdict's null among them
+    (``replication``, or ``chance`` for the learnable share), and chance. What
+    ``charts.ladder`` draws."""
+    rows = []
+    for r in table[table["claim"].isin(list(LADDER))].to_dict("records"):
+        reads = r.get("verdict_null", "replication")
+        rungs = [("claim", "the claim (our value)", r["mean"], r["ci_low"], r["ci_high"])]
+        for key, label in RUNGS.items():
+            if key == "null":
+                if reads != "chance":
+                    rungs.append((reads, f"{reads}: {REPLICATION.split(':')[0]} "
+                                  "(the verdict's null)", r["null"], r.get("null_low"),
+                                  r.get("null_high")))
+                continue
+            rungs.append((key, label, r.get(key, np.nan), r.get(f"{key}_low", np.nan),
+                          r.get(f"{key}_high", np.nan)))
+        rungs.append(("chance", "chance: items on random subsets of their kind and order"
+                      + (" (the verdict's null)" if reads == "chance" else ""),
+                      r["chance"], r.get("chance_low"), r.get("chance_high")))
+        rows += [dict(setting=r["setting"], claim=r["claim"], rung=k, label=lab,
+                      mean=float(m), low=float(lo), high=float(hi))
+                 for k, lab, m, lo, hi in rungs if m is not None and np.isfinite(m)]
+    out = pd.DataFrame(rows, columns=["setting", "claim", "rung", "label", "mean", "low",
+                                      "high"])
+    return attach(out, sources_of(table)) if "sources" in table.attrs else out
 
 
 NOISE_FLOOR = {  # key -> (row label, where its share of lacking items is read)
@@ -340,20 +519,26 @@ NOISE_FLOOR = {  # key -> (row label, where its share of lacking items is read)
                   "share_discarded"),
     "chance": ("probe → fine-tuned's items on random subsets (chance)", "table",
                "chance_share_discarded"),
+    "face": ("probe → the same probe under the optimal face's other rules (face)",
+             "face_probe", "share_discarded"),
+    "probe": ("probe → probe of another seed (another pre-training, no fine-tuning)",
+              "probe_replication", "share_discarded"),
 }
 
 
 def noise_floor(x: Inputs, sample: int | None = None) -> pd.DataFrame:
     """The share of one model's items that another lacks, for the claim's pair and for pairs
     that should not differ (``NOISE_FLOOR``): mean, sd and 95% interval over seeds (over
-    samples, then seeds; one ``sample`` only when given). Indexed by the keys of
-    ``NOISE_FLOOR``."""
+    samples, then seeds; one ``sample`` only when given); "n/a" where the study has no such
+    comparison (one seed; the face without the optimal face's other rules). Indexed by the
+    keys of ``NOISE_FLOOR``."""
+    def one(measure: str) -> Callable[[pd.DataFrame], pd.Series]:
+        return lambda t: _final_measure(t if sample is None else t[t["sample"] == sample],
+                                        measure)
     rows = {}
     for key, (label, where, measure) in NOISE_FLOOR.items():
-        t = x.table if where == "table" else x.comparisons[x.comparisons["comparison"] == where]
-        if sample is not None:
-            t = t[t["sample"] == sample]
-        e = Estimate.of(_final_measure(t, measure))
+        e = Estimate.of(one(measure)(x.table) if where == "table"
+                        else per_comparison(x, where, one(measure)))
         rows[key] = dict(pair=label, mean=e.mean, sd=e.sd, ci_low=e.low, ci_high=e.high,
                          n_seeds=e.n_seeds, share=e.text(pct=True))
     return attach(pd.DataFrame.from_dict(rows, orient="index"), sources_of(x.table))
@@ -380,8 +565,10 @@ def replicate_level(x: Inputs, measure: str = "jaccard_weighted") -> pd.DataFram
 def inputs(result: StudyResult, setting: str = "near") -> Inputs:
     """What ``judge`` reads for one transfer setting of the study result, with the sources of
     all of it on ``table``."""
+    face = result.part(f"{setting}/face") if result.has(f"{setting}/face") else None
     x = Inputs(result.part(f"{setting}/metrics"), result.part(f"{setting}/knowledge"),
-               result.part(f"{setting}/comparisons"), result.part(f"{setting}/replicates"))
+               result.part(f"{setting}/comparisons"), result.part(f"{setting}/replicates"),
+               face, result.part(f"{setting}/crossed"))
     attach(x.table, sources_of(x.metrics) + sources_of(x.table))
     return x
 
@@ -490,13 +677,14 @@ def specification_table(result: StudyResult) -> pd.DataFrame:
 def robust_items(result: StudyResult, setting: str = "near") -> pd.DataFrame:
     """Per model: the share of its final items (canonical rule) that are salient with the same
     sign under every rule of the optimal face (book/method.md, section 2): mean, sd and 95%
-    interval over seeds. ``setting``: near (the study result's ``robust`` part, from the
+    interval over the seeds whose model has items (a share of no items is undefined). ``setting``: near (the study result's ``robust`` part, from the
     sensitivity grid's rule points), disjoint or far (their ``<setting>/robust`` parts)."""
     counts = result.part("robust" if setting == "near" else f"{setting}/robust")
     rows = []
     for model in MODELS:
         c = counts[counts["model"] == model]
-        e = Estimate.of((c["robust"] / c["items"].clip(lower=1)).reset_index(drop=True))
+        # a seed whose model has no item has no robust share (NaN, left out), as in face.shares
+        e = Estimate.of((c["robust"] / c["items"].where(c["items"] > 0)).reset_index(drop=True))
         rows.append(dict(model=model, rules=int(c["rules"].iloc[0]), mean=e.mean, sd=e.sd,
                          ci_low=e.low, ci_high=e.high, n_seeds=e.n_seeds,
                          robust=e.text(pct=True)))

@@ -42,12 +42,17 @@ from whypretrain.provenance import Sources, attach, command, git_commit
 from whypretrain.train.runs import atomic_write, locked, run_hash
 
 STUDY_FORMAT = 2  # 2: parts record their producer, code key, inputs and key
-# what each group's parts hold; "<setting>/..." parts exist for near, disjoint and far
+# what each group's parts hold; "<setting>/..." parts exist for near, disjoint and far; besides
+# these, "<setting>/robust" and "<setting>/face" (nulls.face_table: each seed's final models
+# against themselves under the optimal face's other rules) come with the disjoint and far
+# groups, and near's with the sensitivity group (its rule points)
 SETTING_PARTS = {
     "metrics": "per-epoch training metrics of the probe, fine-tuned and scratch runs",
     "knowledge": "every seed's knowledge and convergence table (knowledge.TABLE_COLUMNS)",
     "comparisons": "the knowledge tables between models of two seeds (nulls.comparison_table)",
     "replicates": "the final models' Jaccard across seeds (nulls.replicate_table)",
+    "crossed": "every checkpoint's weighted Jaccard to another seed's final fine-tuned model "
+               "(nulls.crossed_table)",
 }
 NEAR_PARTS = {
     "summary": "mean and 95% interval over seeds of every knowledge measure (stats.summarize)",
@@ -69,10 +74,10 @@ FINDINGS_PARTS = {
 }
 GROUPS: dict[str, tuple[str, ...]] = {
     "near": tuple(f"near/{p}" for p in (*SETTING_PARTS, *NEAR_PARTS)),
-    "disjoint": (*(f"disjoint/{p}" for p in SETTING_PARTS), "disjoint/robust"),
-    "far": (*(f"far/{p}" for p in SETTING_PARTS), "far/robust"),
+    "disjoint": (*(f"disjoint/{p}" for p in SETTING_PARTS), "disjoint/robust", "disjoint/face"),
+    "far": (*(f"far/{p}" for p in SETTING_PARTS), "far/robust", "far/face"),
     "sensitivity": ("sensitivity", "specifications/knowledge", "specifications/comparisons",
-                    "robust", "identified"),
+                    "robust", "identified", "near/face"),
     "findings": tuple(f"findings/{p}" for p in FINDINGS_PARTS),
 }
 # the function that writes each group (module and name); its module's code key is the

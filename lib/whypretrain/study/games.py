@@ -17,7 +17,7 @@ from whypretrain.engine import masking
 from whypretrain.train import data, loops
 
 MODELS = ("probe", "finetune", "scratch")  # rows of the games, in this order
-EVERY_EPOCH = "all"  # the value of ``checkpoints`` that analyses every epoch (the default)
+EVERY_EPOCH = "all"  # the value of ``checkpoints`` that analyses every epoch (the default is 8)
 
 def choose_samples(dataset, finals: list[torch.nn.Module], per_class: int, only_correct: bool,
                    batch: int = 256) -> tuple[list[int], int, int]:

@@ -119,7 +119,8 @@ def _setting_parts(name: str, setting: dict, progress: bool, make: bool = True
     parts = {f"{name}/metrics": metrics,
              f"{name}/knowledge": _knowledge(loaded, tau, empty_set),
              f"{name}/comparisons": nulls.comparison_table(loaded, tau, empty_set),
-             f"{name}/replicates": nulls.replicate_table(loaded, tau, empty_set)}
+             f"{name}/replicates": nulls.replicate_table(loaded, tau, empty_set),
+             f"{name}/crossed": nulls.crossed_table(loaded, empty_set)}
     sources = {p: seeds for p in parts}
     sources[f"{name}/metrics"] = metric_sources
     return parts, sources, loaded
@@ -186,7 +187,10 @@ def transfer_group(name: str):
         rules = [_seeds({**setting, "rule": rule}, progress, ds, make, finals_only=True)
                  for rule in other_rules(setting)]
         parts[f"{name}/robust"] = robust_counts(setting, loaded, rules)
-        sources[f"{name}/robust"] = combine(r.sources() for r in loaded + sum(rules, []))
+        parts[f"{name}/face"] = nulls.face_table(loaded, dict(zip(other_rules(setting), rules)),
+                                                 setting["tau"], setting["empty_set"])
+        sources[f"{name}/robust"] = sources[f"{name}/face"] = combine(
+            r.sources() for r in loaded + sum(rules, []))
         return write(params, name, parts, sources, notes={name: "computed"})
     return step
 
@@ -215,7 +219,7 @@ def sensitivity_group(params: dict, progress: bool, far: bool) -> StudyResult:
     canonical = _seeds(params, progress, ds)
     # the preset's own values and the table-only points read the same results: load once
     by_results = {(results_key(params), False): canonical}
-    rules = []
+    rules: dict[str, list] = {}
     for key, value, setting, finals_only in sensitivity_settings(params):
         own = value == params[key]
         spec = "preset" if own else f"{key}={value}"
@@ -227,14 +231,15 @@ def sensitivity_group(params: dict, progress: bool, far: bool) -> StudyResult:
             continue
         srcs += [r.sources() for r in loaded]
         if key == "rule" and finals_only:
-            rules.append(loaded)
+            rules[value] = loaded
         if spec not in by_spec:
             label = dict(spec=spec, parameter="preset" if own else key,
                          grid_value="" if own else str(value))
             by_spec[spec] = t = _knowledge(loaded, setting["tau"], setting["empty_set"])
             frames.append(t.assign(**label))
-            comparisons.append(nulls.comparison_table(loaded, setting["tau"],
-                                                      setting["empty_set"]).assign(**label))
+            comparisons.append(nulls.comparison_table(
+                loaded, setting["tau"], setting["empty_set"],
+                nulls.VERDICT_COMPARISONS).assign(**label))
         t = by_spec[spec]
         finals = t[(t["order"] == knowledge.ALL_ORDERS)
                    & t["measure"].isin(list(knowledge.KNOWLEDGE_MEASURES))]
@@ -250,8 +255,10 @@ def sensitivity_group(params: dict, progress: bool, far: bool) -> StudyResult:
     parts = {"sensitivity": sensitivity,
              "specifications/knowledge": pd.concat(frames, ignore_index=True),
              "specifications/comparisons": pd.concat(comparisons, ignore_index=True),
-             "robust": robust_counts(params, canonical, rules),
-             "identified": identified_counts(params, canonical)}
+             "robust": robust_counts(params, canonical, list(rules.values())),
+             "identified": identified_counts(params, canonical),
+             "near/face": nulls.face_table(canonical, rules, params["tau"],
+                                           params["empty_set"])}
     return write(params, "sensitivity", parts, {p: sources for p in parts})
 
 

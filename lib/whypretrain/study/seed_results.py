@@ -66,7 +66,8 @@ GAME_KEYS = ("n", "patch", "player_choice", "player_seed", "baseline", "subtract
 # 4: games shared by every seed (the same samples and players; the seeds are in the hash)
 # 5: checkpoints = k spaced evenly (they were spaced geometrically)
 RESULTS_FORMAT = 5
-TABLE_FORMAT = 2  # 2: the weighted_* and chance_* measures (knowledge.KNOWLEDGE_MEASURES)
+TABLE_FORMAT = 3  # 2: the weighted_* and chance_* measures (knowledge.KNOWLEDGE_MEASURES);
+# 3: weighted measures of L1-normalised interactions, ratio_learnable_new / _finetune
 
 
 @dataclass
