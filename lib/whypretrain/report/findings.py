@@ -391,6 +391,30 @@ def seeds_to_decide(effect: Inference, sesoi: float, alpha: float = ALPHA) -> fl
                                  max_seeds=MAX_SEEDS)
 
 
+HEADLINE = ("share_discarded", "share_new", "learnable")  # the claims the seed count serves
+
+
+def power_table(spreads: pd.DataFrame, families: int = len(CLAIMS)) -> pd.DataFrame:
+    """How many seeds each claim needs to decide at 80% power (``stats.seeds_for_power``) for
+    its SESOI, from ``spreads``: one row per (setting, claim) with ``sd_seed`` (one seed's sd
+    of the effect), ``n_seeds`` (the seeds it was measured on) and optionally ``sd_sample``
+    and ``n_samples`` (the samples' part, which more seeds do not shrink). Seeds at level 5%
+    on the sd as measured (``seeds_point``) and on its 80% upper confidence bound
+    (``seeds``), and the same bound at Holm's first step, 5% / ``families``
+    (``seeds_holm``: what a claim needs when every other claim of its setting is null)."""
+    rows = []
+    for r in spreads.to_dict("records"):
+        sesoi = SESOI[r["claim"]]
+        sd_sample, m = r.get("sd_sample", 0.0), int(r.get("n_samples", 1))
+        upper = stats.sd_upper(r["sd_seed"], r["n_seeds"] - 1)
+        rows.append(dict(r, sesoi=sesoi, sd_seed_upper=upper,
+                         seeds_point=stats.seeds_for_power(sesoi, r["sd_seed"], sd_sample, m),
+                         seeds=stats.seeds_for_power(sesoi, upper, sd_sample, m),
+                         seeds_holm=stats.seeds_for_power(sesoi, upper, sd_sample, m,
+                                                          ALPHA / families)))
+    return pd.DataFrame(rows)
+
+
 def verdict(effect: Inference, sesoi: float, differs: bool | None = None,
             equivalent: bool | None = None) -> str:
     """The effect's verdict: *exceeds the null* (or *below the null*) when the test of effect
@@ -468,6 +492,8 @@ def _claim_row(c: Claim, x: Inputs, setting: str, split, n_claims: int) -> tuple
                floor_text=c.floor_text, floor_mean=floor.estimate, floor_low=floor.low,
                floor_high=floor.high, floor=interval_text(floor, c.pct),
                paper_verdict=c.rule.judge(floor), interval_method=value.method,
+               effect_sd_seed=np.sqrt(effect.v_seed * effect.n_seeds),
+               effect_sd_sample=np.sqrt(effect.v_sample),
                seeds_to_decide=seeds_to_decide(effect, c.sesoi, ALPHA / n_claims),
                reference=np.nan, chance=np.nan, weighted=np.nan, weighted_null=np.nan,
                weighted_effect_mean=np.nan, weighted_effect_low=np.nan,
@@ -575,7 +601,7 @@ NUMBER_COLUMNS = ("mean", "sd", "ci_low", "ci_high", "null", "effect_mean", "eff
                   "p_differs", "p_equivalent", "p_exceeds_sesoi", "floor_mean", "floor_low",
                   "floor_high", "seeds_to_decide", "reference", "chance", "weighted",
                   "weighted_null", "weighted_effect_mean", "weighted_effect_low",
-                  "weighted_effect_high")
+                  "weighted_effect_high", "effect_sd_seed", "effect_sd_sample")
 
 
 def not_run(setting: str, command: str) -> pd.DataFrame:
