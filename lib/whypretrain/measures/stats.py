@@ -311,16 +311,18 @@ def power(sesoi: float, sd_seed: float, n_seeds, sd_sample: float = 0.0, n_sampl
 
 def seeds_for_power(sesoi: float, sd_seed: float, sd_sample: float = 0.0, n_samples: int = 1,
                     alpha: float = 1 - CONFIDENCE, target: float = POWER,
-                    max_seeds: int = 100) -> float:
-    """The fewest seeds (>= 2) at which both tests of ``power`` reach ``target``: a true effect
-    of the SESOI is found to exceed 0 and a true effect of 0 is found equivalent. NaN without
-    an sd; ``max_seeds + 1`` when no count up to ``max_seeds`` does (the sample part alone may
-    be too wide: then more samples, not seeds, are needed)."""
+                    max_seeds: int = 100, tests: tuple[str, ...] = ("differs", "equivalent")
+                    ) -> float:
+    """The fewest seeds (>= 2) at which every test of ``power`` named in ``tests`` reaches
+    ``target``: by default both, a true effect of the SESOI found to exceed 0 and a true
+    effect of 0 found equivalent. NaN without an sd; ``max_seeds + 1`` when no count up to
+    ``max_seeds`` does (the sample part alone may be too wide: then more samples, not seeds,
+    are needed)."""
     if not (np.isfinite(sd_seed) and np.isfinite(sd_sample) and sesoi > 0):
         return np.nan
     n = np.arange(2, max_seeds + 1)
     p = power(sesoi, sd_seed, n, sd_sample, n_samples, alpha)
-    ok = np.flatnonzero((p["differs"] >= target) & (p["equivalent"] >= target))
+    ok = np.flatnonzero(np.all([p[t] >= target for t in tests], axis=0))
     return float(n[ok[0]]) if len(ok) else float(max_seeds + 1)
 
 

@@ -328,7 +328,8 @@ def specification_curve(spec: pd.DataFrame, joint: pd.DataFrame | None = None
     dashed) and the band of +-SESOI; a draw of players or samples (resampling, not a choice)
     is a hollow point, a gradient optimiser (it stops above the optimum) a triangle. Below,
     which choice each point makes. ``joint``: ``findings.joint_tests``; its sentence for each
-    claim goes in the subtitle. A menu picks the claim; clicking a point highlights it in both panels."""
+    claim goes in the subtitle. A menu picks the claim; clicking a point highlights it in both
+    panels."""
     data = spec.copy()
     data["rank"] = data.groupby("claim")["effect_mean"].rank(method="first")
     data["sesoi_low"], data["sesoi_high"] = -data["sesoi"], data["sesoi"]

@@ -14,7 +14,7 @@ side. Reads the study result only (``study_result``): the verdicts are functions
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -93,6 +93,7 @@ class Inputs:
     table: pd.DataFrame
     comparisons: pd.DataFrame | None = None
     replicates: pd.DataFrame | None = None
+    memo: dict = field(default_factory=dict, repr=False, compare=False)  # per-table results
 
 
 def accuracy_gap(x: Inputs) -> pd.Series:
@@ -135,7 +136,9 @@ def share_of(measure: str) -> Callable[[pd.DataFrame], pd.Series]:
 
 
 def _convergence(x: Inputs, measure: str) -> pd.DataFrame:
-    c = curves.convergence_measures(x.table, REACH_LEVEL)
+    if "convergence" not in x.memo:   # the area and the reach claims read the same table
+        x.memo["convergence"] = curves.convergence_measures(x.table, REACH_LEVEL)
+    c = x.memo["convergence"]
     if c.empty:
         raise MissingResults("convergence measures (results of every epoch)",
                              "whypretrain analyze --preset ... --set checkpoints=all")
@@ -360,12 +363,13 @@ def _mean(series: pd.Series) -> float:
 
 
 def infer(c: Claim, x: Inputs, split: tuple[list[Inputs], list[Inputs], str] | None = None
-          ) -> dict[str, Inference]:
+          , seeds: dict[str, pd.Series] | None = None) -> dict[str, Inference]:
     """The crossed-jackknife ``Inference`` of each of the claim's statistics (``per_seed``'s
-    keys but ``null``): the mean over seeds, recomputed on every fold of ``folds(x)``. A
-    share's value stays in [0, 1], its effect in [-1, 1], its floor measure at most 1."""
+    keys but ``null``; ``seeds``: ``per_seed(c, x)`` when already computed): the mean over
+    seeds, recomputed on every fold of ``folds(x)``. A share's value stays in [0, 1], its
+    effect in [-1, 1], its floor measure at most 1."""
     by_seed, by_sample, method = split or folds(x)
-    full = {k: _mean(v) for k, v in per_seed(c, x).items() if k != "null"}
+    full = {k: _mean(v) for k, v in (seeds or per_seed(c, x)).items() if k != "null"}
     at = [{k: _mean(v) for k, v in per_seed(c, f).items()} for f in by_seed + by_sample]
     n = len(by_seed)
     share = (0.0, 1.0) if c.pct else (-np.inf, np.inf)
@@ -401,7 +405,9 @@ def power_table(spreads: pd.DataFrame, families: int = len(CLAIMS)) -> pd.DataFr
     and ``n_samples`` (the samples' part, which more seeds do not shrink). Seeds at level 5%
     on the sd as measured (``seeds_point``) and on its 80% upper confidence bound
     (``seeds``), and the same bound at Holm's first step, 5% / ``families``
-    (``seeds_holm``: what a claim needs when every other claim of its setting is null)."""
+    (``seeds_holm``: what a claim needs when every other claim of its setting is null); and
+    on the bound at 5% for the first test alone (``seeds_exceed``: an effect of the SESOI
+    found, whatever a null effect would give)."""
     rows = []
     for r in spreads.to_dict("records"):
         sesoi = SESOI[r["claim"]]
@@ -411,7 +417,9 @@ def power_table(spreads: pd.DataFrame, families: int = len(CLAIMS)) -> pd.DataFr
                          seeds_point=stats.seeds_for_power(sesoi, r["sd_seed"], sd_sample, m),
                          seeds=stats.seeds_for_power(sesoi, upper, sd_sample, m),
                          seeds_holm=stats.seeds_for_power(sesoi, upper, sd_sample, m,
-                                                          ALPHA / families)))
+                                                          ALPHA / families),
+                         seeds_exceed=stats.seeds_for_power(sesoi, upper, sd_sample, m,
+                                                            tests=("differs",))))
     return pd.DataFrame(rows)
 
 
@@ -471,9 +479,10 @@ def interval_text(e: Inference, pct: bool = False, effect: bool = False, sd: flo
     return text
 
 
-def _claim_row(c: Claim, x: Inputs, setting: str, split, n_claims: int) -> tuple[dict, Inference]:
-    i = infer(c, x, split)
+def _claim_row(c: Claim, x: Inputs, setting: str, split, n_claims: int
+               ) -> tuple[dict, Inference]:
     seeds = per_seed(c, x)
+    i = infer(c, x, split, seeds)
     value, effect, floor = i["value"], i["effect"], i["floor"]
     p = effect.tests(c.sesoi)
     lo90, hi90 = effect.interval(1 - 2 * ALPHA)
@@ -691,9 +700,9 @@ def decision_lines(table: pd.DataFrame) -> str:
             if r.verdict == NOT_RUN:
                 lines.append(f"- {r.claim.replace('_', ' ')}: {r.ours}")
                 continue
-            lines.append(f"- {r.claim.replace('_', ' ')}: {r.ours}; {_null_cell(r._asdict(), c.pct)}"
-                         f"; SESOI {_sesoi_text(c)}: **{r.verdict}**; paper's range "
-                         f"{r.paper_verdict}")
+            lines.append(f"- {r.claim.replace('_', ' ')}: {r.ours}; "
+                         f"{_null_cell(r._asdict(), c.pct)}; SESOI {_sesoi_text(c)}: "
+                         f"**{r.verdict}**; paper's range {r.paper_verdict}")
         lines.append("")
     return "\n".join(lines)
 
