@@ -138,6 +138,16 @@ def test_claims_on_a_hand_made_table():
     assert set(out["paper_verdict"]) <= set(findings.PAPER_VERDICTS)
     assert (out["n_seeds"] == 2).all()
     assert findings.verdict_counts(out.reset_index())["near"] == "0 of 8"
+    # with a setting that did not run: one decision line per claim and setting
+    both = pd.concat([out.reset_index(), findings.not_run("far", "whypretrain analyze")],
+                     ignore_index=True)
+    assert set(findings.not_run("far", "x").columns) == set(both.columns)
+    lines = findings.decision_lines(both).splitlines()
+    assert sum(line.startswith("- ") for line in lines) == 2 * len(findings.CLAIMS)
+    assert "**near** (0 of 8 claims reproduce)" in lines and "**far** (not run)" in lines
+    assert "SESOI 5.0 pts: **inconclusive**" in findings.decision_lines(both)
+    assert findings.verdict_counts(both)["far"] == findings.NOT_RUN
+    assert "| share_discarded |" in findings.as_markdown(both)
 
 
 def test_a_verdict_reads_the_effect_and_its_interval():

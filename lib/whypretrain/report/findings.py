@@ -692,8 +692,10 @@ def decision_lines(table: pd.DataFrame) -> str:
     SESOI, verdict (and the paper's range), grouped by setting."""
     by_key = {c.key: c for c in CLAIMS}
     lines = []
+    counts = verdict_counts(table)
     for s, g in table.groupby("setting", sort=False):
-        lines.append(f"**{s}** ({verdict_counts(table)[s]} claims reproduce)")
+        count = NOT_RUN if counts[s] == NOT_RUN else f"{counts[s]} claims reproduce"
+        lines.append(f"**{s}** ({count})")
         lines.append("")
         for r in g.itertuples():
             c = by_key[r.claim]
@@ -834,7 +836,9 @@ def agreement(spec: pd.DataFrame) -> pd.DataFrame:
     """Per claim, over the specifications of kind *specification*: how many there are, and the
     share whose claim reproduces (``reproduces``), whose effect is equivalent to the null, and
     that are inconclusive."""
-    g = spec[spec.get("kind", "specification") == "specification"].groupby("claim", sort=False)
+    if "kind" in spec:
+        spec = spec[spec["kind"] == "specification"]
+    g = spec.groupby("claim", sort=False)
     out = pd.DataFrame({"specifications": g.size(),
                         "agree": g["reproduces"].mean(),
                         "equivalent": g["verdict"].apply(lambda v: (v == EQUIVALENT).mean()),
