@@ -76,8 +76,9 @@ def main() -> None:
         for column in ("sd_seed", "sd_seed_upper", "sd_sample", "sesoi"):
             table[column] = (100 * table[column]).round(1)
         print(f"\n{title}\n")
-        print(table[["setting", "claim", "sd_seed", "sd_seed_upper", "sd_sample", "sesoi",
-                     "seeds_point", "seeds", "seeds_holm", "seeds_exceed"]].to_markdown(index=False))
+        columns = ["setting", "claim", "sd_seed", "sd_seed_upper", "sd_sample", "sesoi",
+                   "seeds_point", "seeds", "seeds_holm", "seeds_exceed"]
+        print(table[columns].to_markdown(index=False))
 
 
 if __name__ == "__main__":
