@@ -25,8 +25,11 @@ from whypretrain.train import data
 from whypretrain.report import findings
 from whypretrain import presets
 from whypretrain.study import seed_results, pipeline
+<<<<<<< HEAD
 from whypretrain.study import extraction
 from whypretrain.measures import stats
+=======
+>>>>>>> inference
 from whypretrain.errors import MissingResults
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -59,8 +62,9 @@ def main() -> None:
     rows = []
     for c in findings.CLAIMS:
         try:
-            e = stats.Estimate.of(c.value(x))
-            rows.append(dict(claim=c.key, sgd=e.text(c.pct), sgd_verdict=c.rule.judge(e)))
+            e = findings.infer(c, x)["value"]
+            rows.append(dict(claim=c.key, sgd=findings.interval_text(e, c.pct),
+                             sgd_verdict=c.rule.judge(e)))
         except MissingResults:
             rows.append(dict(claim=c.key, sgd="not recomputed (every epoch)", sgd_verdict="-"))
     before = pd.DataFrame(rows)

@@ -40,19 +40,27 @@ def test_sensitivity_chart_draws_the_means_over_seeds_as_given():
     assert drawn == [("n", "8", 0.65), ("tau", "0.05", 0.6), ("tau", "0.1", 0.7)]
 
 
-def test_specification_curve_has_a_point_per_specification_and_claim():
+def test_specification_curve_draws_effects_with_the_sesoi_band_and_the_joint_test():
     rows = []
-    for i, spec in enumerate(["preset", "tau=0.1", "rule=hash"]):
+    for i, (spec, kind) in enumerate([("preset", "specification"), ("tau=0.1", "specification"),
+                                      ("player_seed=1", "resampling")]):
         for claim in ("share_discarded", "learnable"):
             low, high = findings.PAPER_LINES[claim]
-            rows.append(dict(spec=spec, parameter=spec.split("=")[0], value=spec[4:],
-                             claim=claim, mean=0.5 + 0.1 * i, ci_low=0.4, ci_high=0.8,
-                             null=0.45, effect="+0.05", verdict=findings.INDISTINCT,
-                             paper_low=low, paper_high=high))
-    chart = charts.specification_curve(pd.DataFrame(rows))
+            rows.append(dict(spec=spec, parameter=spec.split("=")[0], value=spec[4:], kind=kind,
+                             claim=claim, mean=0.5 + 0.1 * i, null=0.45, effect="+0.05",
+                             effect_mean=0.3 - 0.1 * i, effect_low=0.1, effect_high=0.4,
+                             sesoi=0.05, verdict=findings.INCONCLUSIVE, paper_low=low,
+                             paper_high=high))
+    joint = pd.DataFrame({"text": ["median effect +10.0 pts", "median effect +5.0 pts"]},
+                         index=["share_discarded", "learnable"])
+    chart = charts.specification_curve(pd.DataFrame(rows), joint)
     drawn = rows_of(chart)
     assert len(drawn) == 6
-    # ranks sort each claim's specifications by value: 1..3 within every claim
+    # ranks sort each claim's specifications by effect (not by value): 3, 2, 1
     for claim in ("share_discarded", "learnable"):
-        ranks = sorted(r["rank"] for r in drawn if r["claim"] == claim)
-        assert ranks == [1, 2, 3]
+        ranks = [r["rank"] for r in drawn if r["claim"] == claim]
+        assert ranks == [3, 2, 1]
+    assert {(r["sesoi_low"], r["sesoi_high"]) for r in drawn} == {(-0.05, 0.05)}
+    spec = chart.to_dict()
+    assert any("joint test, share discarded: median effect +10.0 pts" in line
+               for line in spec["title"]["subtitle"])

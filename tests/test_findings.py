@@ -17,21 +17,31 @@ def est(values):
 
 # --- rules -------------------------------------------------------------------------------------
 
-def test_above_rule_uses_the_interval_and_the_mean_for_one_seed():
+def inference(values):
+    """The crossed jackknife of a mean over seeds with no sample part: its seed folds are the
+    leave-one-out means."""
+    v = np.asarray(values, float)
+    if len(v) < 2:
+        return stats.Inference.of(v[0] if len(v) else np.nan, [np.nan] * len(v), [])
+    return stats.Inference.of(v.mean(), [np.delete(v, j).mean() for j in range(len(v))], [])
+
+
+def test_above_rule_needs_the_whole_interval():
     rule = findings.above(0.5)
-    assert rule.judge(est([0.70, 0.72, 0.74])) == "yes"     # interval well above
-    assert rule.judge(est([0.30, 0.32, 0.34])) == "no"      # interval below
-    assert rule.judge(est([0.40, 0.60, 0.70])) == "partly"  # interval contains 0.5
-    assert rule.judge(est([0.6])) == "yes" and rule.judge(est([0.4])) == "no"
-    assert rule.judge(est([np.nan, np.nan])) == "no"
-    assert "95% interval" in rule.text
+    assert rule.judge(inference([0.70, 0.72, 0.74])) == findings.AGREES
+    assert rule.judge(inference([0.30, 0.32, 0.34])) == findings.DISAGREES
+    assert rule.judge(inference([0.40, 0.60, 0.70])) == findings.UNDECIDED
+    assert rule.judge(inference([0.6])) == findings.UNDEFINED    # one seed: no interval
+    assert rule.judge(inference([0.6, 0.6, 0.6])) == findings.UNDECIDED   # width 0
+    assert rule.text == "above 0.5"
 
 
-def test_inside_rule_for_the_learnable_range():
+def test_inside_rule_for_the_learnable_range_needs_the_whole_interval_too():
     rule = findings.inside(*findings.LEARNABLE_RANGE)
-    assert rule.judge(est([0.30, 0.31, 0.32])) == "yes"
-    assert rule.judge(est([0.50, 0.52, 0.54])) == "no"
-    assert rule.judge(est([0.30, 0.60, 0.70])) == "partly"   # mean 0.53 above, interval overlaps
+    assert rule.judge(inference([0.30, 0.31, 0.32])) == findings.AGREES
+    assert rule.judge(inference([0.50, 0.52, 0.54])) == findings.DISAGREES
+    # the mean (0.40) lies in the range, the interval does not: the mean no longer decides
+    assert rule.judge(inference([0.30, 0.40, 0.50])) == findings.UNDECIDED
     assert "13%-45%" in rule.text
 
 
@@ -89,46 +99,70 @@ def test_claims_on_a_hand_made_table():
     # 95% of final: fine-tuned at epoch 2 in both seeds, scratch at 3
     assert out.loc["accuracy_speed", "mean"] == pytest.approx(1.0)
     assert out.loc["share_discarded", "mean"] == pytest.approx(0.7)
-    # null: replication 0.5 in both seeds, so the effect is 0.2 with sd 0
+    # null: replication 0.5 in both seeds, so the effect is 0.2 with no spread over seeds;
+    # the samples (0.8 and 0.6) give it one: leaving either out, 0.3 or 0.1
     assert out.loc["share_discarded", "null"] == pytest.approx(0.5)
     assert out.loc["share_discarded", "effect_mean"] == pytest.approx(0.2)
-    assert out.loc["share_discarded", "verdict"] == "yes"          # sd 0: interval = 0.7
+    assert out.loc["share_discarded", "effect_se"] == pytest.approx(0.1)
+    assert out.loc["share_discarded", "effect_df"] == pytest.approx(1.0)   # 2 samples
+    assert out.loc["share_discarded", "verdict"] == findings.INCONCLUSIVE
+    assert out.loc["share_discarded", "interval_method"] == \
+        "crossed jackknife, nulls kept (2 seeds)"
+    # beyond the floor: 1 - (1 - 0.7) / (1 - 0.5) = 0.4, below the paper's 50% line
+    assert out.loc["share_discarded", "floor_mean"] == pytest.approx(0.4)
+    assert out.loc["share_discarded", "ci_high"] <= 1.0       # a share stays a share
     assert out.loc["share_discarded", "reference"] == pytest.approx(0.8)   # unrelated
     assert out.loc["share_discarded", "chance"] == pytest.approx(0.9)
     assert out.loc["share_discarded", "weighted"] == pytest.approx(0.5)
+    assert out.loc["share_discarded", "sesoi"] == 0.05
     # the comparisons hold the same share new as the seeds themselves: effect 0
     assert out.loc["share_new", "effect_mean"] == pytest.approx(0.0)
-    assert out.loc["share_new", "verdict"] == findings.INDISTINCT
     assert out.loc["learnable", "mean"] == pytest.approx(0.3)
     assert out.loc["learnable", "null"] == pytest.approx(0.1)      # chance
-    assert out.loc["learnable", "verdict"] == "yes"
+    # (0.3 - 0.1) / (1 - 0.1): the learnable share beyond chance
+    assert out.loc["learnable", "floor_mean"] == pytest.approx(2 / 9)
+    # the same 0.3 in every seed and the only defined sample: width 0 decides nothing
+    assert out.loc["learnable", "verdict"] == findings.INCONCLUSIVE
+    assert out.loc["learnable", "paper_verdict"] == findings.UNDECIDED
     assert out.loc["discard_order", "mean"] == pytest.approx(2.0)  # order 3 vs order 1
     assert out.loc["discard_order", "chance"] == pytest.approx(3.0)  # order 4 vs order 1
     assert out.loc["discard_order", "effect_mean"] == pytest.approx(0.0)
-    # the replication null has the same gap: an interval [0, 0] that contains 0
-    assert out.loc["discard_order", "verdict"] == findings.INDISTINCT
+    # the replication null has the same gap: an interval [0, 0], which decides nothing
+    assert out.loc["discard_order", "verdict"] == findings.INCONCLUSIVE
+    assert np.isnan(out.loc["discard_order", "seeds_to_decide"])
     # area: mean over epochs 0..2 of own curve: (0.6+0.8+0.9)/3 - (0.1+0.3+0.6)/3
     assert out.loc["convergence_area", "mean"] == pytest.approx((2.3 - 1.0) / 3)
     # reach 0.5 of the final fine-tuned: fine-tuned at epoch 0, scratch never (T + 1 = 4)
     assert out.loc["convergence_reach", "mean"] == pytest.approx(4.0)
     assert set(out["verdict"]) <= set(findings.VERDICTS)
+    assert set(out["paper_verdict"]) <= set(findings.PAPER_VERDICTS)
     assert (out["n_seeds"] == 2).all()
+    assert findings.verdict_counts(out.reset_index())["near"] == "0 of 8"
+    # with a setting that did not run: one decision line per claim and setting
+    both = pd.concat([out.reset_index(), findings.not_run("far", "whypretrain analyze")],
+                     ignore_index=True)
+    assert set(findings.not_run("far", "x").columns) == set(both.columns)
+    lines = findings.decision_lines(both).splitlines()
+    assert sum(line.startswith("- ") for line in lines) == 2 * len(findings.CLAIMS)
+    assert "**near** (0 of 8 claims reproduce)" in lines and "**far** (not run)" in lines
+    assert "SESOI 5.0 pts: **inconclusive**" in findings.decision_lines(both)
+    assert findings.verdict_counts(both)["far"] == findings.NOT_RUN
+    assert "| share_discarded |" in findings.as_markdown(both)
 
 
-def test_an_effect_whose_interval_contains_zero_cannot_be_told_from_its_null():
-    claim = findings.CLAIMS[findings.CLAIM_KEYS.index("share_discarded")]
-    value = est([0.70, 0.72, 0.74])                 # the threshold alone says yes
-    assert findings.verdict(claim, value, est([0.10, 0.12, 0.14])) == "yes"
-    assert findings.verdict(claim, value, est([-0.05, 0.02, 0.06])) == findings.INDISTINCT
-    assert findings.verdict(claim, value, est([-0.10, -0.12, -0.14])) == "no"
-    assert findings.verdict(claim, value, est([])) == "yes"       # no null: the rule alone
-    assert findings.verdict(claim, est([0.7]), est([-0.01])) == "no"  # one seed: the sign
+def test_a_verdict_reads_the_effect_and_its_interval():
+    assert findings.verdict(inference([0.10, 0.12, 0.14]), 0.05) == findings.EXCEEDS
+    assert findings.verdict(inference([-0.05, 0.02, 0.06]), 0.05) == findings.INCONCLUSIVE
+    assert findings.verdict(inference([-0.10, -0.12, -0.14]), 0.05) == findings.BELOW
+    assert findings.verdict(inference([-0.001, 0.0, 0.001]), 0.05) == findings.EQUIVALENT
+    assert findings.verdict(inference([]), 0.05) == findings.UNDEFINED
+    assert findings.verdict(inference([0.7]), 0.05) == findings.UNDEFINED   # one seed
     undecided = hand_made_inputs()
     c = undecided.comparisons
     flip = (c["comparison"] == "replication") & (c["measure"] == "share_discarded")
     c.loc[flip, "value"] = c.loc[flip, "seed"].map({0: 0.6, 1: 0.8})  # effects +0.2 and -0.2
     out = findings.judge_inputs(undecided).set_index("claim")
-    assert out.loc["share_discarded", "verdict"] == findings.INDISTINCT
+    assert out.loc["share_discarded", "verdict"] == findings.INCONCLUSIVE
     assert out.loc["share_discarded", "effect_low"] < 0 < out.loc["share_discarded",
                                                                   "effect_high"]
 
@@ -243,17 +277,6 @@ def test_game_counts_of_the_ci_preset():
     # the far setting (imagenet-uci-ci, 3 epochs) analyses every epoch as main does
     assert counts.loc["transfer far", "models"] == 9
     assert (counts.drop(index=["main", "transfer disjoint", "transfer far"])["models"] == 3).all()
-
-
-def test_seeds_to_decide_is_the_fewest_seeds_whose_interval_excludes_zero():
-    from scipy import stats
-    e = est([0.10, 0.12, 0.14])                  # mean 0.12, sd 0.02
-    k = findings.seeds_to_decide(e)
-    assert k == 3
-    assert stats.t.ppf(0.975, k - 1) * 0.02 / np.sqrt(k) < 0.12
-    assert stats.t.ppf(0.975, k - 2) * 0.02 / np.sqrt(k - 1) >= 0.12
-    assert findings.seeds_to_decide(est([-0.05, 0.02, 0.06])) > 10
-    assert np.isnan(findings.seeds_to_decide(est([0.3])))          # no spread to go on
 
 
 def test_replicate_level_is_the_mean_similarity_of_two_seeds_final_models():

@@ -279,29 +279,33 @@ SETTING_COLORS = {"near": "#4c78a8", "disjoint": "#f58518", "far": "#54a24b"}
 
 
 def forest(table: pd.DataFrame) -> alt.Chart:
-    """Each claim's effect (our value minus its null) with its 95% interval over seeds, one
-    row per claim and a point per transfer setting; the null is the line at 0. ``table``:
+    """Each claim's effect (our value minus its null) with its 95% interval (crossed
+    jackknife), one row per claim and a point per transfer setting; the null is the line at
+    0 and the grey band the claim's smallest effect of interest (+-SESOI). ``table``:
     ``findings.transfer_table`` (or ``judge``). Claims are in their own units, so each row
     has its own x scale."""
     data = table[table["effect_mean"].notna()].copy()
     data["label"] = data["claim"].str.replace("_", " ")
-    data["interval"] = data["effect_low"].notna()
+    data["sesoi_low"], data["sesoi_high"] = -data["sesoi"], data["sesoi"]
     settings = list(dict.fromkeys(data["setting"]))
     color = alt.Color("setting:N", title="setting", sort=settings, scale=alt.Scale(
         domain=settings, range=[SETTING_COLORS.get(s, "#888") for s in settings]))
     y = alt.Y("setting:N", title=None, sort=settings, axis=None)
     base = alt.Chart().encode(y=y, color=color)
+    band = alt.Chart().mark_rect(color="#ddd", opacity=0.6).encode(
+        x="min(sesoi_low):Q", x2="max(sesoi_high):Q")
     zero = alt.Chart().mark_rule(color="#555", strokeDash=[4, 3]).encode(x=alt.datum(0))
     whiskers = base.mark_rule(strokeWidth=2).encode(
         x=alt.X("effect_low:Q", title=None), x2="effect_high:Q")
     points = base.mark_point(filled=True, size=70).encode(
         x="effect_mean:Q", shape=alt.Shape("verdict:N", title="verdict"),
-        tooltip=["label:N", "setting:N", "verdict:N", alt.Tooltip("mean:Q", format=".3f"),
-                 alt.Tooltip("null:Q", format=".3f"),
+        tooltip=["label:N", "setting:N", "verdict:N", "paper_verdict:N",
+                 alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("null:Q", format=".3f"),
                  alt.Tooltip("effect_mean:Q", format=".3f", title="effect"),
                  alt.Tooltip("effect_low:Q", format=".3f", title="95% low"),
-                 alt.Tooltip("effect_high:Q", format=".3f", title="95% high"), "n_seeds:Q"])
-    return alt.layer(zero, whiskers, points, data=data).properties(
+                 alt.Tooltip("effect_high:Q", format=".3f", title="95% high"),
+                 alt.Tooltip("sesoi:Q", title="SESOI"), "n_seeds:Q"])
+    return alt.layer(band, zero, whiskers, points, data=data).properties(
         width=340, height=18 * max(1, len(settings))).facet(
         row=alt.Row("label:N", title=None, sort=[c.replace("_", " ") for c in
                                                  dict.fromkeys(data["claim"])],
@@ -309,8 +313,8 @@ def forest(table: pd.DataFrame) -> alt.Chart:
         x="independent").properties(title=alt.Title(
             "Each claim against its null", subtitle=[
                 "effect = our value minus its null, in the claim's own units; point: mean over "
-                "seeds, line: its 95% interval", "dashed: the null (effect 0). A line across "
-                "0: the data cannot tell the claim from its null"]))
+                "seeds, line: its 95% interval (seeds and samples)", "dashed: the null (effect "
+                "0); grey: +-the smallest effect of interest (SESOI)"]))
 
 
 def ladder(rungs: pd.DataFrame, claim: str) -> alt.Chart:
@@ -359,47 +363,60 @@ def ladders(rungs: pd.DataFrame) -> alt.VConcatChart:
     return alt.vconcat(*(ladder(rungs, c) for c in claims)).resolve_scale(color="shared")
 
 
-VERDICT_COLORS = {"yes": "#54a24b", "partly": "#eeca3b", "no": "#e45756",
-                  "cannot tell from null": "#9d9d9d"}
+VERDICT_COLORS = {"exceeds the null": "#54a24b", "equivalent to the null": "#4c78a8",
+                  "below the null": "#e45756", "inconclusive": "#9d9d9d", "n/a": "#dddddd"}
 
 
-def specification_curve(spec: pd.DataFrame) -> alt.VConcatChart:
-    """Each knowledge claim's value with its 95% interval under every specification
-    (``findings.specification_table``), sorted, with the paper's line (dashed) and each
-    specification's null (orange tick); below, which choice each point makes. A menu picks the
-    claim; clicking a point highlights it in both panels."""
+def specification_curve(spec: pd.DataFrame, joint: pd.DataFrame | None = None
+                        ) -> alt.VConcatChart:
+    """Each knowledge claim's effect (value minus null) with its 95% interval under every
+    specification (``findings.specification_table``), sorted by effect, with the null (0,
+    dashed) and the band of +-SESOI; a draw of players or samples (resampling, not a choice)
+    is a hollow point, a gradient optimiser (it stops above the optimum) a triangle. Below,
+    which choice each point makes. ``joint``: ``findings.joint_tests``; its sentence for each
+    claim goes in the subtitle. A menu picks the claim; clicking a point highlights it in both
+    panels."""
     data = spec.copy()
-    data["rank"] = data.groupby("claim")["mean"].rank(method="first")
+    data["rank"] = data.groupby("claim")["effect_mean"].rank(method="first")
+    data["sesoi_low"], data["sesoi_high"] = -data["sesoi"], data["sesoi"]
+    data["kind"] = data.get("kind", "specification")
     claims = list(dict.fromkeys(data["claim"]))
     pick = alt.param(name="claim", value=claims[0],
                      bind=alt.binding_select(options=claims, name="claim "))
     chosen = alt.selection_point(fields=["spec"], on="click", clear="dblclick")
     verdicts = [v for v in VERDICT_COLORS if v in set(data["verdict"])]
     base = alt.Chart(data).transform_filter(alt.datum.claim == pick)
-    x = alt.X("rank:Q", title="specifications, sorted by our value", axis=alt.Axis(labels=False))
-    tips = ["spec:N", "verdict:N", alt.Tooltip("mean:Q", format=".3f"),
-            alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f"),
-            alt.Tooltip("null:Q", format=".3f"), "effect:N"]
+    x = alt.X("rank:Q", title="specifications, sorted by effect", axis=alt.Axis(labels=False))
+    tips = ["spec:N", "kind:N", "verdict:N", alt.Tooltip("mean:Q", format=".3f"),
+            alt.Tooltip("null:Q", format=".3f"), "effect:N", alt.Tooltip("sesoi:Q")]
     opacity = alt.condition(chosen, alt.value(1.0), alt.value(0.35))
-    whiskers = base.mark_rule().encode(x=x, y=alt.Y("ci_low:Q", title="our value"),
-                                       y2="ci_high:Q", opacity=opacity)
-    points = base.mark_point(filled=True, size=60).encode(
-        x=x, y="mean:Q", opacity=opacity, tooltip=tips,
+    band = base.mark_area(color="#ddd", opacity=0.6).encode(
+        x=x, y=alt.Y("sesoi_low:Q", title="effect (value minus null)"), y2="sesoi_high:Q")
+    zero = base.mark_rule(strokeDash=[6, 4], color="#333").encode(y=alt.datum(0))
+    whiskers = base.mark_rule().encode(x=x, y="effect_low:Q", y2="effect_high:Q",
+                                       opacity=opacity)
+    kinds = ["specification", "resampling", "stops above the optimum"]
+    points = base.mark_point(size=60).encode(
+        x=x, y="effect_mean:Q", opacity=opacity, tooltip=tips,
+        shape=alt.Shape("kind:N", title=None, scale=alt.Scale(
+            domain=kinds, range=["circle", "circle", "triangle-up"])),
+        fill=alt.condition(alt.datum.kind == "resampling", alt.value("white"),
+                           alt.Color("verdict:N", scale=alt.Scale(
+                               domain=verdicts, range=[VERDICT_COLORS[v] for v in verdicts]))),
         color=alt.Color("verdict:N", scale=alt.Scale(
             domain=verdicts, range=[VERDICT_COLORS[v] for v in verdicts]))).add_params(chosen)
-    nulls = base.mark_tick(color="#f58518", thickness=3, size=16).encode(x=x, y="null:Q")
-    paper = base.mark_rule(strokeDash=[6, 4], color="#333").encode(y="paper_low:Q") + \
-        base.mark_rule(strokeDash=[6, 4], color="#333").encode(y="paper_high:Q")
-    top = (paper + whiskers + nulls + points).properties(width=430, height=220)
+    top = (band + zero + whiskers + points).properties(width=430, height=220)
     choices = base.mark_square(size=60).encode(
         x=x, y=alt.Y("parameter:N", title=None), opacity=opacity,
         color=alt.value("#4c78a8"), tooltip=["spec:N", "parameter:N", "value:N"]
     ).properties(width=430, height=16 * data["parameter"].nunique())
+    subtitle = ["point: the effect (mean over seeds), line: its 95% interval, grey: +-SESOI, "
+                "dashed: the null", "hollow: a new draw of players or samples (resampling, "
+                "not a specification); triangle: SGD/Adam (stops above the optimum)"]
+    if joint is not None:
+        subtitle += [f"joint test, {k.replace('_', ' ')}: {t}" for k, t in joint["text"].items()]
     return alt.vconcat(top, choices).add_params(pick).properties(title=alt.Title(
-        "Each claim across its specifications", subtitle=[
-            "point: our value (mean over seeds), line: its 95% interval, orange tick: its null, "
-            "dashed: the paper's line", "below: the choice each specification makes (preset: "
-            "all at the preset's values); pick the claim in the menu, click a point"]))
+        "Each claim's effect across its specifications", subtitle=subtitle))
 
 
 def sensitivity_chart(table: pd.DataFrame, measures: list[str]) -> alt.Chart:

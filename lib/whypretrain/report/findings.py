@@ -2,18 +2,19 @@
 
 Each claim is one ``Claim`` record: the paper's statement, our measure (a number per seed), its
 null (what the same measure gives between models that should not differ, ``nulls``; 0 for the
-claims that compare two runs of one seed), the rule that turns the mean and 95% interval over
-seeds into a verdict, and the paper's range when it gives one. The effect is our value minus
-its null, per seed; a verdict of "yes" needs the effect's interval above 0 as well as the
-paper's threshold, and where the effect's interval contains 0 the verdict is
-``INDISTINCT``: the data cannot tell the claim from its null. ``judge(params)`` reads one
-setting's results and returns one row per claim; ``transfer_table(params)`` does it for the
-near, disjoint and far transfer settings side by side. Reads the study result only
-(``study_result``): the verdicts are functions of its tables.
+claims that compare two runs of one seed), its smallest effect of interest (``sesoi``), its
+measure beyond the floor and the paper's threshold or range (``Rule``) judged on it. The effect
+is our value minus its null, per seed; every interval is a crossed jackknife of the whole
+statistic over seeds (nulls recomputed without the left-out seed) and samples (``infer``), and
+the verdict (``verdict``, ``decide``) says whether the effect exceeds the null, is equivalent
+to it (within the SESOI) or is inconclusive, after Holm's correction over a setting's claims
+(book/method.md, section 7). ``judge(result)`` reads one setting's results and returns one row
+per claim; ``transfer_table(result)`` does it for the near, disjoint and far settings side by
+side. Reads the study result only (``study_result``): the verdicts are functions of its tables.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -24,56 +25,62 @@ from whypretrain.errors import MissingResults
 from whypretrain.provenance import attach, combine, sources_of
 from whypretrain.study.games import MODELS
 from whypretrain.study.settings import DISJOINT, FAR_PRESET, FAR_PRESETS, TRANSFER_SETTINGS
-from whypretrain.measures.stats import Estimate
+from whypretrain.measures import stats
+from whypretrain.measures.stats import CONFIDENCE, Estimate, Inference
 from whypretrain.study.catalogue import StudyResult
 
 LEARNABLE_RANGE = (0.13, 0.45)  # the paper's range of the learnable share (Figure 3)
 ACCURACY_FRACTION = curves.ACCURACY_FRACTION
 REACH_LEVEL = curves.REACH_LEVEL
 NOT_RUN = "not run"
-INDISTINCT = "cannot tell from null"
-VERDICTS = ("yes", "partly", "no", INDISTINCT, NOT_RUN)
+EXCEEDS, BELOW, EQUIVALENT = "exceeds the null", "below the null", "equivalent to the null"
+INCONCLUSIVE, UNDEFINED = "inconclusive", "n/a"
+VERDICTS = (EXCEEDS, EQUIVALENT, BELOW, INCONCLUSIVE, UNDEFINED, NOT_RUN)
+DECIDED = (EXCEEDS, EQUIVALENT, BELOW)
+AGREES, DISAGREES, UNDECIDED = "agrees", "disagrees", "undecided"
+PAPER_VERDICTS = (AGREES, DISAGREES, UNDECIDED, UNDEFINED, NOT_RUN)
+ALPHA = 1 - CONFIDENCE   # each test's level; the 90% interval is the equivalence test's
 
 
 # --- rules -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Rule:
+    """The paper's threshold or range, [low, high], judged by one interval rule on a measure
+    of what fine-tuning does beyond its floor (``Claim.floor``): *agrees* when the whole 95%
+    interval lies inside the range, *disagrees* when it lies wholly outside, *undecided* when
+    it straddles an edge or has width 0, *n/a* without an interval."""
     text: str
-    judge: Callable[[Estimate], str]
+    low: float
+    high: float
+
+    def judge(self, e: Inference) -> str:
+        if not e.defined:
+            return UNDEFINED
+        lo, hi = e.interval()
+        if e.zero_width:
+            return UNDECIDED
+        if self.low < lo and hi < self.high:
+            return AGREES
+        if hi <= self.low or lo >= self.high:
+            return DISAGREES
+        return UNDECIDED
 
 
 def above(threshold: float, pct: bool = False) -> Rule:
-    """yes: the 95% interval lies above ``threshold``; no: it lies at or below; partly: it
-    contains it. With one seed (no interval) the mean decides."""
+    """The paper's "more than ``threshold``"."""
     t = f"{threshold:.0%}" if pct else f"{threshold:g}"
-
-    def judge(e: Estimate) -> str:
-        if not np.isfinite(e.mean):
-            return "no"
-        if not e.has_interval:
-            return "yes" if e.mean > threshold else "no"
-        if e.low > threshold:
-            return "yes"
-        if e.high <= threshold:
-            return "no"
-        return "partly"
-    return Rule(f"yes when the 95% interval over seeds lies above {t}, no when it lies at or "
-                f"below {t}, partly when it contains {t} (one seed: the mean decides)", judge)
+    return Rule(f"above {t}", threshold, np.inf)
 
 
 def inside(low: float, high: float) -> Rule:
-    """yes: the mean lies in [low, high]; partly: only the 95% interval overlaps it; no: not."""
-    def judge(e: Estimate) -> str:
-        if not np.isfinite(e.mean):
-            return "no"
-        if low <= e.mean <= high:
-            return "yes"
-        if e.has_interval and e.low <= high and e.high >= low:
-            return "partly"
-        return "no"
-    return Rule(f"yes when the mean lies in {low:.0%}-{high:.0%}, partly when only its 95% "
-                f"interval overlaps that range, no otherwise", judge)
+    """The paper's range [low, high]."""
+    return Rule(f"inside {low:.0%}-{high:.0%}", low, high)
+
+
+RULE_TEXT = ("agrees when the whole 95% interval lies inside the paper's range (above its "
+             "threshold), disagrees when it lies wholly outside, undecided when it straddles "
+             "an edge or has width 0")
 
 
 # --- the measures (one number per seed) ------------------------------------------------------
@@ -90,6 +97,7 @@ class Inputs:
     replicates: pd.DataFrame | None = None
     face: pd.DataFrame | None = None  # nulls.face_table: the same seed under another rule
     crossed: pd.DataFrame | None = None  # nulls.crossed_table (convergence against other seeds)
+    memo: dict = field(default_factory=dict, repr=False, compare=False)  # per-table results
 
 
 def accuracy_gap(x: Inputs) -> pd.Series:
@@ -132,7 +140,9 @@ def share_of(measure: str) -> Callable[[pd.DataFrame], pd.Series]:
 
 
 def _convergence(x: Inputs, measure: str) -> pd.DataFrame:
-    c = curves.convergence_measures(x.table, REACH_LEVEL)
+    if "convergence" not in x.memo:   # the area and the reach claims read the same table
+        x.memo["convergence"] = curves.convergence_measures(x.table, REACH_LEVEL)
+    c = x.memo["convergence"]
     if c.empty:
         raise MissingResults("convergence measures (results of every epoch)",
                              "whypretrain analyze --preset ... --set checkpoints=all")
@@ -167,46 +177,75 @@ class Knowledge:
     weighted_null: str | None  # None: the weighted measure has no null (no weighted chance)
 
 
+def difference(value: pd.Series, null: pd.Series) -> pd.Series:
+    """Beyond the floor as the effect itself: value minus null."""
+    return value - null
+
+
+def beyond_retention(value: pd.Series, null: pd.Series) -> pd.Series:
+    """A share lost beyond what a replicate loses: 1 - retention / the null's retention,
+    (1 - value) / (1 - null); 0 when fine-tuning keeps as much as a replicate does, 0.5 when it
+    keeps half of that."""
+    return 1 - (1 - value) / (1 - null).where(null < 1)
+
+
+def beyond_chance(value: pd.Series, null: pd.Series) -> pd.Series:
+    """A share beyond chance, (value - chance) / (1 - chance): 0 at chance, 1 at all."""
+    return (value - null) / (1 - null).where(null < 1)
+
+
 @dataclass(frozen=True)
 class Claim:
     key: str
     paper: str            # the paper's statement
     measure: str          # our measure, one number per seed
     value: Callable[[Inputs], pd.Series]
-    rule: Rule
-    pct: bool = False     # shown as a percentage
+    rule: Rule            # the paper's threshold or range, judged on ``floor``
+    pct: bool = False     # a share: shown as a percentage, its intervals kept in [0, 1]
     knowledge: Knowledge | None = None  # None: the null is 0 (two runs of one seed compared)
     null_text: str = "0 (two runs of the same seed compared)"
+    sesoi: float = np.nan  # smallest effect of interest, in the effect's units (method, 7)
+    floor: Callable[[pd.Series, pd.Series], pd.Series] = difference
+    floor_text: str = "the effect (value minus null)"
 
 
 def _knowledge_claim(key: str, paper: str, measure: str, rule: Rule, pct: bool,
-                     k: Knowledge, null_text: str) -> Claim:
-    return Claim(key, paper, measure, lambda x: k.items(x.table), rule, pct, k, null_text)
+                     k: Knowledge, null_text: str, sesoi: float,
+                     floor: tuple[Callable, str] = (difference, "the effect (value minus null)")
+                     ) -> Claim:
+    return Claim(key, paper, measure, lambda x: k.items(x.table), rule, pct, k, null_text,
+                 sesoi, *floor)
 
 
 REPLICATION = ("a fine-tuned model of another seed: the share of a fine-tuned model's items "
                "that it lacks (two runs of one recipe)")
+# smallest effects of interest, in each effect's units; book/method.md (section 7) gives the
+# reason for each
+SESOI = dict(accuracy_gap=0.01, accuracy_speed=1.0, share_discarded=0.05, share_new=0.05,
+             learnable=0.05, discard_order=0.25, convergence_area=0.05, convergence_reach=1.0)
+RETENTION = (beyond_retention, "1 - (1 - value) / (1 - null): the share lost beyond what a "
+             "replicate loses")
 FIGURE4 = "Fine-tuning reaches its final knowledge faster and more directly (Figure 4)"
 CLAIMS: tuple[Claim, ...] = (
     Claim("accuracy_gap", "Fine-tuned models beat models trained from scratch on the target "
           "task (the paper's premise)", "final test accuracy, fine-tuned minus scratch",
-          accuracy_gap, above(0.0)),
+          accuracy_gap, above(0.0), sesoi=SESOI["accuracy_gap"]),
     Claim("accuracy_speed", "Fine-tuning converges in fewer epochs",
           f"epochs to {ACCURACY_FRACTION:.0%} of the final test accuracy, scratch minus "
-          "fine-tuned", accuracy_speed, above(0.0)),
+          "fine-tuned", accuracy_speed, above(0.0), sesoi=SESOI["accuracy_speed"]),
     _knowledge_claim(
         "share_discarded", "Most pre-trained knowledge is discarded by fine-tuning (only a "
         "small amount is preserved)", "share of K_probe (the paper's K_pretrain) discarded",
         above(0.5, pct=True), True,
         Knowledge(share_of("share_discarded"), "replication", "unrelated",
                   share_of("chance_share_discarded"), share_of("weighted_share_discarded"),
-                  "replication"), REPLICATION),
+                  "replication"), REPLICATION, SESOI["share_discarded"], RETENTION),
     _knowledge_claim(
         "share_new", "Fine-tuning learns much new knowledge (Figure 2)",
         "share of K_finetune that is new", above(0.5, pct=True), True,
         Knowledge(share_of("share_new"), "replication", "unrelated",
                   share_of("chance_share_new"), share_of("weighted_share_new"), "replication"),
-        REPLICATION),
+        REPLICATION, SESOI["share_new"], RETENTION),
     _knowledge_claim(
         "learnable", f"Only {LEARNABLE_RANGE[0]:.0%}-{LEARNABLE_RANGE[1]:.0%} of the "
         "preserved knowledge is learnable from scratch (Figure 3)",
@@ -214,7 +253,9 @@ CLAIMS: tuple[Claim, ...] = (
         Knowledge(share_of("ratio_learnable"), "chance", "scratch_other",
                   share_of("chance_ratio_learnable"), share_of("weighted_ratio_learnable"),
                   None),
-        "chance: the scratch model's items on random subsets of the same kind and order"),
+        "chance: the scratch model's items on random subsets of the same kind and order",
+        SESOI["learnable"], (beyond_chance, "(value - chance) / (1 - chance): the learnable "
+                             "share beyond chance")),
     _knowledge_claim(
         "discard_order", "Discarded knowledge is mostly high-order",
         "mean order |S| of discarded minus preserved items", above(0.0), False,
@@ -222,16 +263,17 @@ CLAIMS: tuple[Claim, ...] = (
                   order_gap_of("chance_count_discard", "chance_count_preserve"),
                   order_gap_of("weighted_discard", "weighted_preserve"), "replication"),
         "a fine-tuned model of another seed: the same gap between the items of a fine-tuned "
-        "model it lacks and those it shares"),
+        "model it lacks and those it shares", SESOI["discard_order"]),
     Claim("convergence_area", FIGURE4,
           "area under the weighted-Jaccard curve to the run's own final model (epochs before "
-          "the last), fine-tuned minus scratch", area_gap, above(0.0)),
+          "the last), fine-tuned minus scratch", area_gap, above(0.0),
+          sesoi=SESOI["convergence_area"]),
     Claim("convergence_reach", FIGURE4,
           f"first epoch at weighted Jaccard >= {REACH_LEVEL:g} to the final fine-tuned model "
           "(T + 1 if never), scratch minus fine-tuned", reach_gap, above(0.0),
           null_text="a fine-tuned run of another seed in the scratch run's place: its reach to "
           "this seed's final fine-tuned model minus this seed's fine-tuned run's (what a run "
-          "gains by being scored against its own endpoint)"),
+          "gains by being scored against its own endpoint)", sesoi=SESOI["convergence_reach"]),
 )
 CLAIM_KEYS = tuple(c.key for c in CLAIMS)
 
@@ -284,14 +326,15 @@ def crossed_gap(x: Inputs, measure: str) -> pd.Series:
 NULLS: dict[str, Callable[[Inputs], pd.Series]] = {"convergence_reach": reach_null}
 
 
-def null_of(claim: Claim, x: Inputs, weighted: bool = False) -> pd.Series:
+def null_of(claim: Claim, x: Inputs, weighted: bool = False, value: pd.Series | None = None
+            ) -> pd.Series:
     """Per seed: the claim's null (``Knowledge``, or ``NULLS``), or 0 for the claims without
-    one."""
+    one (on the seeds of ``value``, the claim's value when given)."""
     k = claim.knowledge
     if k is None and claim.key in NULLS and not weighted:
         return NULLS[claim.key](x)
     if k is None:
-        return pd.Series(0.0, index=claim.value(x).index)
+        return pd.Series(0.0, index=(claim.value(x) if value is None else value).index)
     name = k.weighted_null if weighted else k.null
     if name is None:
         return pd.Series(dtype=float)
@@ -309,73 +352,247 @@ def effect_of(value: pd.Series, null: pd.Series) -> pd.Series:
 MAX_SEEDS = 100  # seeds_to_decide looks no further
 
 
-def seeds_to_decide(effect: Estimate) -> float:
-    """The fewest seeds whose 95% interval would exclude 0 if the effect's mean and sd over
-    seeds stayed what they are now: the smallest k >= 2 with t(k - 1) sd / sqrt(k) < |mean|.
-    NaN without an sd (one seed) or when the mean is 0; ``MAX_SEEDS + 1`` beyond that."""
-    from scipy import stats
-    if not (np.isfinite(effect.sd) and np.isfinite(effect.mean)) or effect.mean == 0:
+# --- inference: the crossed jackknife (book/method.md, section 7) ---------------------------
+
+def _drop(frame: pd.DataFrame | None, column: str, value, partner: bool = False):
+    if frame is None or frame.empty or column not in frame:
+        return frame
+    keep = frame[column] != value
+    if partner and "partner" in frame:
+        keep &= frame["partner"] != value
+    return frame[keep]
+
+
+def _bare(x: Inputs) -> Inputs:
+    """``x`` with its tables' metadata (sources) left out: pandas copies it on every step,
+    which made the folds' many small steps several times slower."""
+    def strip(frame):
+        if frame is None:
+            return None
+        out = frame.copy(deep=False)
+        out.attrs = {}
+        return out
+    return Inputs(strip(x.metrics), strip(x.table), strip(x.comparisons), strip(x.replicates))
+
+
+def folds(x: Inputs) -> tuple[list[Inputs], list[Inputs], str]:
+    """The leave-one-seed-out and the leave-one-sample-out copies of ``x``. A seed's fold
+    drops its runs and every comparison it takes part in (as seed or partner), so each
+    remaining seed's null is recomputed from the remaining pairs; with 2 seeds no pair
+    remains, and the seed's fold keeps the other seed's null as computed on all seeds (the
+    method says so). A sample's fold drops that sample from every table."""
+    x = _bare(x)
+    seeds = sorted(set(x.table["seed"]) | set(x.metrics.get("seed", pd.Series(dtype=int))))
+    recompute = len(seeds) >= 3
+    by_seed = [Inputs(_drop(x.metrics, "seed", s), _drop(x.table, "seed", s),
+                      _drop(x.comparisons, "seed", s, recompute),
+                      _drop(x.replicates, "seed", s, recompute)) for s in seeds]
+    samples = sorted(set(x.table["sample"])) if "sample" in x.table else []
+    by_sample = [Inputs(x.metrics, _drop(x.table, "sample", i), _drop(x.comparisons, "sample", i),
+                        _drop(x.replicates, "sample", i)) for i in samples]
+    method = "crossed jackknife" if recompute else "crossed jackknife, nulls kept (2 seeds)"
+    return by_seed, by_sample, method
+
+
+def per_seed(c: Claim, x: Inputs) -> dict[str, pd.Series]:
+    """One claim's numbers per seed: ``value``, ``null``, ``effect`` (value minus null),
+    ``floor`` (the claim's measure beyond its floor) and, for a knowledge claim, the weighted
+    measure's effect ``weighted``."""
+    value = c.value(x)
+    null = null_of(c, x, value=value)
+    both = value.index.intersection(null.index)
+    out = dict(value=value, null=null, effect=effect_of(value, null),
+               floor=c.floor(value[both], null[both]).dropna())
+    if c.knowledge is not None:
+        out["weighted"] = effect_of(c.knowledge.weighted(x.table), null_of(c, x, weighted=True))
+    return out
+
+
+def _mean(series: pd.Series) -> float:
+    return float(series.mean()) if len(series.dropna()) else np.nan
+
+
+def infer(c: Claim, x: Inputs, split: tuple[list[Inputs], list[Inputs], str] | None = None
+          , seeds: dict[str, pd.Series] | None = None) -> dict[str, Inference]:
+    """The crossed-jackknife ``Inference`` of each of the claim's statistics (``per_seed``'s
+    keys but ``null``; ``seeds``: ``per_seed(c, x)`` when already computed): the mean over
+    seeds, recomputed on every fold of ``folds(x)``. A share's value stays in [0, 1], its
+    effect in [-1, 1], its floor measure at most 1."""
+    by_seed, by_sample, method = split or folds(x)
+    full = {k: _mean(v) for k, v in (seeds or per_seed(c, x)).items() if k != "null"}
+    at = [{k: _mean(v) for k, v in per_seed(c, f).items()} for f in by_seed + by_sample]
+    n = len(by_seed)
+    share = (0.0, 1.0) if c.pct else (-np.inf, np.inf)
+    bounds = dict(value=share, effect=(-1.0, 1.0) if c.pct else share,
+                  floor=(-np.inf, 1.0) if c.pct else share, weighted=(-1.0, 1.0))
+    return {k: Inference.of(v, [f[k] for f in at[:n]], [f[k] for f in at[n:]], bounds[k],
+                            method) for k, v in full.items()}
+
+
+def seeds_to_decide(effect: Inference, sesoi: float, alpha: float = ALPHA) -> float:
+    """The fewest seeds at which the study would decide this claim with 80% power either way
+    (``stats.seeds_for_power``: a true effect of the SESOI found to exceed 0, a true effect
+    of 0 found equivalent), at level ``alpha``, planned on the 80% upper confidence bound of
+    each part of the effect's spread (``stats.sd_upper``): one seed's sd (the seed part of
+    the jackknife variance times the seeds; seeds - 1 degrees of freedom) and the samples'
+    part, which more seeds do not shrink. NaN without a spread; ``MAX_SEEDS + 1`` beyond."""
+    if not effect.defined or effect.zero_width or not np.isfinite(sesoi):
         return np.nan
-    for k in range(2, MAX_SEEDS + 1):
-        if stats.t.ppf(0.975, k - 1) * effect.sd / np.sqrt(k) < abs(effect.mean):
-            return float(k)
-    return float(MAX_SEEDS + 1)
+    sd_seed = stats.sd_upper(np.sqrt(effect.v_seed * effect.n_seeds), effect.n_seeds - 1)
+    sd_sample = stats.sd_upper(np.sqrt(effect.v_sample), max(effect.n_samples - 1, 1)) \
+        if effect.v_sample > 0 else 0.0
+    return stats.seeds_for_power(sesoi, sd_seed, sd_sample, max(effect.n_samples, 1), alpha,
+                                 max_seeds=MAX_SEEDS)
 
 
-def verdict(claim: Claim, value: Estimate, effect: Estimate) -> str:
-    """The claim's rule on ``value``, once the effect (value minus null) is on the claimed side
-    (above 0): ``INDISTINCT`` where its 95% interval contains 0, "no" where it lies below.
-    Without an interval (one seed) the effect's sign decides; without a null (no other seed
-    to compare with) the rule alone."""
-    if not np.isfinite(value.mean):
-        return "no"
-    if effect.has_interval:
-        if effect.low <= 0.0 <= effect.high:
-            return INDISTINCT
-        if effect.high < 0.0:
-            return "no"
-    elif np.isfinite(effect.mean) and effect.mean <= 0.0:
-        return "no"
-    return claim.rule.judge(value)
+HEADLINE = ("share_discarded", "share_new", "learnable")  # the claims the seed count serves
+
+
+def power_table(spreads: pd.DataFrame, families: int = len(CLAIMS)) -> pd.DataFrame:
+    """How many seeds each claim needs to decide at 80% power (``stats.seeds_for_power``) for
+    its SESOI, from ``spreads``: one row per (setting, claim) with ``sd_seed`` (one seed's sd
+    of the effect), ``n_seeds`` (the seeds it was measured on) and optionally ``sd_sample``
+    and ``n_samples`` (the samples' part, which more seeds do not shrink). Seeds at level 5%
+    on the sd as measured (``seeds_point``) and on its 80% upper confidence bound
+    (``seeds``), and the same bound at Holm's first step, 5% / ``families``
+    (``seeds_holm``: what a claim needs when every other claim of its setting is null); and
+    on the bound at 5% for the first test alone (``seeds_exceed``: an effect of the SESOI
+    found, whatever a null effect would give)."""
+    rows = []
+    for r in spreads.to_dict("records"):
+        sesoi = SESOI[r["claim"]]
+        sd_sample, m = r.get("sd_sample", 0.0), int(r.get("n_samples", 1))
+        upper = stats.sd_upper(r["sd_seed"], r["n_seeds"] - 1)
+        rows.append(dict(r, sesoi=sesoi, sd_seed_upper=upper,
+                         seeds_point=stats.seeds_for_power(sesoi, r["sd_seed"], sd_sample, m),
+                         seeds=stats.seeds_for_power(sesoi, upper, sd_sample, m),
+                         seeds_holm=stats.seeds_for_power(sesoi, upper, sd_sample, m,
+                                                          ALPHA / families),
+                         seeds_exceed=stats.seeds_for_power(sesoi, upper, sd_sample, m,
+                                                            tests=("differs",))))
+    return pd.DataFrame(rows)
+
+
+def verdict(effect: Inference, sesoi: float, differs: bool | None = None,
+            equivalent: bool | None = None) -> str:
+    """The effect's verdict: *exceeds the null* (or *below the null*) when the test of effect
+    0 rejects (its 95% interval lies above, or below, 0); else *equivalent to the null* when
+    both one-sided tests at +-SESOI reject (its 90% interval lies inside +-SESOI); else
+    *inconclusive*. *n/a* without an interval; an interval of width 0 decides nothing
+    (*inconclusive*). ``differs``/``equivalent``: the decisions after Holm's correction
+    (``decide``); None: each test alone at level 5%."""
+    if not effect.defined or not np.isfinite(sesoi):
+        return UNDEFINED
+    if effect.zero_width:
+        return INCONCLUSIVE
+    p = effect.tests(sesoi)
+    differs = p["differs"] < ALPHA if differs is None else differs
+    equivalent = p["equivalent"] < ALPHA if equivalent is None else equivalent
+    if differs:
+        return EXCEEDS if effect.estimate > 0 else BELOW
+    return EQUIVALENT if equivalent else INCONCLUSIVE
+
+
+def decide(table: pd.DataFrame, effects: list[Inference]) -> pd.DataFrame:
+    """Holm's correction over the claims of one setting (one ``judge_inputs`` table): the
+    tests of effect 0 form one family, the equivalence tests another, each at family-wise
+    5%. Adds ``verdict`` (corrected), ``verdict_uncorrected``, ``paper_verdict`` (left as is)
+    and ``reproduces``: the corrected verdict *exceeds the null* and the paper's range
+    agrees."""
+    differs = stats.holm(table["p_differs"].to_numpy(float))
+    equivalent = stats.holm(table["p_equivalent"].to_numpy(float))
+    table["verdict_uncorrected"] = [verdict(e, s) for e, s in zip(effects, table["sesoi"])]
+    table["verdict"] = [verdict(e, s, d, q) for e, s, d, q in
+                        zip(effects, table["sesoi"], differs, equivalent)]
+    table["reproduces"] = (table["verdict"] == EXCEEDS) & (table["paper_verdict"] == AGREES)
+    return table
+
+
+def _fmt(pct: bool):
+    return (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.2f}")
+
+
+def _effect_fmt(pct: bool):
+    return (lambda v: f"{100 * v:+.1f} pts") if pct else (lambda v: f"{v:+.2f}")
+
+
+def interval_text(e: Inference, pct: bool = False, effect: bool = False, sd: float = np.nan
+                  ) -> str:
+    """``mean [± sd] [low, high]`` of an ``Inference`` ("n/a" without a value)."""
+    f = _effect_fmt(pct) if effect else _fmt(pct)
+    if not np.isfinite(e.estimate):
+        return UNDEFINED
+    text = f(e.estimate) + (f" ± {_fmt(pct)(sd)}" if np.isfinite(sd) else "")
+    if e.defined:
+        lo, hi = e.interval()
+        text += f" [{f(lo)}, {f(hi)}]"
+    return text
+
+
+def _claim_row(c: Claim, x: Inputs, setting: str, split, n_claims: int
+               ) -> tuple[dict, Inference]:
+    seeds = per_seed(c, x)
+    i = infer(c, x, split, seeds)
+    value, effect, floor = i["value"], i["effect"], i["floor"]
+    p = effect.tests(c.sesoi)
+    lo90, hi90 = effect.interval(1 - 2 * ALPHA)
+    sd = Estimate.of(seeds["value"]).sd
+    row = dict(setting=setting, claim=c.key, paper=c.paper, measure=c.measure,
+               rule=c.rule.text, null_text=c.null_text, mean=value.estimate, sd=sd,
+               ci_low=value.low, ci_high=value.high, n_seeds=int(seeds["value"].notna().sum()),
+               n_samples=value.n_samples, ours=interval_text(value, c.pct, sd=sd),
+               null=_mean(seeds["null"]), effect_mean=effect.estimate, effect_low=effect.low,
+               effect_high=effect.high, effect_low90=lo90, effect_high90=hi90,
+               effect_se=effect.se, effect_df=effect.df,
+               effect=interval_text(effect, c.pct, effect=True), sesoi=c.sesoi,
+               p_differs=p["differs"], p_equivalent=p["equivalent"],
+               p_exceeds_sesoi=p["exceeds_sesoi"],
+               min_effect=_min_effect(p["exceeds_sesoi"], effect),
+               floor_text=c.floor_text, floor_mean=floor.estimate, floor_low=floor.low,
+               floor_high=floor.high, floor=interval_text(floor, c.pct),
+               paper_verdict=c.rule.judge(floor), interval_method=value.method,
+               effect_sd_seed=np.sqrt(effect.v_seed * effect.n_seeds),
+               effect_sd_sample=np.sqrt(effect.v_sample),
+               seeds_to_decide=seeds_to_decide(effect, c.sesoi, ALPHA / n_claims),
+               reference=np.nan, chance=np.nan, weighted=np.nan, weighted_null=np.nan,
+               weighted_effect_mean=np.nan, weighted_effect_low=np.nan,
+               weighted_effect_high=np.nan, weighted_effect="")
+    k = c.knowledge
+    if k is not None:
+        reference = per_comparison(x, k.reference, k.items)
+        w = i["weighted"]
+        row.update(reference=_mean(reference), chance=_mean(k.chance(x.table)),
+                   weighted=_mean(k.weighted(x.table)),
+                   weighted_null=_mean(null_of(c, x, weighted=True)),
+                   weighted_effect_mean=w.estimate, weighted_effect_low=w.low,
+                   weighted_effect_high=w.high,
+                   weighted_effect=interval_text(w, c.pct, effect=True))
+    return row, effect
+
+
+def _min_effect(p: float, effect: Inference) -> str:
+    """The minimum-effect test beside the verdict: does the effect exceed its SESOI?"""
+    if not np.isfinite(p):
+        return UNDEFINED
+    return "above the SESOI" if p < ALPHA / 2 else "not shown above the SESOI"
 
 
 def judge_inputs(x: Inputs, setting: str = "near", claims: tuple[Claim, ...] = CLAIMS
                  ) -> pd.DataFrame:
     """One row per claim: setting, claim, paper, measure, rule, null_text; the value's mean,
-    sd, ci_low, ci_high, n_seeds and ``ours`` (formatted); the null's mean (``null``), the
-    effect's (``effect_mean``, ``effect_low``, ``effect_high``, ``effect``: formatted), the
-    reference comparison and the chance level (means); the weighted measure (``weighted``,
-    ``weighted_null``, ``weighted_effect*``); ``seeds_to_decide``; and the verdict."""
-    rows = []
-    for c in claims:
-        value = c.value(x)
-        e = Estimate.of(value)
-        null = null_of(c, x)
-        effect = Estimate.of(effect_of(value, null))
-        row = dict(setting=setting, claim=c.key, paper=c.paper, measure=c.measure,
-                   rule=c.rule.text, null_text=c.null_text, mean=e.mean, sd=e.sd,
-                   ci_low=e.low, ci_high=e.high, n_seeds=e.n_seeds, ours=e.text(c.pct),
-                   null=float(null.mean()) if len(null) else np.nan,
-                   effect_mean=effect.mean, effect_low=effect.low, effect_high=effect.high,
-                   effect=effect.text(c.pct), seeds_to_decide=seeds_to_decide(effect),
-                   reference=np.nan, chance=np.nan,
-                   weighted=np.nan, weighted_null=np.nan, weighted_effect_mean=np.nan,
-                   weighted_effect_low=np.nan, weighted_effect_high=np.nan,
-                   weighted_effect="", verdict=verdict(c, e, effect))
-        k = c.knowledge
-        if k is not None:
-            reference = per_comparison(x, k.reference, k.items)
-            w_value, w_null = k.weighted(x.table), null_of(c, x, weighted=True)
-            w_effect = Estimate.of(effect_of(w_value, w_null))
-            row.update(reference=float(reference.mean()) if len(reference) else np.nan,
-                       chance=float(k.chance(x.table).mean()),
-                       weighted=float(w_value.mean()),
-                       weighted_null=float(w_null.mean()) if len(w_null) else np.nan,
-                       weighted_effect_mean=w_effect.mean, weighted_effect_low=w_effect.low,
-                       weighted_effect_high=w_effect.high,
-                       weighted_effect=w_effect.text(c.pct))
-        rows.append(row)
-    return pd.DataFrame(rows)
+    sd over seeds, 95% interval (ci_low, ci_high), n_seeds, n_samples and ``ours``
+    (formatted); the null's mean (``null``); the effect (value minus null): ``effect_mean``,
+    its 95% (``effect_low``, ``effect_high``) and 90% interval (``effect_low90``,
+    ``effect_high90``), ``effect_se``, ``effect_df`` and ``effect`` (formatted); ``sesoi``
+    and the tests' p-values (``p_differs``, ``p_equivalent``, ``p_exceeds_sesoi``,
+    ``min_effect``); the measure beyond the floor (``floor_*``) and the paper's range judged
+    on it (``paper_verdict``); ``interval_method``; ``seeds_to_decide``; the reference
+    comparison and the chance level (means); the weighted measure (``weighted``,
+    ``weighted_null``, ``weighted_effect*``); and the verdicts (``decide``). Every interval
+    is the crossed jackknife's (book/method.md, section 7)."""
+    split, x = folds(x), _bare(x)
+    rows, effects = zip(*[_claim_row(c, x, setting, split, len(claims)) for c in claims])
+    return decide(pd.DataFrame(list(rows)), list(effects))
 
 
 def judge(result: StudyResult, setting: str = "near") -> pd.DataFrame:
@@ -573,16 +790,22 @@ def inputs(result: StudyResult, setting: str = "near") -> Inputs:
     return x
 
 
+NUMBER_COLUMNS = ("mean", "sd", "ci_low", "ci_high", "null", "effect_mean", "effect_low",
+                  "effect_high", "effect_low90", "effect_high90", "effect_se", "effect_df",
+                  "p_differs", "p_equivalent", "p_exceeds_sesoi", "floor_mean", "floor_low",
+                  "floor_high", "seeds_to_decide", "reference", "chance", "weighted",
+                  "weighted_null", "weighted_effect_mean", "weighted_effect_low",
+                  "weighted_effect_high", "effect_sd_seed", "effect_sd_sample")
+
+
 def not_run(setting: str, command: str) -> pd.DataFrame:
-    empty = dict(mean=np.nan, sd=np.nan, ci_low=np.nan, ci_high=np.nan, n_seeds=0, null=np.nan,
-                 effect_mean=np.nan, effect_low=np.nan, effect_high=np.nan, effect="",
-                 seeds_to_decide=np.nan,
-                 reference=np.nan, chance=np.nan, weighted=np.nan, weighted_null=np.nan,
-                 weighted_effect_mean=np.nan, weighted_effect_low=np.nan,
-                 weighted_effect_high=np.nan, weighted_effect="")
+    empty = dict({k: np.nan for k in NUMBER_COLUMNS}, n_seeds=0, n_samples=0, effect="",
+                 weighted_effect="", floor="", min_effect="", interval_method="",
+                 paper_verdict=NOT_RUN, verdict_uncorrected=NOT_RUN, reproduces=False)
     return pd.DataFrame([dict(setting=setting, claim=c.key, paper=c.paper, measure=c.measure,
-                              rule=c.rule.text, null_text=c.null_text, **empty,
-                              ours=f"not run: `{command}`", verdict=NOT_RUN) for c in CLAIMS])
+                              rule=c.rule.text, null_text=c.null_text, sesoi=c.sesoi,
+                              floor_text=c.floor_text, **empty, ours=f"not run: `{command}`",
+                              verdict=NOT_RUN) for c in CLAIMS])
 
 
 def transfer_table(result: StudyResult) -> pd.DataFrame:
@@ -606,15 +829,19 @@ def _cell(text: str) -> str:
 
 
 def _null_cell(r, pct: bool) -> str:
-    f = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.2f}")
     if not np.isfinite(r["null"]):
         return "null: n/a (one seed)"
-    return f"null {f(r['null'])}, effect {r['effect']}"
+    return f"null {_fmt(pct)(r['null'])}, effect {r['effect']}"
+
+
+def _sesoi_text(c: Claim) -> str:
+    return _effect_fmt(c.pct)(c.sesoi).lstrip("+")
 
 
 def as_markdown(table: pd.DataFrame) -> str:
-    """The claims (rows) by setting (columns): our value, its null and the effect (value minus
-    null) with its 95% interval, and the verdict; then each claim's measure, null and rule."""
+    """The claims (rows) by setting (columns): our value, its null, the effect (value minus
+    null) with its 95% interval, the verdict and the paper's range judged beyond the floor;
+    then each claim's measure, null, SESOI and paper's range; then the rules."""
     settings = list(dict.fromkeys(table["setting"]))
     wide = {s: table[table["setting"] == s].set_index("claim") for s in settings}
     lines = ["| claim (paper) | " + " | ".join(settings) + " |",
@@ -623,25 +850,57 @@ def as_markdown(table: pd.DataFrame) -> str:
         cells = []
         for s in settings:
             r = wide[s].loc[c.key]
-            cells.append(f"{r['ours']}<br>{_null_cell(r, c.pct)}<br>**{r['verdict']}**"
+            cells.append(f"{r['ours']}<br>{_null_cell(r, c.pct)}<br>**{r['verdict']}**; "
+                         f"paper's range: {r['paper_verdict']}"
                          if r["verdict"] != NOT_RUN else r["ours"])
         lines.append(f"| {_cell(c.paper)} | " + " | ".join(cells) + " |")
-    lines += ["", "| claim | our measure (per seed) | null | verdict rule |",
-              "|---|---|---|---|"]
-    lines += [f"| {c.key} | {_cell(c.measure)} | {_cell(c.null_text)} | {_cell(c.rule.text)}"
-              f" |" for c in CLAIMS]
-    lines += ["", f"Every rule applies once the effect (our value minus its null, per seed) is "
-              f"on the claimed side: where the effect's 95% interval over seeds contains 0 the "
-              f"verdict is **{INDISTINCT}**, where it lies below 0 it is **no**."]
+    lines += ["", "| claim | our measure (per seed) | null | SESOI | beyond the floor | "
+              "paper's range |", "|---|---|---|---|---|---|"]
+    lines += [f"| {c.key} | {_cell(c.measure)} | {_cell(c.null_text)} | {_sesoi_text(c)} | "
+              f"{_cell(c.floor_text)} | {_cell(c.rule.text)} |" for c in CLAIMS]
+    lines += ["", VERDICT_TEXT]
+    return "\n".join(lines)
+
+
+VERDICT_TEXT = (
+    f"Verdicts, on the effect (our value minus its null) and its crossed-jackknife interval "
+    f"(method, section 7): **{EXCEEDS}** (or **{BELOW}**) when its 95% interval lies above (below) "
+    f"0; else **{EQUIVALENT}** when its 90% interval lies inside ± the SESOI; else "
+    f"**{INCONCLUSIVE}**; **{UNDEFINED}** without an interval. An interval of width 0 decides "
+    f"nothing. Holm's correction over each setting's claims decides. The paper's range is judged "
+    f"on the measure beyond the floor: {RULE_TEXT}. A claim reproduces when its effect "
+    f"{EXCEEDS} and the paper's range agrees.")
+
+
+def decision_lines(table: pd.DataFrame) -> str:
+    """One Markdown line per claim and setting: value, null, effect with its 95% interval,
+    SESOI, verdict (and the paper's range), grouped by setting."""
+    by_key = {c.key: c for c in CLAIMS}
+    lines = []
+    counts = verdict_counts(table)
+    for s, g in table.groupby("setting", sort=False):
+        count = NOT_RUN if counts[s] == NOT_RUN else f"{counts[s]} claims reproduce"
+        lines.append(f"**{s}** ({count})")
+        lines.append("")
+        for r in g.itertuples():
+            c = by_key[r.claim]
+            if r.verdict == NOT_RUN:
+                lines.append(f"- {r.claim.replace('_', ' ')}: {r.ours}")
+                continue
+            lines.append(f"- {r.claim.replace('_', ' ')}: {r.ours}; "
+                         f"{_null_cell(r._asdict(), c.pct)}; SESOI {_sesoi_text(c)}: "
+                         f"**{r.verdict}**; paper's range {r.paper_verdict}")
+        lines.append("")
     return "\n".join(lines)
 
 
 def verdict_counts(table: pd.DataFrame) -> dict[str, str]:
-    """Per setting: "k of m claims reproduce" (or "not run")."""
+    """Per setting: "k of m" claims that reproduce (Holm-corrected verdict *exceeds the null*
+    and the paper's range agrees), or "not run"."""
     out = {}
     for s, g in table.groupby("setting", sort=False):
         out[s] = NOT_RUN if (g["verdict"] == NOT_RUN).all() else \
-            f"{(g['verdict'] == 'yes').sum()} of {len(g)}"
+            f"{int(g['reproduces'].sum())} of {len(g)}"
     return out
 
 
@@ -651,27 +910,79 @@ PAPER_LINES = {"share_discarded": (0.5, 0.5), "share_new": (0.5, 0.5),
                "learnable": LEARNABLE_RANGE, "discard_order": (0.0, 0.0)}
 
 
-def specification_table(result: StudyResult) -> pd.DataFrame:
-    """Every knowledge claim under every specification the study computed: the preset's own
-    (``spec = "preset"``) and each point of its sensitivity grid that differs from it
-    (``specifications.sensitivity_grid``: tau, n, baseline, optimiser, empty_set, or_merge,
-    players, samples, the rule that picks the optimum, AND-only), each judged against its null
-    as on the findings page. One row per (spec, claim): ``judge_inputs``' columns plus
-    ``spec``, ``parameter`` and ``value``."""
+RESAMPLING = ("player_seed", "samples_per_class")  # draws of players and samples, not choices
+ABOVE_OPTIMUM = {("optimizer", "sgd"), ("optimizer", "adam")}  # stop above the LP's optimum
+
+
+def _spec_inputs(result: StudyResult):
     tables = result.part("specifications/knowledge")
     comparisons = result.part("specifications/comparisons")
     metrics = result.part("near/metrics")
-    frames = []
     for spec, t in tables.groupby("spec", sort=False):
-        x = Inputs(metrics, t, comparisons[comparisons["spec"] == spec])
+        yield spec, t, Inputs(metrics, t, comparisons[comparisons["spec"] == spec])
+
+
+def specification_kind(parameter: str, value) -> str:
+    """*resampling* for a new draw of players or samples (it belongs in the inference, not in
+    the count of specifications), *stops above the optimum* for a gradient optimiser,
+    *specification* otherwise."""
+    if parameter in RESAMPLING:
+        return "resampling"
+    if (parameter, str(value)) in ABOVE_OPTIMUM:
+        return "stops above the optimum"
+    return "specification"
+
+
+def specification_table(result: StudyResult) -> pd.DataFrame:
+    """Every knowledge claim under every specification the study computed: the preset's own
+    (``spec = "preset"``) and each point of its sensitivity grid that differs from it
+    (``settings.sensitivity_grid``: tau, n, baseline, optimiser, empty_set, or_merge,
+    players, samples, the rule that picks the optimum, AND-only), each judged against its null
+    as on the findings page. One row per (spec, claim): ``judge_inputs``' columns plus
+    ``spec``, ``parameter``, ``value`` and ``kind`` (``specification_kind``)."""
+    frames = []
+    for spec, t, x in _spec_inputs(result):
         judged = judge_inputs(x, spec, KNOWLEDGE_CLAIMS).rename(columns={"setting": "spec"})
         judged.insert(1, "parameter", t["parameter"].iloc[0])
         judged.insert(2, "value", t["grid_value"].iloc[0])
+        judged.insert(3, "kind", specification_kind(t["parameter"].iloc[0],
+                                                    t["grid_value"].iloc[0]))
         frames.append(judged)
     out = pd.concat(frames, ignore_index=True)
     out["paper_low"] = out["claim"].map(lambda k: PAPER_LINES[k][0])
     out["paper_high"] = out["claim"].map(lambda k: PAPER_LINES[k][1])
-    return attach(out, sources_of(tables))
+    return attach(out, sources_of(result.part("specifications/knowledge")))
+
+
+def specification_effects(result: StudyResult) -> pd.DataFrame:
+    """Each seed's effect of each knowledge claim under each specification: columns spec,
+    kind, claim, seed, effect."""
+    rows = []
+    for spec, t, x in _spec_inputs(result):
+        kind = specification_kind(t["parameter"].iloc[0], t["grid_value"].iloc[0])
+        for c in KNOWLEDGE_CLAIMS:
+            rows += [dict(spec=spec, kind=kind, claim=c.key, seed=s, effect=float(v))
+                     for s, v in per_seed(c, x)["effect"].items()]
+    return pd.DataFrame(rows, columns=["spec", "kind", "claim", "seed", "effect"])
+
+
+def joint_tests(effects: pd.DataFrame) -> pd.DataFrame:
+    """Per knowledge claim, the sign-flip test over every specification at once
+    (``stats.sign_flip_test``) on ``specification_effects``' rows of kind *specification*
+    (resampling rows and gradient optimisers left out): the median effect, the share of
+    specifications that reject effect 0, each with its p-value, and a sentence."""
+    rows = {}
+    for c in KNOWLEDGE_CLAIMS:
+        e = effects[(effects["claim"] == c.key) & (effects["kind"] == "specification")]
+        wide = e.pivot(index="spec", columns="seed", values="effect")
+        r = stats.sign_flip_test(wide.to_numpy(float))
+        f = _effect_fmt(c.pct)
+        r["text"] = (f"median effect {f(r['median'])} over {r['specifications']} "
+                     f"specifications (p = {r['p_median']:.3g}), {r['share']:.0%} of them "
+                     f"reject 0 (p = {r['p_share']:.3g}; {r['patterns']} sign patterns of "
+                     f"{r['seeds']} seeds)" if r["patterns"] else "n/a (fewer than 2 seeds)")
+        rows[c.key] = r
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def robust_items(result: StudyResult, setting: str = "near") -> pd.DataFrame:
@@ -708,15 +1019,20 @@ def robust_by_setting(result: StudyResult) -> pd.DataFrame:
 
 
 def agreement(spec: pd.DataFrame) -> pd.DataFrame:
-    """Per claim: how many specifications there are, and the share whose verdict agrees with
-    the paper ("yes") or cannot tell the claim from its null."""
+    """Per claim, over the specifications of kind *specification*: how many there are, and the
+    share whose claim reproduces (``reproduces``), whose effect is equivalent to the null, and
+    that are inconclusive."""
+    if "kind" in spec:
+        spec = spec[spec["kind"] == "specification"]
     g = spec.groupby("claim", sort=False)
     out = pd.DataFrame({"specifications": g.size(),
-                        "agree": g["verdict"].apply(lambda v: (v == "yes").mean()),
-                        "cannot_tell": g["verdict"].apply(lambda v: (v == INDISTINCT).mean())})
-    out["text"] = [f"{r.agree:.0%} of {r.specifications} agree with the paper, "
-                   f"{r.cannot_tell:.0%} cannot be told from their null"
-                   for r in out.itertuples()]
+                        "agree": g["reproduces"].mean(),
+                        "equivalent": g["verdict"].apply(lambda v: (v == EQUIVALENT).mean()),
+                        "inconclusive": g["verdict"].apply(
+                            lambda v: (v == INCONCLUSIVE).mean())})
+    out["text"] = [f"{r.agree:.0%} of {r.specifications} reproduce the paper, "
+                   f"{r.equivalent:.0%} are equivalent to their null, {r.inconclusive:.0%} are "
+                   f"inconclusive" for r in out.itertuples()]
     return out
 
 
