@@ -24,12 +24,7 @@ import pandas as pd
 from whypretrain.train import data
 from whypretrain.report import findings
 from whypretrain import presets
-from whypretrain.study import seed_results, pipeline
-<<<<<<< HEAD
-from whypretrain.study import extraction
-from whypretrain.measures import stats
-=======
->>>>>>> inference
+from whypretrain.study import extraction, pipeline, seed_results
 from whypretrain.errors import MissingResults
 
 OUT = Path(__file__).resolve().parent / "out"
