@@ -169,6 +169,6 @@ def test_ci_identified_items_are_robust_and_the_findings_read_them(ci_study):
     assert table["mean"].between(0, 1).all()
     claims = findings.identified_claims(result)
     assert list(claims["measure"]) == list(findings.IDENTIFIED_CLAIMS)
-    both = findings.and_only_claims(result)
+    both = result.part("findings/and_only")   # stored by whypretrain study
     assert {"and_or", "and_only", "and_only_verdict"} <= set(both.columns)
     assert both["and_only"].notna().all()

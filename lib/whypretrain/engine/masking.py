@@ -162,7 +162,6 @@ def _cudnn_precision(device: torch.device):
                    allow_tf32=CUDA_TF32)
 
 
-@torch.inference_mode()
 def _checked_inputs(x: Tensor, y: Tensor | int, players: Tensor, batch_size: int) -> Tensor:
     """``ValueError`` unless ``x`` is ``[B, C, H, W]`` with one label and one player set per
     image and ``batch_size >= 1``; the labels as ``[B]``."""
@@ -181,6 +180,7 @@ def _checked_inputs(x: Tensor, y: Tensor | int, players: Tensor, batch_size: int
     return y
 
 
+@torch.inference_mode()
 def evaluate(model: nn.Module, x: Tensor, y: Tensor | int, players: Tensor,
              baseline: str | Tensor = "zero", batch_size: int = 1024, patch: int | None = None,
              subtract_empty: bool = False, progress: bool = False) -> Tensor:

@@ -642,6 +642,7 @@ LADDER: dict[str, dict[str, Rung]] = {
                       comparator_finetune=Rung("table", share_of("ratio_learnable_finetune"))),
 }
 LADDER_KEYS = tuple(k for k in RUNGS if k != "null")
+LADDER_EFFECTS = tuple(f"{k}_effect" for k in LADDER_KEYS)  # the table's effect per rung
 # the columns each rung adds to a findings row: its value over seeds, and the claim's value
 # minus it (per seed) with its 95% interval
 RUNG_COLUMNS = ("", "_low", "_high", "_effect_mean", "_effect_low", "_effect_high")
@@ -1140,12 +1141,11 @@ def identified_claims(result: StudyResult) -> pd.DataFrame:
                                                                    sources_of(table)]))
 
 
-def and_only_claims(result: StudyResult) -> pd.DataFrame:
+def and_only_claims(spec: pd.DataFrame) -> pd.DataFrame:
     """Each headline knowledge claim read two ways side by side: AND-OR (the preset's own
     specification) and AND-only (``mode=and``: Harsanyi dividends, unique, no optimal face to
     choose from), each with our value over seeds, its effect over its null and its verdict, from
-    ``specification_table``. Empty where the grid has no ``mode=and`` point."""
-    spec = specification_table(result)
+    ``specification_table``'s ``spec``. Empty where the grid has no ``mode=and`` point."""
     own = spec[spec["spec"] == "preset"].set_index("claim")
     and_ = spec[(spec["parameter"] == "mode") & (spec["value"] == "and")].set_index("claim")
     if own["measure"].empty or and_.empty:

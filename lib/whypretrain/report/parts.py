@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import pandas as pd
 
-from whypretrain.provenance import sources_of
+from whypretrain.provenance import attach, sources_of
 from whypretrain.report import findings
 from whypretrain.study.catalogue import DERIVED_FROM, StudyResult, write
 
 
 def derive(result: StudyResult) -> dict[str, pd.DataFrame]:
     """The ``findings`` group's parts, from ``result``'s other parts (reads only)."""
+    spec = findings.specification_table(result)
+    joint = findings.joint_tests(findings.specification_effects(result))
     return {"findings/claims": findings.transfer_table(result),
-            "findings/specifications": findings.specification_table(result)}
+            "findings/specifications": spec,
+            "findings/joint": attach(joint, sources_of(spec)),
+            "findings/and_only": findings.and_only_claims(spec)}
 
 
 def store(params: dict) -> StudyResult:

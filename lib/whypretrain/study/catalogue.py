@@ -71,6 +71,9 @@ FINDINGS_PARTS = {
               "(findings.transfer_table)",
     "specifications": "every claim under every specification of the grid "
                       "(findings.specification_table)",
+    "joint": "per knowledge claim, the sign-flip test over every specification at once "
+             "(findings.joint_tests)",
+    "and_only": "each headline claim under AND-OR beside AND-only (findings.and_only_claims)",
 }
 GROUPS: dict[str, tuple[str, ...]] = {
     "near": tuple(f"near/{p}" for p in (*SETTING_PARTS, *NEAR_PARTS)),
