@@ -110,6 +110,11 @@ def real_book(tmp_path_factory):
                     ignore=shutil.ignore_patterns("_assets", ".*", "*.partial"))
     (root / "book" / "_assets").symlink_to(REPO / "book" / "_assets", target_is_directory=True)
     toc = _drop_unexecuted(yaml.safe_load((REPO / "_toc.yml").read_text()), REPO)
+    if not (REPO / f"{toc['root']}.ipynb").is_file() and toc["root"].startswith(
+            layout.EXPERIMENTS + "/"):  # the answer page is executed: the introduction leads
+        toc["root"] = "book/index"
+        for part in toc["parts"]:
+            part["chapters"] = [c for c in part["chapters"] if c.get("file") != "book/index"]
     (root / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
     return build.build_book(root)
 
@@ -127,10 +132,11 @@ def test_real_book_builds_and_reads_offline(real_book, tmp_path):
 
 
 # --- the method page ------------------------------------------------------------------------
-def test_method_page_is_early_in_the_book_and_numbered():
+def test_the_answer_opens_the_book_and_the_method_comes_before_the_experiments():
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
     files = list(layout._toc_files(toc))
-    assert files.index("book/method") < min(i for i, f in enumerate(files)
+    assert files[0] == f"{layout.EXPERIMENTS}/00-answer"   # the answer is the first page
+    assert files.index("book/method") < min(i for i, f in enumerate(files[1:], 1)
                                             if f.startswith(layout.EXPERIMENTS))
     text = (REPO / "book/method.md").read_text()
     numbers = [int(m) for m in re.findall(r"^## (\d+)\. ", text, flags=re.M)]
@@ -183,6 +189,26 @@ def test_ci_findings_page_names_the_results_it_read(ci_study):
     assert "notebook_params" not in findings and "'whypretrain'" not in findings
     assert re.search(r"\bresults [0-9a-f]{12}\b", findings), \
         "the findings page names no results folder (`results <hash12>`)"
+
+
+@pytest.mark.slow
+def test_ci_first_page_opens_with_the_verdicts(ci_study):
+    """The answer page's abstract is glued from the stored findings: every setting's count of
+    claims that reproduce and every verdict word the table holds."""
+    from whypretrain import presets
+    from whypretrain.report import findings
+    from whypretrain.study import pipeline
+
+    root, overrides, _ = ci_study
+    page = _text((root / "_build" / "html" / "book" / "experiments" / "00-answer.html")
+                 .read_text())
+    table = pipeline.read(presets.resolve("ci", overrides)).part("findings/claims")
+    ran = {s: n for s, n in findings.verdict_counts(table).items() if n != findings.NOT_RUN}
+    assert ran
+    for setting, count in ran.items():
+        assert re.search(rf"{setting}\s*:\s*{count} claims reproduce", page), (setting, count)
+    for verdict in set(table.loc[table["setting"].isin(list(ran)), "verdict"]):
+        assert verdict in page, verdict
 
 
 @pytest.mark.slow

@@ -895,6 +895,26 @@ def decision_lines(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def abstract(table: pd.DataFrame) -> str:
+    """The study's answer in a few sentences, from the verdicts alone: per setting that ran,
+    how many claims reproduce, and which claims exceed their null, are equivalent to it, or
+    stay inconclusive."""
+    names = {c.key: c.key.replace("_", " ") for c in CLAIMS}
+    counts = verdict_counts(table)
+    sentences = []
+    for s, g in table.groupby("setting", sort=False):
+        if counts[s] == NOT_RUN:
+            sentences.append(f"The {s} setting did not run here.")
+            continue
+        parts = []
+        for word in (EXCEEDS, EQUIVALENT, BELOW, INCONCLUSIVE, UNDEFINED):
+            claims = [names[k] for k in g.loc[g["verdict"] == word, "claim"]]
+            if claims:
+                parts.append(f"{word}: {', '.join(claims)}")
+        sentences.append(f"**{s}**: {counts[s]} claims reproduce ({'; '.join(parts)}).")
+    return " ".join(sentences)
+
+
 def verdict_counts(table: pd.DataFrame) -> dict[str, str]:
     """Per setting: "k of m" claims that reproduce (Holm-corrected verdict *exceeds the null*
     and the paper's range agrees), or "not run"."""
