@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from whypretrain.measures import curves, knowledge
+from whypretrain.measures import curves, knowledge, sparsity
 from whypretrain.errors import MissingResults
 from whypretrain.provenance import attach, combine, sources_of
 from whypretrain.study.seed_results import MODELS
@@ -32,7 +32,8 @@ ACCURACY_FRACTION = curves.ACCURACY_FRACTION
 REACH_LEVEL = curves.REACH_LEVEL
 NOT_RUN = "not run"
 INDISTINCT = "cannot tell from null"
-VERDICTS = ("yes", "partly", "no", INDISTINCT, NOT_RUN)
+PREMISE_FAILS = "premise fails"  # a model the claim reads is not sparse (with_premise)
+VERDICTS = ("yes", "partly", "no", INDISTINCT, PREMISE_FAILS, NOT_RUN)
 
 
 # --- rules -----------------------------------------------------------------------------------
@@ -410,7 +411,97 @@ def transfer_table(result: StudyResult) -> pd.DataFrame:
         frame = judge(result, name)
         frames.append(frame)
         sources.append(sources_of(frame))
-    return attach(pd.concat(frames, ignore_index=True), combine(sources))
+    table = with_premise(pd.concat(frames, ignore_index=True), premise_inputs(result))
+    return attach(table, combine(sources))
+
+
+# --- the premise: sparse interactions (book/method.md, section 3, "Sparsity first") ---------
+
+# the models whose interactions each claim reads as knowledge (the accuracy claims read none)
+PREMISE_MODELS: dict[str, tuple[str, ...]] = {
+    "share_discarded": ("probe", "finetune"), "share_new": ("probe", "finetune"),
+    "learnable": MODELS, "discard_order": ("probe", "finetune"),
+    "convergence_area": ("finetune", "scratch"), "convergence_reach": ("finetune", "scratch")}
+
+
+def sparsity_of(result: StudyResult, setting: str = "near") -> pd.DataFrame:
+    """Per model (index), the sparsity of its final models in one setting (``sparsity.summary``
+    over samples, then seeds; part ``<setting>/sparsity``) and ``sparse``, the criterion
+    (``sparsity.sparse_enough``) on the mean terms_90_share."""
+    t = result.part(f"{setting}/sparsity")
+    finals = t.merge(t.groupby(["seed", "model"], as_index=False)["epoch"].max())
+    out = sparsity.summary(finals, by=["model"]).set_index("model")
+    out["sparse"] = out["terms_90_share"].map(sparsity.sparse_enough)
+    return attach(out, sources_of(t))
+
+
+def sparsity_by_setting(result: StudyResult) -> pd.DataFrame:
+    """``sparsity_of`` of every transfer setting the study result holds, stacked: one row per
+    (setting, model); a setting without its sparsity part is left out."""
+    frames, sources = [], []
+    for setting, table in premise_inputs(result).items():
+        frames.append(table.reset_index().assign(setting=setting))
+        sources.append(sources_of(table))
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return attach(out, combine(sources))
+
+
+def sparsity_shown(result: StudyResult) -> pd.DataFrame:
+    """``sparsity_by_setting`` as the knowledge page shows it: per setting and model, the
+    final models' salient items per sample, the share of sum |I| they hold, the share of terms
+    that hold 90% of it (mean over seeds, lowest-highest seed in brackets), the share of
+    samples that meet the lab's conditions, and whether the model passes the criterion."""
+    s = sparsity_by_setting(result)
+    if s.empty:
+        return s
+
+    def text(column: str, pct: bool):
+        f = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.1f}")
+        return [f"{f(r[column])} [{f(r[column + '_low'])}-{f(r[column + '_high'])}]"
+                for _, r in s.iterrows()]
+    out = pd.DataFrame({
+        "setting": s["setting"], "model": s["model"],
+        "salient items per sample": text("items", False),
+        "share of sum |I| they hold": text("items_mass", True),
+        "terms holding 90% of sum |I|": text("terms_90_share", True),
+        "samples meeting the lab's conditions": text("meets", True),
+        "sparse enough": s["sparse"].map({True: "yes", False: "no"})})
+    return attach(out, sources_of(s))
+
+
+def premise_inputs(result: StudyResult) -> dict[str, pd.DataFrame]:
+    """``sparsity_of`` per transfer setting whose sparsity part is in the study result."""
+    out = {}
+    for setting in TRANSFER_SETTINGS:
+        try:
+            out[setting] = sparsity_of(result, setting)
+        except MissingResults:
+            continue
+    return out
+
+
+def with_premise(table: pd.DataFrame, sparse: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """``table`` (claims judged, one row per setting and claim) with a ``premise`` column and
+    the verdict ``PREMISE_FAILS`` wherever a model the claim reads (``PREMISE_MODELS``) fails
+    the sparsity criterion in that setting (``sparse``: ``sparsity_of`` per setting). Applied
+    after the verdicts: ``premise`` is "holds", "fails: <model> <terms_90_share>, ...", "n/a"
+    (a claim on accuracy), or "not measured" (no sparsity part for the setting)."""
+    out = table.copy()
+    premise = []
+    for r in out.itertuples():
+        models = PREMISE_MODELS.get(r.claim, ())
+        s = sparse.get(r.setting)
+        if not models:
+            premise.append("n/a")
+        elif s is None or r.verdict == NOT_RUN:
+            premise.append("not measured")
+        else:
+            failing = [f"{m} {s.loc[m, 'terms_90_share']:.1%}" for m in models
+                       if m in s.index and not s.loc[m, "sparse"]]
+            premise.append("fails: " + ", ".join(failing) if failing else "holds")
+    out["premise"] = premise
+    out.loc[out["premise"].str.startswith("fails"), "verdict"] = PREMISE_FAILS
+    return out
 
 
 def _cell(text: str) -> str:
@@ -425,6 +516,13 @@ def _null_cell(r, pct: bool) -> str:
     return f"null {f(r['null'])}, effect {r['effect']}"
 
 
+def _premise_cell(r) -> str:
+    """Which models are not sparse, under a verdict the premise overrode."""
+    if r["verdict"] != PREMISE_FAILS:
+        return ""
+    return f"<br>({_cell(r['premise'])} of terms hold 90% of sum \\|I\\|)"
+
+
 def as_markdown(table: pd.DataFrame) -> str:
     """The claims (rows) by setting (columns): our value, its null and the effect (value minus
     null) with its 95% interval, and the verdict; then each claim's measure, null and rule."""
@@ -437,7 +535,7 @@ def as_markdown(table: pd.DataFrame) -> str:
         for s in settings:
             r = wide[s].loc[c.key]
             cells.append(f"{r['ours']}<br>{_null_cell(r, c.pct)}<br>**{r['verdict']}**"
-                         if r["verdict"] != NOT_RUN else r["ours"])
+                         + _premise_cell(r) if r["verdict"] != NOT_RUN else r["ours"])
         lines.append(f"| {_cell(c.paper)} | " + " | ".join(cells) + " |")
     lines += ["", "| claim | our measure (per seed) | null | verdict rule |",
               "|---|---|---|---|"]
@@ -445,7 +543,10 @@ def as_markdown(table: pd.DataFrame) -> str:
               f" |" for c in CLAIMS]
     lines += ["", f"Every rule applies once the effect (our value minus its null, per seed) is "
               f"on the claimed side: where the effect's 95% interval over seeds contains 0 the "
-              f"verdict is **{INDISTINCT}**, where it lies below 0 it is **no**."]
+              f"verdict is **{INDISTINCT}**, where it lies below 0 it is **no**. A claim on "
+              f"interactions reads **{PREMISE_FAILS}** where a model it reads is not sparse: "
+              f"more than {sparsity.SPARSE_BOUND:.0%} of its terms are needed for 90% of its "
+              f"sum \\|I\\| (book/method.md, section 3)."]
     return "\n".join(lines)
 
 

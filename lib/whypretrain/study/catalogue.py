@@ -40,6 +40,8 @@ SETTING_PARTS = {
     "knowledge": "every seed's knowledge and convergence table (knowledge.TABLE_COLUMNS)",
     "comparisons": "the knowledge tables between models of two seeds (nulls.comparison_table)",
     "replicates": "the final models' Jaccard across seeds (nulls.replicate_table)",
+    "sparsity": "per seed, analysed model and sample: how sparse the interactions are and "
+                "whether the sample meets the lab's conditions (pipeline.sparsity_table)",
 }
 NEAR_PARTS = {
     "summary": "mean and 95% interval over seeds of every knowledge measure (stats.summarize)",
