@@ -153,6 +153,13 @@ def test_lab_samples_keep_what_every_final_model_of_every_seed_meets():
     kept = pipeline.kept_samples(loaded, {"sample_filter": "lab"})(table)
     assert kept["value"].tolist() == [1.0, 3.0]
     assert pipeline.kept_samples(loaded, {"sample_filter": "all"})(table) is table
+    # the same samples from the study's sparsity table (its final models only)
+    I = torch.zeros(3, 2, 2, SIZE, dtype=torch.float64)
+    part = pipeline.sparsity_table([fake_seed(0, ok, I), fake_seed(1, other, I)], 0.05,
+                                   "exclude")
+    early = part.assign(epoch=0, meets=False)          # an earlier checkpoint does not count
+    assert sparsity.lab_kept(pd.concat([part, early])) == [10]
+    assert findings.lab_filter_text(FakeResult({"near/sparsity": part})) == "1 of 2 samples"
 
 
 def test_sparsity_table_has_a_row_per_seed_model_and_sample():

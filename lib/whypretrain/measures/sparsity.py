@@ -129,6 +129,20 @@ def summary(per_sample: pd.DataFrame, by: Sequence[str] = ("model", "epoch")) ->
     return out.join(games).join(low).join(high).reset_index()
 
 
+def finals(per_sample: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a per-sample table (columns ``seed, model, epoch``, ...) of each seed's
+    final models: the last epoch of each (seed, model)."""
+    last = per_sample.groupby(["seed", "model"], as_index=False)["epoch"].max()
+    return per_sample.merge(last)
+
+
+def lab_kept(per_sample: pd.DataFrame) -> list:
+    """The samples the lab's filter keeps (``sample_filter = lab``): those on which every final
+    model of every seed meets the conditions, from a per-sample table with ``meets``."""
+    met = finals(per_sample).groupby("sample")["meets"].all()
+    return sorted(met.index[met])
+
+
 def sparse_enough(terms_90_share: float, bound: float = SPARSE_BOUND) -> bool:
     """The criterion (module docstring): a mean terms_90_share at most ``bound``."""
     return bool(np.isfinite(terms_90_share) and terms_90_share <= bound)

@@ -429,8 +429,7 @@ def sparsity_of(result: StudyResult, setting: str = "near") -> pd.DataFrame:
     over samples, then seeds; part ``<setting>/sparsity``) and ``sparse``, the criterion
     (``sparsity.sparse_enough``) on the mean terms_90_share."""
     t = result.part(f"{setting}/sparsity")
-    finals = t.merge(t.groupby(["seed", "model"], as_index=False)["epoch"].max())
-    out = sparsity.summary(finals, by=["model"]).set_index("model")
+    out = sparsity.summary(sparsity.finals(t), by=["model"]).set_index("model")
     out["sparse"] = out["terms_90_share"].map(sparsity.sparse_enough)
     return attach(out, sources_of(t))
 
@@ -467,6 +466,12 @@ def sparsity_shown(result: StudyResult) -> pd.DataFrame:
         "samples meeting the lab's conditions": text("meets", True),
         "sparse enough": s["sparse"].map({True: "yes", False: "no"})})
     return attach(out, sources_of(s))
+
+
+def lab_filter_text(result: StudyResult, setting: str = "near") -> str:
+    """How many of a setting's explained samples the lab's filter keeps ("k of m samples")."""
+    t = result.part(f"{setting}/sparsity")
+    return f"{len(sparsity.lab_kept(t))} of {t['sample'].nunique()} samples"
 
 
 def premise_inputs(result: StudyResult) -> dict[str, pd.DataFrame]:
