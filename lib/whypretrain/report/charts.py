@@ -314,7 +314,7 @@ def forest(table: pd.DataFrame) -> alt.Chart:
 
 
 VERDICT_COLORS = {"yes": "#54a24b", "partly": "#eeca3b", "no": "#e45756",
-                  "cannot tell from null": "#9d9d9d"}
+                  "cannot tell from null": "#9d9d9d", "premise fails": "#b279a2"}
 
 
 def specification_curve(spec: pd.DataFrame) -> alt.VConcatChart:
