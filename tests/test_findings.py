@@ -180,7 +180,8 @@ def test_sensitivity_grid_names_every_choice():
     params = presets.resolve("default")
     grid = pipeline.sensitivity_grid(params)
     assert set(grid) == {"tau", "n", "baseline", "optimizer", "empty_set", "or_merge",
-                         "player_seed", "samples_per_class", "rule", "mode", "extraction"}
+                         "player_seed", "samples_per_class", "rule", "mode", "extraction",
+                         "sample_filter"}
     assert set(grid["rule"]) == {"canonical", "reverse", "hash"}
     assert set(grid["mode"]) == {"and-or", "and"}
     for key, values in grid.items():

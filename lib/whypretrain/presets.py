@@ -128,6 +128,10 @@ PARAMS: dict[str, Param] = {
     "samples_per_class": Param(2, "target test samples per class that are explained",
                                low=1, high=1000),
     "only_correct": Param(True, "explain only samples all three final models classify correctly"),
+    "sample_filter": Param("all", "samples the knowledge tables read: all, or lab = those on "
+                           "which every final model of every seed meets the lab's conditions "
+                           "(mean output rising with coalition size, v(N) - v(empty) >= 1; "
+                           "book/method.md, section 3)", choices=("all", "lab")),
 }
 
 # Each preset lists only what differs from PARAMS' defaults. Wall times on a 2-core CPU are in

@@ -364,7 +364,8 @@ def ladders(rungs: pd.DataFrame) -> alt.VConcatChart:
 
 
 VERDICT_COLORS = {"exceeds the null": "#54a24b", "equivalent to the null": "#4c78a8",
-                  "below the null": "#e45756", "inconclusive": "#9d9d9d", "n/a": "#dddddd"}
+                  "below the null": "#e45756", "inconclusive": "#9d9d9d", "n/a": "#dddddd",
+                  "premise fails": "#b279a2"}
 
 
 def specification_curve(spec: pd.DataFrame, joint: pd.DataFrame | None = None

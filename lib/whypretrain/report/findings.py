@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from whypretrain.measures import curves, knowledge
+from whypretrain.measures import curves, knowledge, sparsity
 from whypretrain.errors import MissingResults
 from whypretrain.provenance import attach, combine, sources_of
 from whypretrain.study.games import MODELS
@@ -35,7 +35,8 @@ REACH_LEVEL = curves.REACH_LEVEL
 NOT_RUN = "not run"
 EXCEEDS, BELOW, EQUIVALENT = "exceeds the null", "below the null", "equivalent to the null"
 INCONCLUSIVE, UNDEFINED = "inconclusive", "n/a"
-VERDICTS = (EXCEEDS, EQUIVALENT, BELOW, INCONCLUSIVE, UNDEFINED, NOT_RUN)
+PREMISE_FAILS = "premise fails"  # a model the claim reads is not sparse (with_premise)
+VERDICTS = (EXCEEDS, EQUIVALENT, BELOW, INCONCLUSIVE, UNDEFINED, PREMISE_FAILS, NOT_RUN)
 DECIDED = (EXCEEDS, EQUIVALENT, BELOW)
 AGREES, DISAGREES, UNDECIDED = "agrees", "disagrees", "undecided"
 PAPER_VERDICTS = (AGREES, DISAGREES, UNDECIDED, UNDEFINED, NOT_RUN)
@@ -821,7 +822,105 @@ def transfer_table(result: StudyResult) -> pd.DataFrame:
         frame = judge(result, name)
         frames.append(frame)
         sources.append(sources_of(frame))
-    return attach(pd.concat(frames, ignore_index=True), combine(sources))
+    table = with_premise(pd.concat(frames, ignore_index=True), premise_inputs(result))
+    return attach(table, combine(sources))
+
+
+# --- the premise: sparse interactions (book/method.md, section 3, "Sparsity first") ---------
+
+# the models whose interactions each claim reads as knowledge (the accuracy claims read none)
+PREMISE_MODELS: dict[str, tuple[str, ...]] = {
+    "share_discarded": ("probe", "finetune"), "share_new": ("probe", "finetune"),
+    "learnable": MODELS, "discard_order": ("probe", "finetune"),
+    "convergence_area": ("finetune", "scratch"), "convergence_reach": ("finetune", "scratch")}
+
+
+def sparsity_of(result: StudyResult, setting: str = "near") -> pd.DataFrame:
+    """Per model (index), the sparsity of its final models in one setting (``sparsity.summary``
+    over samples, then seeds; part ``<setting>/sparsity``) and ``sparse``, the criterion
+    (``sparsity.sparse_enough``) on the mean terms_90_share."""
+    t = result.part(f"{setting}/sparsity")
+    out = sparsity.summary(sparsity.finals(t), by=["model"]).set_index("model")
+    out["sparse"] = out["terms_90_share"].map(sparsity.sparse_enough)
+    return attach(out, sources_of(t))
+
+
+def sparsity_by_setting(result: StudyResult) -> pd.DataFrame:
+    """``sparsity_of`` of every transfer setting the study result holds, stacked: one row per
+    (setting, model); a setting without its sparsity part is left out."""
+    frames, sources = [], []
+    for setting, table in premise_inputs(result).items():
+        frames.append(table.reset_index().assign(setting=setting))
+        sources.append(sources_of(table))
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return attach(out, combine(sources))
+
+
+def sparsity_shown(result: StudyResult) -> pd.DataFrame:
+    """``sparsity_by_setting`` as the knowledge page shows it: per setting and model, the
+    final models' salient items per sample, the share of sum |I| they hold, the share of terms
+    that hold 90% of it (mean over seeds, lowest-highest seed in brackets), the share of
+    samples that meet the lab's conditions, and whether the model passes the criterion."""
+    s = sparsity_by_setting(result)
+    if s.empty:
+        return s
+
+    def text(column: str, pct: bool):
+        f = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.1f}")
+        return [f"{f(r[column])} [{f(r[column + '_low'])}-{f(r[column + '_high'])}]"
+                for _, r in s.iterrows()]
+    out = pd.DataFrame({
+        "setting": s["setting"], "model": s["model"],
+        "salient items per sample": text("items", False),
+        "share of sum |I| they hold": text("items_mass", True),
+        "terms holding 90% of sum |I|": text("terms_90_share", True),
+        "samples meeting the lab's conditions": text("meets", True),
+        "sparse enough": s["sparse"].map({True: "yes", False: "no"})})
+    return attach(out, sources_of(s))
+
+
+def lab_filter_text(result: StudyResult, setting: str = "near") -> str:
+    """How many of a setting's explained samples the lab's filter keeps ("k of m samples")."""
+    t = result.part(f"{setting}/sparsity")
+    return f"{len(sparsity.lab_kept(t))} of {t['sample'].nunique()} samples"
+
+
+def premise_inputs(result: StudyResult) -> dict[str, pd.DataFrame]:
+    """``sparsity_of`` per transfer setting whose sparsity part is in the study result."""
+    out = {}
+    for setting in TRANSFER_SETTINGS:
+        try:
+            out[setting] = sparsity_of(result, setting)
+        except MissingResults:
+            continue
+    return out
+
+
+def with_premise(table: pd.DataFrame, sparse: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """``table`` (claims judged, one row per setting and claim) with a ``premise`` column and
+    the verdict ``PREMISE_FAILS`` wherever a model the claim reads (``PREMISE_MODELS``) fails
+    the sparsity criterion in that setting (``sparse``: ``sparsity_of`` per setting). Applied
+    after the verdicts: ``premise`` is "holds", "fails: <model> <terms_90_share>, ...", "n/a"
+    (a claim on accuracy), or "not measured" (no sparsity part for the setting)."""
+    out = table.copy()
+    premise = []
+    for r in out.itertuples():
+        models = PREMISE_MODELS.get(r.claim, ())
+        s = sparse.get(r.setting)
+        if not models:
+            premise.append("n/a")
+        elif s is None or r.verdict == NOT_RUN:
+            premise.append("not measured")
+        else:
+            failing = [f"{m} {s.loc[m, 'terms_90_share']:.1%}" for m in models
+                       if m in s.index and not s.loc[m, "sparse"]]
+            premise.append("fails: " + ", ".join(failing) if failing else "holds")
+    out["premise"] = premise
+    fails = out["premise"].str.startswith("fails")
+    out.loc[fails, "verdict"] = PREMISE_FAILS
+    if "reproduces" in out:  # the headline count reads it: a failed premise reproduces nothing
+        out.loc[fails, "reproduces"] = False
+    return out
 
 
 def _cell(text: str) -> str:
@@ -839,6 +938,13 @@ def _sesoi_text(c: Claim) -> str:
     return _effect_fmt(c.pct)(c.sesoi).lstrip("+")
 
 
+def _premise_cell(r) -> str:
+    """Which models are not sparse, under a verdict the premise overrode."""
+    if r["verdict"] != PREMISE_FAILS:
+        return ""
+    return f"<br>({_cell(r['premise'])} of terms hold 90% of sum \\|I\\|)"
+
+
 def as_markdown(table: pd.DataFrame) -> str:
     """The claims (rows) by setting (columns): our value, its null, the effect (value minus
     null) with its 95% interval, the verdict and the paper's range judged beyond the floor;
@@ -852,14 +958,16 @@ def as_markdown(table: pd.DataFrame) -> str:
         for s in settings:
             r = wide[s].loc[c.key]
             cells.append(f"{r['ours']}<br>{_null_cell(r, c.pct)}<br>**{r['verdict']}**; "
-                         f"paper's range: {r['paper_verdict']}"
+                         f"paper's range: {r['paper_verdict']}" + _premise_cell(r)
                          if r["verdict"] != NOT_RUN else r["ours"])
         lines.append(f"| {_cell(c.paper)} | " + " | ".join(cells) + " |")
     lines += ["", "| claim | our measure (per seed) | null | SESOI | beyond the floor | "
               "paper's range |", "|---|---|---|---|---|---|"]
     lines += [f"| {c.key} | {_cell(c.measure)} | {_cell(c.null_text)} | {_sesoi_text(c)} | "
               f"{_cell(c.floor_text)} | {_cell(c.rule.text)} |" for c in CLAIMS]
-    lines += ["", VERDICT_TEXT]
+    lines += ["", VERDICT_TEXT + f" A claim on interactions reads **{PREMISE_FAILS}** where a "
+              f"model it reads is not sparse: more than {sparsity.SPARSE_BOUND:.0%} of its "
+              f"terms are needed for 90% of its sum \\|I\\| (book/method.md, section 3)."]
     return "\n".join(lines)
 
 
@@ -907,7 +1015,7 @@ def abstract(table: pd.DataFrame) -> str:
             sentences.append(f"The {s} setting did not run here.")
             continue
         parts = []
-        for word in (EXCEEDS, EQUIVALENT, BELOW, INCONCLUSIVE, UNDEFINED):
+        for word in (EXCEEDS, EQUIVALENT, BELOW, INCONCLUSIVE, UNDEFINED, PREMISE_FAILS):
             claims = [names[k] for k in g.loc[g["verdict"] == word, "claim"]]
             if claims:
                 parts.append(f"{word}: {', '.join(claims)}")

@@ -53,6 +53,8 @@ SETTING_PARTS = {
     "replicates": "the final models' Jaccard across seeds (nulls.replicate_table)",
     "crossed": "every checkpoint's weighted Jaccard to another seed's final fine-tuned model "
                "(nulls.crossed_table)",
+    "sparsity": "per seed, analysed model and sample: how sparse the interactions are and "
+                "whether the sample meets the lab's conditions (pipeline.sparsity_table)",
 }
 NEAR_PARTS = {
     "summary": "mean and 95% interval over seeds of every knowledge measure (stats.summarize)",

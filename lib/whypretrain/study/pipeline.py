@@ -18,7 +18,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from whypretrain.measures import curves, face, identified, knowledge, nulls, stats
+from whypretrain.measures import curves, face, identified, knowledge, nulls, sparsity, stats
 from whypretrain.train import data
 from whypretrain import distributed, presets
 from whypretrain.engine import interactions
@@ -116,11 +116,13 @@ def _setting_parts(name: str, setting: dict, progress: bool, make: bool = True
     tau, empty_set = setting["tau"], setting["empty_set"]
     metrics, metric_sources = training_table(setting, ds)
     seeds = combine(r.sources() for r in loaded)
+    kept = kept_samples(loaded, setting)
     parts = {f"{name}/metrics": metrics,
-             f"{name}/knowledge": _knowledge(loaded, tau, empty_set),
-             f"{name}/comparisons": nulls.comparison_table(loaded, tau, empty_set),
-             f"{name}/replicates": nulls.replicate_table(loaded, tau, empty_set),
-             f"{name}/crossed": nulls.crossed_table(loaded, empty_set)}
+             f"{name}/knowledge": kept(_knowledge(loaded, tau, empty_set)),
+             f"{name}/comparisons": kept(nulls.comparison_table(loaded, tau, empty_set)),
+             f"{name}/replicates": kept(nulls.replicate_table(loaded, tau, empty_set)),
+             f"{name}/crossed": nulls.crossed_table(loaded, empty_set),
+             f"{name}/sparsity": sparsity_table(loaded, tau, empty_set)}
     sources = {p: seeds for p in parts}
     sources[f"{name}/metrics"] = metric_sources
     return parts, sources, loaded
@@ -235,11 +237,12 @@ def sensitivity_group(params: dict, progress: bool, far: bool) -> StudyResult:
         if spec not in by_spec:
             label = dict(spec=spec, parameter="preset" if own else key,
                          grid_value="" if own else str(value))
-            by_spec[spec] = t = _knowledge(loaded, setting["tau"], setting["empty_set"])
+            kept = kept_samples(loaded, setting)
+            by_spec[spec] = t = kept(_knowledge(loaded, setting["tau"], setting["empty_set"]))
             frames.append(t.assign(**label))
-            comparisons.append(nulls.comparison_table(
+            comparisons.append(kept(nulls.comparison_table(
                 loaded, setting["tau"], setting["empty_set"],
-                nulls.VERDICT_COMPARISONS).assign(**label))
+                nulls.VERDICT_COMPARISONS)).assign(**label))
         t = by_spec[spec]
         finals = t[(t["order"] == knowledge.ALL_ORDERS)
                    & t["measure"].isin(list(knowledge.KNOWLEDGE_MEASURES))]
@@ -318,6 +321,43 @@ def salient_item_list(r: seed_results.SeedResults, sample: int = 0) -> pd.DataFr
     return out.sort_values("strength", ascending=False, kind="stable").reset_index(drop=True)
 
 
+def sparsity_table(loaded: list[seed_results.SeedResults], tau: float, empty_set: str
+                   ) -> pd.DataFrame:
+    """Per seed, analysed model (probe; every analysed epoch of fine-tuning and scratch
+    training) and sample: ``seed, model, epoch`` and ``sparsity.table``'s columns."""
+    frames = []
+    for r in loaded:
+        stacked = r.result.stacked()
+        for row, (model, epoch) in enumerate(r.labels):
+            t = sparsity.table(stacked[row], r.result.values[row], tau, r.sample_ids, empty_set)
+            t.insert(0, "epoch", int(epoch))
+            t.insert(0, "model", model)
+            t.insert(0, "seed", r.seed)
+            frames.append(t)
+    return pd.concat(frames, ignore_index=True)
+
+
+def lab_samples(loaded: list[seed_results.SeedResults]) -> set[int]:
+    """The samples on which every final model (probe, fine-tuned, scratch) of every seed meets
+    the lab's conditions (``sparsity.conditions``). The seeds share their samples."""
+    keep = None
+    for r in loaded:
+        rows = [r.row_of(m) for m in seed_results.MODELS]
+        meets = sparsity.conditions(r.result.values[rows])["meets"].all(0)
+        ids = {int(i) for i, ok in zip(r.sample_ids, meets.tolist()) if ok}
+        keep = ids if keep is None else keep & ids
+    return keep or set()
+
+
+def kept_samples(loaded: list[seed_results.SeedResults], setting: dict):
+    """A function that keeps the rows of a per-sample table that ``setting["sample_filter"]``
+    keeps: every row (``all``), or those of ``lab_samples`` (``lab``)."""
+    if setting.get("sample_filter", "all") == "all":
+        return lambda table: table
+    keep = lab_samples(loaded)
+    return lambda table: table[table["sample"].isin(keep)].reset_index(drop=True)
+
+
 def robust_counts(params: dict, canonical: list[seed_results.SeedResults],
                   rules: list[list[seed_results.SeedResults]]) -> pd.DataFrame:
     """Per seed and model: the final items under the canonical rule, and those salient with
@@ -373,4 +413,5 @@ __all__ = ["MissingResults", "StudyResult", "read", "compute", "compute_all", "A
            "TRANSFER_SETTINGS", "DISJOINT", "FAR_PRESET", "TABLE_ONLY", "game_counts",
            "sensitivity_grid", "sensitivity_settings", "transfer_settings", "unavailable",
            "far_command", "training_table", "engine_check", "strength_by_rank",
-           "salient_item_list", "robust_counts", "other_rules", "identified_counts"]
+           "salient_item_list", "robust_counts", "other_rules", "identified_counts",
+           "sparsity_table", "lab_samples", "kept_samples"]

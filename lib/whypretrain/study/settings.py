@@ -2,7 +2,7 @@
 
 - the sensitivity grid (``sensitivity_grid``): one analysis choice varied at a time around the
   preset's values (tau, n, baseline, optimiser, empty_set, or_merge, players, samples, the
-  rule that picks the optimum, AND-only); ``sensitivity_settings`` turns it into full
+  rule that picks the optimum, AND-only, the lab's sample filter); ``sensitivity_settings`` turns it into full
   parameter sets, each one *specification* (book/method.md, section 6);
 - the transfer settings (``transfer_settings``): near (the preset), disjoint (the source's and
   the target's classes apart) and far (an ImageNet-pre-trained network);
@@ -32,7 +32,7 @@ FAR_PRESETS = {"ci": "imagenet-uci-ci", "classroom": "imagenet-uci-classroom"}
 # being run when they differ from the `default` preset (so `ci` gets a ci-sized far setting)
 FAR_CARRY = ("seeds", "epochs", "pretrain_epochs", "n", "iterations", "samples_per_class",
              "tau", "empty_set", "or_merge", "optimizer", "player_seed", "checkpoints",
-             "workdir", "device", "threads")
+             "workdir", "device", "threads", "sample_filter")
 
 
 
@@ -45,7 +45,7 @@ JOINT_MAX_N = 8
 # --- the sensitivity grid ---------------------------------------------------------------------
 
 # what the sensitivity study varies; tau and empty_set only re-read the study's interactions
-TABLE_ONLY = ("tau", "empty_set")
+TABLE_ONLY = ("tau", "empty_set", "sample_filter")
 
 
 def sensitivity_grid(params: dict) -> dict[str, list]:
@@ -71,6 +71,8 @@ def sensitivity_grid(params: dict) -> dict[str, list]:
         "mode": list(presets.PARAMS["mode"].choices),
         # every seed's final models extracted together, one program per sample (joint.py,
         # seed_results._compute_joint), up to JOINT_MAX_N players
+        # the lab's sample filter: only the samples that meet its conditions (sparsity.py)
+        "sample_filter": list(presets.PARAMS["sample_filter"].choices),
         "extraction": ["independent", "joint"]
         if params["optimizer"] == "exact" and params["n"] <= JOINT_MAX_N
         else [params["extraction"]],
