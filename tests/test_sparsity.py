@@ -201,7 +201,7 @@ def sparsity_part(dense: str | None) -> pd.DataFrame:
 
 
 def judged(settings=("near", "far")) -> pd.DataFrame:
-    return pd.DataFrame([dict(setting=s, claim=c, verdict="yes")
+    return pd.DataFrame([dict(setting=s, claim=c, verdict=findings.EXCEEDS, reproduces=True)
                          for s in settings for c in findings.CLAIM_KEYS])
 
 
@@ -216,10 +216,12 @@ def test_a_dense_model_makes_its_claims_read_premise_fails():
     out = findings.with_premise(judged(("near", "disjoint", "far")), sparse)
     by = out.set_index(["setting", "claim"])
     for claim in findings.CLAIM_KEYS:
-        assert by.loc[("near", claim), "verdict"] == "yes"
+        assert by.loc[("near", claim), "verdict"] == findings.EXCEEDS
         reads_scratch = "scratch" in findings.PREMISE_MODELS.get(claim, ())
         far = by.loc[("far", claim)]
-        assert far["verdict"] == (findings.PREMISE_FAILS if reads_scratch else "yes"), claim
+        assert far["verdict"] == (findings.PREMISE_FAILS if reads_scratch
+                                  else findings.EXCEEDS), claim
+        assert far["reproduces"] == (not reads_scratch), claim   # the headline count too
         if reads_scratch:
             assert far["premise"] == "fails: scratch 90.0%"
         assert by.loc[("disjoint", claim), "premise"] in ("n/a", "not measured")
@@ -227,8 +229,9 @@ def test_a_dense_model_makes_its_claims_read_premise_fails():
     assert by.loc[("near", "share_new"), "premise"] == "holds"
     assert findings.PREMISE_FAILS in findings.VERDICTS
     text = findings.as_markdown(out.assign(
-        ours="x", null=np.nan, effect="", paper="p", measure="m", rule="r", null_text="n"))
-    assert "**premise fails**<br>(fails: scratch 90.0% of terms" in text
+        ours="x", null=np.nan, effect="", paper="p", measure="m", rule="r", null_text="n",
+        paper_verdict="agrees"))
+    assert "**premise fails**; paper's range: agrees<br>(fails: scratch 90.0% of terms" in text
 
 
 def test_a_dense_probe_fails_every_knowledge_claim_but_not_convergence():

@@ -373,7 +373,8 @@ def _bare(x: Inputs) -> Inputs:
         out = frame.copy(deep=False)
         out.attrs = {}
         return out
-    return Inputs(strip(x.metrics), strip(x.table), strip(x.comparisons), strip(x.replicates))
+    return Inputs(strip(x.metrics), strip(x.table), strip(x.comparisons), strip(x.replicates),
+                  strip(x.face), strip(x.crossed))
 
 
 def folds(x: Inputs) -> tuple[list[Inputs], list[Inputs], str]:
@@ -387,10 +388,12 @@ def folds(x: Inputs) -> tuple[list[Inputs], list[Inputs], str]:
     recompute = len(seeds) >= 3
     by_seed = [Inputs(_drop(x.metrics, "seed", s), _drop(x.table, "seed", s),
                       _drop(x.comparisons, "seed", s, recompute),
-                      _drop(x.replicates, "seed", s, recompute)) for s in seeds]
+                      _drop(x.replicates, "seed", s, recompute), _drop(x.face, "seed", s),
+                      _drop(x.crossed, "seed", s, recompute)) for s in seeds]
     samples = sorted(set(x.table["sample"])) if "sample" in x.table else []
     by_sample = [Inputs(x.metrics, _drop(x.table, "sample", i), _drop(x.comparisons, "sample", i),
-                        _drop(x.replicates, "sample", i)) for i in samples]
+                        _drop(x.replicates, "sample", i), _drop(x.face, "sample", i),
+                        _drop(x.crossed, "sample", i)) for i in samples]
     method = "crossed jackknife" if recompute else "crossed jackknife, nulls kept (2 seeds)"
     return by_seed, by_sample, method
 
