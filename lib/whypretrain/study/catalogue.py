@@ -9,7 +9,10 @@ On disk, ``<workdir>/studies/<hash>/`` (the hash covers the study's parameters, 
   fingerprint, the notes (why a transfer setting did not run), and per part its file, the
   group that wrote it and its sources (the results folders and runs it was computed from,
   and the command that rebuilds it);
-- ``<part>.parquet``: one table per part, e.g. ``near/knowledge.parquet``.
+- ``<part>.parquet``: one table per part, e.g. ``near/knowledge.parquet``;
+- ``manifest.json`` in each of these folders: the size and sha256 of each file (``integrity``);
+  a damaged part is not current (computed again by ``study``; named by a read), a damaged
+  ``study.json`` is an empty one.
 
 Parts come in groups that ``study.compute`` writes together (``GROUPS``): a group is current
 when the manifest records it with this library's code fingerprint; otherwise it is computed
@@ -27,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from whypretrain import __version__, presets
+from whypretrain import __version__, integrity, presets
 from whypretrain.errors import MissingResults
 from whypretrain.layout import PACKAGE_DIR
 from whypretrain.provenance import Sources, attach, command, git_commit
@@ -118,22 +121,38 @@ class StudyResult:
         return cls(path, params, manifest)
 
     def has(self, part: str) -> bool:
-        """Whether ``part`` is on disk and was written by this library's code."""
+        """Whether ``part`` is on disk, intact, was written by this library's code, and the
+        results and runs it was computed from hold no damaged file (``inputs_intact``)."""
         entry = self.manifest["parts"].get(part)
         return entry is not None and entry["code"] == fingerprint() \
-            and (self.path / entry["file"]).is_file()
+            and integrity.intact(self.path / entry["file"]) and self.inputs_intact(entry)
+
+    def inputs_intact(self, entry: dict[str, Any]) -> bool:
+        """Whether the results folders and runs of a part's sources hold no damaged file (a
+        file removed on purpose does not count, nor the timings: nothing is computed from
+        them); a damaged one makes the part not current, so ``study`` computes it again."""
+        workdir = Path(self.params["workdir"])
+        s = entry["sources"]
+        folders = [workdir / "results" / h for h in s["results"]] + \
+            [workdir / "runs" / h for h in s["runs"]]
+        return not any(p.path.is_file() and p.path.name != "timings.json"
+                       for f in folders for p in integrity.problems(f))
 
     def part(self, name: str) -> pd.DataFrame:
         """The stored table ``name`` with its sources (``provenance.sources_of``); raises
         ``MissingResults`` with the command that makes it when it is not there."""
         group = group_of(name)
         if not self.has(name):
-            stale = name in self.manifest["parts"]
+            entry = self.manifest["parts"].get(name)
+            stale = entry is not None and entry["code"] != fingerprint()
+            damaged = entry is not None and (self.path / entry["file"]).is_file() and not stale
             what = (f"the study result's part {name!r}"
-                    + (" (written by another version of the library)" if stale else ""))
+                    + (" (written by another version of the library)" if stale else "")
+                    + (f" ({self.path / entry['file']} is damaged)" if damaged else ""))
             raise MissingResults(what, _command(self.params, group))
         entry = self.manifest["parts"][name]
-        table = pd.read_parquet(self.path / entry["file"])
+        table = pd.read_parquet(io.BytesIO(integrity.read_bytes(
+            self.path / entry["file"], _command(self.params, group))))
         s = entry["sources"]
         return attach(table, Sources(tuple(s["results"]), tuple(s["runs"]),
                                      tuple(s["commands"])))
@@ -157,8 +176,11 @@ class StudyResult:
 
 def _manifest(path: Path) -> dict[str, Any]:
     file = path / "study.json"
-    if file.is_file():
-        return json.loads(file.read_text())
+    if integrity.intact(file):  # a damaged manifest is an empty one: every group is computed
+        try:
+            return json.loads(integrity.read_bytes(file))
+        except ValueError:  # written before records existed
+            pass
     return {"parts": {}, "notes": {}}
 
 
