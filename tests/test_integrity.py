@@ -166,6 +166,8 @@ def test_damaged_games_or_interactions_are_named_by_a_read_and_computed_again(
     with pytest.raises(integrity.Damaged, match=f"{file}.*whypretrain analyze --preset ci"):
         seed_results.load(params, 0)
     assert not catalogue.StudyResult.read(params).current("near")  # its input is damaged
+    with pytest.raises(errors.MissingResults, match="computed from holds a damaged file"):
+        catalogue.StudyResult.read(params).part("near/knowledge")
     pipeline.compute(params, progress=False)
     assert integrity.problems(results) == []
     assert _tensors_equal(torch.load(file, weights_only=True), before)

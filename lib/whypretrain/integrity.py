@@ -297,9 +297,14 @@ def clear(folder: str | os.PathLike, keep: tuple[str, ...] = ()) -> None:
         (folder / MANIFEST).unlink(missing_ok=True)
 
 
+STUDY_FOLDERS = ("runs", "results", "studies")  # where a workdir's records are
+
+
 def folders(workdir: str | os.PathLike) -> list[Path]:
-    """The folders of ``workdir`` that hold records (a manifest), at any depth."""
-    return sorted(p.parent for p in Path(workdir).rglob(MANIFEST) if p.is_file())
+    """The folders under ``workdir``'s runs/, results/ and studies/ that hold records (a
+    manifest), at any depth."""
+    return sorted(p.parent for top in STUDY_FOLDERS for p in (Path(workdir) / top).rglob(MANIFEST)
+                  if p.is_file())
 
 
 def unrecorded(workdir: str | os.PathLike) -> list[Path]:
@@ -307,7 +312,7 @@ def unrecorded(workdir: str | os.PathLike) -> list[Path]:
     records existed: nothing to check them against)."""
     workdir = Path(workdir)
     out = []
-    for top in ("runs", "results", "studies"):
+    for top in STUDY_FOLDERS:
         for folder in sorted((workdir / top).rglob("*")) if (workdir / top).is_dir() else ():
             if folder.is_dir() and not (folder / MANIFEST).exists() and _files(folder):
                 out.append(folder)

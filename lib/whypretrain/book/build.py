@@ -163,9 +163,12 @@ def _workdirs(root: Path, metas: dict[str, dict]) -> list[Path]:
 
 
 def _json(path: Path) -> dict:
+    """A stored JSON record; {} when it is missing or damaged (``integrity``)."""
+    from whypretrain import integrity
+
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return json.loads(integrity.read_bytes(path))
+    except (OSError, ValueError):  # integrity.Damaged is a ValueError
         return {}
 
 

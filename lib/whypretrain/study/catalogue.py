@@ -145,10 +145,14 @@ class StudyResult:
         if not self.has(name):
             entry = self.manifest["parts"].get(name)
             stale = entry is not None and entry["code"] != fingerprint()
-            damaged = entry is not None and (self.path / entry["file"]).is_file() and not stale
+            file = entry is not None and not stale and self.path / entry["file"]
+            damaged = (f" ({file} is damaged)" if file and file.is_file()
+                       and not integrity.intact(file) else
+                       " (a results folder or run it was computed from holds a damaged file)"
+                       if file and file.is_file() else "")
             what = (f"the study result's part {name!r}"
                     + (" (written by another version of the library)" if stale else "")
-                    + (f" ({self.path / entry['file']} is damaged)" if damaged else ""))
+                    + damaged)
             raise MissingResults(what, _command(self.params, group))
         entry = self.manifest["parts"][name]
         table = pd.read_parquet(io.BytesIO(integrity.read_bytes(
