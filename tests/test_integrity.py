@@ -274,14 +274,19 @@ def test_verify_passes_a_clean_workdir_names_a_damaged_file_and_repairs(study, t
     (file,) = results.glob("interactions-*.pt")
     size = file.stat().st_size
     _truncate(file)
+    part = catalogue.folder(params) / "near" / "summary.parquet"
+    _truncate(part)
     code, out, err = _cli("verify", "--set", workdir)
     lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 2
+    assert code == 2 and len(lines) == 3
     assert lines[0].startswith(f"damaged: {file} (1000 bytes, recorded {size}); remade by "
-                               "`whypretrain analyze --preset ci")
-    assert "1 of the" in lines[1] and "--repair" in lines[1]
+                               f"`whypretrain analyze --preset ci --set {workdir} ")
+    assert lines[1].startswith(f"damaged: {part} (1000 bytes") and \
+        lines[1].endswith(f"remade by `whypretrain study --preset ci --set {workdir} "
+                          "--set epochs=1 --set seeds=0`")
+    assert "2 of the" in lines[2] and "--repair" in lines[2]
     code, out, err = _cli("verify", "--repair", "--set", workdir)
-    assert code == 0 and not file.exists() and "removed 1 damaged files" in out
+    assert code == 0 and not file.exists() and "removed 2 damaged files" in out
     assert _cli("verify", "--set", workdir)[0] == 0
 
 

@@ -186,23 +186,28 @@ def _repair(problem, workdir: Path) -> None:
 
 def _remaking_commands(workdir: Path) -> dict[str, str]:
     """Results folder, run or study hash -> the command that made it, from the studies'
-    manifests (their parts' sources)."""
+    manifests (their parts' sources), with this workdir (a workdir may have moved)."""
     import json
 
     from whypretrain import integrity
-    from whypretrain.provenance import command
+    from whypretrain.provenance import command, portable
 
     out: dict[str, str] = {}
     for manifest in sorted((workdir / "studies").glob("*/study.json")):
         try:
             study = json.loads(integrity.read_bytes(manifest))
-            out[manifest.parent.name] = command("study", study["params"])
+            params = {k: tuple(v) if isinstance(v, list) else v  # JSON made tuples lists
+                      for k, v in study["params"].items()}
+            here = (f"workdir={portable(str(params['workdir']))}",
+                    f"workdir={portable(str(workdir.absolute()))}")
+            out[manifest.parent.name] = command("study", {**params, "workdir": str(workdir)})
         except (ValueError, KeyError, TypeError):
             continue
         for entry in study.get("parts", {}).values():
             sources = entry.get("sources", {})
+            made_by = (sources.get("commands") or [out[manifest.parent.name]])[0]
             for name in (*sources.get("results", ()), *sources.get("runs", ())):
-                out.setdefault(name, (sources.get("commands") or [out[manifest.parent.name]])[0])
+                out.setdefault(name, made_by.replace(*here))
     return out
 
 
