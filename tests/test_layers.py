@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 LIB = Path(__file__).resolve().parents[1] / "lib" / "whypretrain"
-BASE = {"presets", "errors", "provenance", "layout", "distributed"}
+BASE = {"presets", "errors", "provenance", "layout", "distributed", "integrity"}
 LAYERS = ("train", "engine", "measures", "study", "report", "book")
 TOP = {"cli", "__main__"}
 

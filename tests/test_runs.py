@@ -80,9 +80,9 @@ def test_mismatched_checkpoint_is_reported_by_path(saved_run):
     path = run.checkpoint_path(2)
     payload = save({"head.weight": torch.zeros(3, 3)})
     path.write_bytes(payload)
-    sums = json.loads((run.path / "checksums.json").read_text())
-    sums[path.name] = runs.hashlib.sha256(payload).hexdigest()
-    (run.path / "checksums.json").write_text(json.dumps(sums))
+    recs = json.loads((run.path / "manifest.json").read_text())
+    recs[path.name] = {"size": len(payload), "sha256": runs.hashlib.sha256(payload).hexdigest()}
+    (run.path / "manifest.json").write_text(json.dumps(recs))
     with pytest.raises(RuntimeError, match=str(path)):
         run.load_model()
 
@@ -99,7 +99,7 @@ def test_atomic_write_leaves_old_file_on_crash(tmp_path, monkeypatch):
     def boom(src, dst):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(runs.os, "replace", boom)
+    monkeypatch.setattr(runs.integrity.os, "replace", boom)
     with pytest.raises(OSError):
         runs.atomic_write(target, b"new")
     assert target.read_bytes() == b"old"

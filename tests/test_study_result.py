@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from whypretrain import errors, presets
+from whypretrain import errors, integrity, presets
 from whypretrain.study import catalogue
 from whypretrain.provenance import Sources, sources_of
 
@@ -55,7 +55,7 @@ def test_a_part_written_by_other_code_is_not_read(params):
     manifest = catalogue.folder(params) / "study.json"
     data = json.loads(manifest.read_text())
     data["parts"]["disjoint/knowledge"]["code"] = "another version"
-    manifest.write_text(json.dumps(data))
+    integrity.write(manifest, json.dumps(data).encode())  # as that code wrote it: recorded
     result = catalogue.StudyResult.read(params)
     assert not result.current("disjoint")
     with pytest.raises(errors.MissingResults, match="another version of the library"):

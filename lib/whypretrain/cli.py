@@ -6,6 +6,10 @@
     whypretrain book     --preset P [--set k=v ...]  notebooks and book: reads the stored study
     whypretrain assets                               the book's offline JavaScript (npm, once)
     whypretrain presets                              every preset and parameter
+    whypretrain verify   [--set workdir=W] [--repair] every stored file against its record
+
+Each command that computes first creates its workdir and writes a file there: a workdir that
+cannot be created or written stops at once with one line (exit status 2).
 
 Each command resolves its parameters through ``presets.resolve`` first, so a bad preset, key,
 type, value or combination of values stops before anything is read, computed or written
@@ -137,6 +141,93 @@ def study(preset: str = "default", overrides: Mapping[str, Any] | None = None,
     return book(preset, overrides, root)
 
 
+def verify(workdir: str | Path, repair: bool = False) -> int:
+    """Check every stored file of ``workdir`` against its folder's record (``integrity``): one
+    line per damaged file on stderr, naming the command that remakes it. Returns 0 when all are
+    as recorded, 2 when some are not; with ``repair``, removes the damaged files (all of a run
+    with one: it is trained again) so that the command that made them computes them again,
+    and returns 0."""
+    from whypretrain import integrity
+
+    workdir = Path(workdir)
+    if not workdir.is_dir():
+        raise UserError(f"the workdir {workdir} does not exist: nothing to verify")
+    folders = integrity.folders(workdir)
+    checked = sum(len(integrity.records(f) or ()) for f in folders)
+    found = [p for f in folders for p in integrity.problems(f)]
+    remake = _remaking_commands(workdir)
+    for problem in found:
+        print(f"damaged: {problem.path} ({problem.why}); remade by "
+              f"{_remade_by(problem.path, workdir, remake)}", file=sys.stderr, flush=True)
+    old = integrity.unrecorded(workdir)
+    if old:
+        say(f"{len(old)} folders hold files written before records existed: not checked")
+    if not found:
+        say(f"verified {checked} files in {len(folders)} folders of {workdir}: all as recorded")
+        return 0
+    if not repair:
+        print(f"whypretrain verify: {len(found)} of the {checked} recorded files in {workdir} "
+              "are damaged; `whypretrain verify --repair` removes them, and the commands above "
+              "compute them again", file=sys.stderr, flush=True)
+        return 2
+    for problem in found:
+        _repair(problem, workdir)
+    say(f"removed {len(found)} damaged files; the commands above compute them again")
+    return 0
+
+
+def _repair(problem, workdir: Path) -> None:
+    """Remove a damaged file: all of its run's files (a run is trained again from its start),
+    all of its folder's when the folder's manifest cannot be read, else the file."""
+    from whypretrain import integrity
+
+    folder = problem.path.parent
+    if folder.parent == workdir / "runs":
+        integrity.clear(folder, keep=("params.json",))
+    elif integrity.records(folder) is None:
+        integrity.clear(folder)
+    else:
+        integrity.remove(problem.path)
+
+
+def _remaking_commands(workdir: Path) -> dict[str, str]:
+    """Results folder, run or study hash -> the command that made it, from the studies'
+    manifests (their parts' sources), with this workdir (a workdir may have moved)."""
+    import json
+
+    from whypretrain import integrity
+    from whypretrain.provenance import command, portable
+
+    out: dict[str, str] = {}
+    for manifest in sorted((workdir / "studies").glob("*/study.json")):
+        try:
+            study = json.loads(integrity.read_bytes(manifest))
+            params = {k: tuple(v) if isinstance(v, list) else v  # JSON made tuples lists
+                      for k, v in study["params"].items()}
+            here = (f"workdir={portable(str(params['workdir']))}",
+                    f"workdir={portable(str(workdir.absolute()))}")
+            out[manifest.parent.name] = command("study", {**params, "workdir": str(workdir)})
+        except (ValueError, KeyError, TypeError):
+            continue
+        for entry in study.get("parts", {}).values():
+            sources = entry.get("sources", {})
+            made_by = (sources.get("commands") or [out[manifest.parent.name]])[0]
+            for name in (*sources.get("results", ()), *sources.get("runs", ())):
+                out.setdefault(name, made_by.replace(*here))
+    return out
+
+
+def _remade_by(path: Path, workdir: Path, remake: dict[str, str]) -> str:
+    parts = path.relative_to(workdir).parts
+    top, name = (parts[0], parts[1]) if len(parts) > 2 else ("", "")
+    if name in remake:
+        return f"`{remake[name]}`"
+    verb = {"runs": "train", "results": "analyze", "studies": "study"}.get(top)
+    if verb is None:
+        return "the command that wrote it"
+    return f"`whypretrain {verb}` with the parameters that made it (its folder's params.json)"
+
+
 # ---------------------------------------------------------------------------------------------
 # The command line
 # ---------------------------------------------------------------------------------------------
@@ -178,6 +269,13 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("assets", parents=[debug, root],
                    help="fetch the book's offline JavaScript from npm (once; make setup runs it)")
     sub.add_parser("presets", parents=[debug], help="list presets and parameters")
+    text = "check every stored file of the workdir against the size and sha256 recorded for it"
+    cmd = sub.add_parser("verify", parents=[debug], help=text, description=text)
+    cmd.add_argument("--preset", default="default", help="the preset whose workdir to check")
+    cmd.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one parameter (workdir=PATH); repeatable")
+    cmd.add_argument("--repair", action="store_true",
+                     help="remove the damaged files, so that the next command computes them")
     return parser
 
 
@@ -194,13 +292,19 @@ def _run(args: argparse.Namespace) -> int:
         ensure_assets(find_root(args.root, fallback=args.root is None))
         return 0
     overrides = presets.parse_sets(args.sets)
+    if args.command == "verify":
+        return verify(presets.resolve(args.preset, overrides)["workdir"], args.repair)
+    from whypretrain import integrity
+    # parameters first (a bad one stops before anything is written), then the workdir
+    params = (_resolve_study if args.command in ("study", "book") else presets.resolve)(
+        args.preset, overrides)
+    integrity.ensure_writable(params["workdir"])
     if args.command == "study":
         return study(args.preset, overrides, args.root)
     if args.command == "book":
         if not distributed.is_main():
             return 0  # under torchrun, rank 0 alone executes the notebooks and builds the book
         return book(args.preset, overrides, args.root, force=args.force)
-    params = presets.resolve(args.preset, overrides)
     {"train": train, "analyze": analyze}[args.command](params)
     return 0
 

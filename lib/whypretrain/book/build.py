@@ -170,9 +170,12 @@ def _workdirs(root: Path, metas: dict[str, dict]) -> list[Path]:
 
 
 def _json(path: Path) -> dict:
+    """A stored JSON record; {} when it is missing or damaged (``integrity``)."""
+    from whypretrain import integrity
+
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return json.loads(integrity.read_bytes(path))
+    except (OSError, ValueError):  # integrity.Damaged is a ValueError
         return {}
 
 
@@ -236,12 +239,13 @@ def _same(default: Any, value: Any) -> bool:
 
 
 def write_status_page(root: str | os.PathLike) -> Path:
-    from whypretrain.train.runs import atomic_write
+    from whypretrain import integrity
 
     root = Path(root)
     path = root / STATUS_PAGE
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, status_markdown(root).encode())
+    # in the repository's book/: no record (a manifest there would be one more stray file)
+    integrity.write(path, status_markdown(root).encode(), record=False)
     return path
 
 

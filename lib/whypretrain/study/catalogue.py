@@ -16,6 +16,9 @@ On disk, ``<workdir>/studies/<hash>/`` (the hash covers the study's parameters, 
   its ``key`` (a hash of the study's parameters, its code and its inputs) and its sources (the
   results folders and runs it was computed from, and the command that rebuilds it);
 - ``<part>.parquet``: one table per part, e.g. ``near/knowledge.parquet``.
+- ``manifest.json`` in each of these folders: the size and sha256 of each file (``integrity``);
+  a damaged part is not current (computed again by ``study``; named by a read), a damaged
+  ``study.json`` is an empty one.
 
 A part is current when its file is there, its code key is that of the code now, and every
 part it read is current and still has the key it read. The code key covers the producer's
@@ -35,7 +38,7 @@ from typing import Any
 
 import pandas as pd
 
-from whypretrain import __version__, presets
+from whypretrain import __version__, integrity, presets
 from whypretrain.errors import MissingResults
 from whypretrain.layout import PACKAGE_DIR
 from whypretrain.provenance import Sources, attach, command, git_commit
@@ -193,11 +196,13 @@ class StudyResult:
         return cls(path, params, manifest)
 
     def has(self, part: str) -> bool:
-        """Whether ``part`` is on disk and current: written by the code its producer runs now,
-        from parts that are current and unchanged since it read them."""
+        """Whether ``part`` is on disk, intact and current: written by the code its producer
+        runs now, from results and runs that hold no damaged file (``inputs_intact``) and from
+        parts that are current and unchanged since it read them."""
         entry = self.manifest["parts"].get(part)
         if entry is None or entry.get("code") != producer_code(entry["group"]) \
-                or not (self.path / entry["file"]).is_file():
+                or not integrity.intact(self.path / entry["file"]) \
+                or not self.inputs_intact(entry):
             return False
         return all(self.has(name) and self.manifest["parts"][name]["key"] == key
                    for name, key in entry.get("inputs", {}).items())
@@ -226,17 +231,37 @@ class StudyResult:
                                  command("study", self.params))
         return self
 
+    def inputs_intact(self, entry: dict[str, Any]) -> bool:
+        """Whether the results folders and runs of a part's sources hold no damaged file (a
+        file removed on purpose does not count, nor the timings: nothing is computed from
+        them); a damaged one makes the part not current, so ``study`` computes it again."""
+        workdir = Path(self.params["workdir"])
+        s = entry["sources"]
+        folders = [workdir / "results" / h for h in s["results"]] + \
+            [workdir / "runs" / h for h in s["runs"]]
+        return not any(p.path.is_file() and p.path.name != "timings.json"
+                       for f in folders for p in integrity.problems(f))
+
     def part(self, name: str) -> pd.DataFrame:
         """The stored table ``name`` with its sources (``provenance.sources_of``); raises
         ``MissingResults`` with the command that makes it when it is not there."""
         group = group_of(name)
         if not self.has(name):
-            stale = name in self.manifest["parts"]
+            entry = self.manifest["parts"].get(name)
+            stale = entry is not None and entry["code"] != producer_code(entry["group"])
+            file = entry is not None and not stale and self.path / entry["file"]
+            damaged = (f" ({file} is damaged)" if file and file.is_file()
+                       and not integrity.intact(file) else
+                       " (a results folder or run it was computed from holds a damaged file)"
+                       if file and not self.inputs_intact(entry) else
+                       " (a part it was computed from changed)" if file else "")
             what = (f"the study result's part {name!r}"
-                    + (" (written by another version of the library)" if stale else ""))
+                    + (" (written by another version of the library)" if stale else "")
+                    + damaged)
             raise MissingResults(what, _command(self.params, group))
         entry = self.manifest["parts"][name]
-        table = pd.read_parquet(self.path / entry["file"])
+        table = pd.read_parquet(io.BytesIO(integrity.read_bytes(
+            self.path / entry["file"], _command(self.params, group))))
         s = entry["sources"]
         return attach(table, Sources(tuple(s["results"]), tuple(s["runs"]),
                                      tuple(s["commands"]), (name,)))
@@ -265,8 +290,11 @@ class StudyResult:
 
 def _manifest(path: Path) -> dict[str, Any]:
     file = path / "study.json"
-    if file.is_file():
-        return json.loads(file.read_text())
+    if integrity.intact(file):  # a damaged manifest is an empty one: every group is computed
+        try:
+            return json.loads(integrity.read_bytes(file))
+        except ValueError:  # written before records existed
+            pass
     return {"parts": {}, "notes": {}}
 
 

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
-from whypretrain import distributed
+from whypretrain import distributed, integrity
 from whypretrain.engine import interactions, sparsify
 from whypretrain.measures import knowledge
 from whypretrain.provenance import attach
 from whypretrain.study.games import MODELS
 from whypretrain.train import loops
-from whypretrain.train.runs import atomic_save
+from whypretrain.train.runs import atomic_save, load_checked
 
 if TYPE_CHECKING:  # compare_with_sgd reads one seed's loaded results
     from whypretrain.study.seed_results import SeedResults
@@ -77,7 +77,7 @@ def _kept_chunks(partial: Path, games: int) -> list[tuple[int, int]]:
     ends: dict[int, int] = {}
     for file in partial.glob("*.pt") if partial.is_dir() else ():
         match = _CHUNK.fullmatch(file.name)
-        if match:
+        if match and integrity.reusable(file):  # a damaged chunk is solved again
             start, end = int(match[1]), int(match[2])
             if 0 <= start < end <= games:
                 ends[start] = max(end, ends.get(start, end))
@@ -173,7 +173,7 @@ def extract_in_chunks(values: torch.Tensor, params: dict, device: str, progress:
     if sum(end - start for start, end in chunks) != len(flat):
         raise RuntimeError(f"the chunks in {partial} do not cover the {len(flat)} games")
     parts = [interactions.Interactions.from_state_dict(
-        torch.load(partial / _chunk_name(*chunk), weights_only=True)) for chunk in chunks]
+        load_checked(partial / _chunk_name(*chunk))) for chunk in chunks]
     earlier = sum(p.params.get("seconds", 0.0) for p, c in zip(parts, chunks) if c in kept)
     state = interactions.concatenate(parts).state_dict()
     result = interactions.Interactions.from_state_dict(

@@ -20,7 +20,9 @@ runs, samples, players, masking parameters, seed):
 - ``table<format>-<tag>-tau<tau>-<empty_set>.csv``: the tidy knowledge + convergence table;
 - ``timings.json``: where the time of the seed went: ``seed``, ``games`` (their count),
   ``masking_s`` (evaluating the games) and ``extraction_s`` (engine tag -> seconds of the
-  engine on them), recorded by the run that computed each step (a reused step keeps its time).
+  engine on them), recorded by the run that computed each step (a reused step keeps its time);
+- ``manifest.json`` (and one in ``partial-<tag>/``): the size and sha256 of each file
+  (``integrity``); a damaged file is computed again when read here.
 Games do not depend on the engine's parameters, so changing those re-uses them. Each file is
 written atomically and reused when present, so an interrupted computation resumes at the stage
 it reached, and inside the extraction at the last chunk of games it finished
@@ -39,6 +41,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import sys
 import threading
 import time
 from contextlib import nullcontext
@@ -49,7 +52,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from whypretrain import __version__, distributed
+from whypretrain import __version__, distributed, integrity
 from whypretrain.train import data, loops
 from whypretrain.engine import interactions
 from whypretrain.study import extraction, games as games_of
@@ -57,7 +60,7 @@ from whypretrain.study.games import MODELS
 from whypretrain.measures import knowledge
 from whypretrain.errors import MissingResults
 from whypretrain.provenance import Sources, attach, command, git_commit
-from whypretrain.train.runs import Run, atomic_save, atomic_write, locked, run_hash
+from whypretrain.train.runs import Run, atomic_save, atomic_write, load_checked, locked, run_hash
 
 # the parameters that change the games, and those that change their interactions
 # (tau, empty_set, workdir, device change neither)
@@ -138,14 +141,16 @@ class SeedResults:
         tau = self.params["tau"] if tau is None else tau
         empty_set = empty_set or self.params["empty_set"]
         path = self._table_path(tau, empty_set)
-        return pd.read_csv(path) if path.is_file() else self._build_table(tau, empty_set)
+        if integrity.reusable(path):
+            return pd.read_csv(io.BytesIO(integrity.read_bytes(path)))
+        return self._build_table(tau, empty_set)
 
     def write_table(self, tau: float | None = None, empty_set: str | None = None) -> Path:
         """Stores the table (under torchrun, rank 0 does; the others only return the path)."""
         tau = self.params["tau"] if tau is None else tau
         empty_set = empty_set or self.params["empty_set"]
         path = self._table_path(tau, empty_set)
-        if distributed.is_main() and not path.is_file():
+        if distributed.is_main() and not integrity.reusable(path):
             buf = io.StringIO()
             self._build_table(tau, empty_set).to_csv(buf, index=False)
             atomic_write(path, buf.getvalue().encode())
@@ -219,8 +224,9 @@ def load(params: dict, seed: int, datasets: data.Datasets | None = None,
     if not (games_file.is_file() and result_file.is_file()):
         what = "the interactions" if games_file.is_file() else "the games"
         raise MissingResults(f"{what} of seed {seed} ({path})", command("analyze", params))
-    games = torch.load(games_file, weights_only=True)
-    result = interactions.Interactions.from_state_dict(torch.load(result_file, weights_only=True))
+    games = load_checked(games_file, command("analyze", params))
+    result = interactions.Interactions.from_state_dict(
+        load_checked(result_file, command("analyze", params)))
     return _results(path, tag, params, seed, games, result, runs)
 
 
@@ -318,7 +324,7 @@ def _prepare(params, seed, progress, datasets, finals_only):
     path = results_path(params, seed, runs, finals_only)
     path.mkdir(parents=True, exist_ok=True)
     main = distributed.is_main()
-    if main and not (path / "params.json").is_file():
+    if main and not integrity.reusable(path / "params.json"):
         spec = results_spec(params, seed, {k: r.path.name for k, r in runs.items()}, finals_only)
         record = {**spec, "hash": path.name, "version": __version__,
                   "git": git_commit(), "preset": params.get("preset")}
@@ -330,8 +336,9 @@ def _prepare(params, seed, progress, datasets, finals_only):
     # the folder's lock for the step, so another process on this workdir waits and reuses it.
     games_file = path / "games.pt"
     with _step_lock(path):
-        if distributed.agree(games_file.is_file()):
-            games = torch.load(games_file, weights_only=True)
+        games = _reusable(games_file) if main else None  # a damaged file is computed again
+        if distributed.agree(games is not None):
+            games = games if main else load_checked(games_file)
         else:
             start = time.perf_counter()
             games = games_of.evaluate_games(params, seed, runs, ds, device, progress, finals_only)
@@ -340,7 +347,7 @@ def _prepare(params, seed, progress, datasets, finals_only):
                 _record_time(path, seed, games["values"], masking_s=time.perf_counter() - start)
             distributed.barrier()
             if not main:
-                games = torch.load(games_file, weights_only=True)
+                games = load_checked(games_file)
     return path, runs, games
 
 
@@ -350,15 +357,16 @@ def _extract(params, seed, progress, path, runs, games) -> SeedResults:
     device = loops.device_of(params)
     engine = extraction.engine_params(params)
     tag = run_hash(engine)
-    if main and not (path / f"engine-{tag}.json").is_file():
+    if main and not integrity.reusable(path / f"engine-{tag}.json"):
         atomic_write(path / f"engine-{tag}.json", json.dumps(engine, indent=2).encode())
     # the interactions file is the mark of complete results: written last, once, atomically
     result_file = path / f"interactions-{tag}.pt"
     partial = path / f"partial-{tag}"
     with _step_lock(path):
-        if distributed.agree(result_file.is_file()):
+        state = _reusable(result_file) if main else None  # a damaged file is computed again
+        if distributed.agree(state is not None):
             result = interactions.Interactions.from_state_dict(
-                torch.load(result_file, weights_only=True))
+                state if main else load_checked(result_file))
         else:
             result = extraction.extract_in_chunks(games["values"], params, device, progress, partial)
             if main:
@@ -367,8 +375,7 @@ def _extract(params, seed, progress, path, runs, games) -> SeedResults:
                              extraction_s={tag: result.params["seconds"]})
             distributed.barrier()
             if not main:
-                result = interactions.Interactions.from_state_dict(
-                    torch.load(result_file, weights_only=True))
+                result = interactions.Interactions.from_state_dict(load_checked(result_file))
     if main:  # the chunks are in the interactions file now (also after a kill right here)
         shutil.rmtree(partial, ignore_errors=True)
     return _results(path, tag, params, seed, games, result, runs)
@@ -396,7 +403,7 @@ def _compute_joint(params: dict, progress: bool, datasets: data.Datasets | None,
     tag = run_hash(engine)
     files = [path / f"interactions-{tag}.pt" for path, _, _ in prepared]
     with _step_lock(prepared[0][0]):
-        if not distributed.agree(all(f.is_file() for f in files)) and main:
+        if not distributed.agree(all(integrity.reusable(f) for f in files)) and main:
             for path, _, _ in prepared:
                 atomic_write(path / f"engine-{tag}.json", json.dumps(engine, indent=2).encode())
             start = time.perf_counter()
@@ -412,11 +419,23 @@ def _compute_joint(params: dict, progress: bool, datasets: data.Datasets | None,
         distributed.barrier()
     out = []
     for seed, file, (path, runs, games) in zip(seeds, files, prepared):
-        result = interactions.Interactions.from_state_dict(torch.load(file, weights_only=True))
+        result = interactions.Interactions.from_state_dict(load_checked(file))
         out.append(_results(path, tag, params, seed, games, result, runs))
         if main:
             out[-1].write_table()
     return out
+
+
+def _reusable(file: Path) -> dict | None:
+    """The stored ``torch.save`` object of ``file``; None when it is missing or damaged."""
+    if not integrity.reusable(file):
+        return None
+    try:
+        return load_checked(file)
+    except integrity.Damaged as err:  # written before records: it may not load
+        print(f"whypretrain: {err.path} is damaged ({err.why}): computing it again",
+              file=sys.stderr, flush=True)
+        return None
 
 
 def _step_lock(path: Path):
@@ -428,7 +447,8 @@ def _step_lock(path: Path):
 def _record_time(path: Path, seed: int, values: torch.Tensor, **seconds: Any) -> None:
     """Add the seconds of a step that was just computed to ``timings.json`` (rank 0)."""
     file = path / "timings.json"
-    record = json.loads(file.read_text()) if file.is_file() else {}
+    # a damaged record is started again: the times of the steps it held are lost
+    record = json.loads(integrity.read_bytes(file)) if integrity.reusable(file) else {}
     record.update(seed=seed, games=int(values[..., 0].numel()))
     for key, value in seconds.items():
         record[key] = {**record.get(key, {}), **value} if isinstance(value, dict) else value

@@ -332,6 +332,8 @@ def _train(runs: dict[str, Run], kind: str, ds: data.Datasets, params: dict,
     with locked(run.path):  # another process on this workdir may be training it
         if run.done:
             return
+        if not run.intact():  # a damaged file: trained again from its start (same numbers)
+            run.reset()
         if kind == "pretrain":
             if models.weights_file(run.params) is not None:
                 run.mark_done()  # the weights file is the pre-trained model

@@ -8,12 +8,16 @@ of any of them makes a new run. A run folder holds:
 - ``metrics.csv``: one row per epoch: epoch, train_loss, train_acc, test_loss, test_acc;
 - ``epoch-NNN.safetensors``: the model's state dict after epoch NNN (epoch 0 = before training);
 - ``resume.pt``: optimizer and RNG state after the last checkpointed epoch (for resuming);
-- ``checksums.json``: the sha256 of every checkpoint, checked before a checkpoint is loaded;
 - ``done``: the completion marker, with the epochs and the seconds training took (summed over
-  the sessions of a resumed run; absent for a run that did not train, as a weights file).
+  the sessions of a resumed run; absent for a run that did not train, as a weights file);
+- ``manifest.json``: the size and sha256 of each of these files (``integrity``), checked when
+  a file is read; a run with a damaged file is not done, and is trained again from its start
+  (the same numbers: training is deterministic). Runs written before records existed have
+  ``checksums.json`` (the checkpoints' sha256), still honoured.
 
-Every file is written to a temporary name and renamed (``os.replace``), so a crash leaves either
-the old file or the new one, never a half-written file under the real name.
+Every file is written by ``integrity.write`` (``atomic_write``): to a temporary name, recorded,
+then renamed (``os.replace``), so a crash leaves either the old file or the new one, never a
+half-written file under the real name.
 
 Several processes on one workdir (two commands started at once, a notebook next to a command)
 share the work through ``locked(folder)``: the process that holds a run's or a results folder's
@@ -26,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,10 +39,11 @@ from typing import Any, Iterator
 import pandas as pd
 import torch
 
-from whypretrain import __version__
+from whypretrain import __version__, integrity
 from whypretrain.provenance import git_commit
 
 KINDS = ("pretrain", "probe", "finetune", "scratch")
+_CHECKPOINT = re.compile(r"epoch-\d{3}\.safetensors")
 METRICS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")
 # Bump when training code changes in a way that changes results: old runs are then not reused.
 RUN_FORMAT = 2  # 2: normalisation statistics independent of the thread count
@@ -50,14 +55,9 @@ def run_hash(spec: dict[str, Any]) -> str:
 
 
 def atomic_write(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` through a temporary file of this process, synced and then
-    renamed: ``path`` holds the old bytes or the new ones, never a part."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``payload`` to ``path`` atomically and record it in the folder's manifest
+    (``integrity.write``)."""
+    integrity.write(path, payload)
 
 
 def atomic_save(path: Path, obj: Any) -> None:
@@ -65,6 +65,16 @@ def atomic_save(path: Path, obj: Any) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write(path, buf.getvalue())
+
+
+def load_checked(path: Path, command: str | None = None) -> Any:
+    """``torch.load`` of a file written by ``atomic_save``, checked against its record first;
+    ``integrity.Damaged`` (naming ``command``) when it differs or does not load."""
+    payload = integrity.read_bytes(path, command)
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 -- a file written before records existed
+        raise integrity.Damaged(path, f"it does not load: {err}", command) from None
 
 
 @contextmanager
@@ -98,9 +108,9 @@ class Run:
         if not params_file.is_file():
             raise FileNotFoundError(f"{self.path} is not a run: it has no params.json")
         try:
-            self.params: dict[str, Any] = json.loads(params_file.read_text())
+            self.params: dict[str, Any] = json.loads(integrity.read_bytes(params_file))
         except json.JSONDecodeError as err:
-            raise ValueError(f"{params_file} is corrupt: {err}") from None
+            raise integrity.Damaged(params_file, f"not JSON: {err}") from None
         self.kind: str = self.params["kind"]
 
     @classmethod
@@ -110,7 +120,7 @@ class Run:
         if spec["kind"] not in KINDS:
             raise ValueError(f"run kind {spec['kind']!r} is not one of {KINDS}")
         path = Path(workdir) / "runs" / run_hash(spec)
-        if not (path / "params.json").is_file():
+        if not integrity.intact(path / "params.json"):  # new, or damaged: written again
             path.mkdir(parents=True, exist_ok=True)
             record = {**spec, "hash": path.name, "version": __version__, "git": git_commit()}
             atomic_write(path / "params.json",
@@ -123,12 +133,18 @@ class Run:
     # --- state ------------------------------------------------------------------------------
     @property
     def done(self) -> bool:
-        return (self.path / "done").is_file()
+        """Finished, and every file as recorded (a damaged run is trained again)."""
+        return (self.path / "done").is_file() and self.intact()
+
+    def intact(self) -> bool:  # every file as recorded
+        return not integrity.problems(self.path)
+
+    def reset(self) -> None:
+        """Remove what training wrote (not an intact params.json): train from the start."""
+        integrity.clear(self.path, keep=("params.json",))
 
     def mark_done(self, seconds: float | None = None) -> None:
-        record = {"epochs": self.epochs()}
-        if seconds is not None:
-            record["seconds"] = seconds
+        record = {"epochs": self.epochs(), **({} if seconds is None else {"seconds": seconds})}
         atomic_write(self.path / "done", json.dumps(record).encode())
 
     @property
@@ -136,14 +152,14 @@ class Run:
         """Seconds the run's training took (None: not done, or not recorded)."""
         if not self.done:
             return None
-        return json.loads((self.path / "done").read_text()).get("seconds")
+        return json.loads(integrity.read_bytes(self.path / "done")).get("seconds")
 
     @property
     def metrics(self) -> pd.DataFrame:
         f = self.path / "metrics.csv"
         if not f.is_file():
             return pd.DataFrame(columns=list(METRICS))
-        return pd.read_csv(f)
+        return pd.read_csv(io.BytesIO(integrity.read_bytes(f)))
 
     def write_metrics(self, rows: list[dict]) -> None:
         buf = io.StringIO()
@@ -154,11 +170,15 @@ class Run:
         return self.path / f"epoch-{epoch:03d}.safetensors"
 
     def _checksums(self) -> dict[str, str]:
+        """Each checkpoint's sha256 (a run written before records: its checksums.json)."""
+        recs = integrity.records(self.path)
+        if recs is not None:
+            return {n: r["sha256"] for n, r in recs.items() if _CHECKPOINT.fullmatch(n)}
         f = self.path / "checksums.json"
         return json.loads(f.read_text()) if f.is_file() else {}
 
     def epochs(self) -> list[int]:
-        """Epochs that have a checkpoint (recorded in checksums.json and present on disk)."""
+        """Epochs that have a checkpoint (recorded and present on disk)."""
         names = self._checksums()
         return sorted(int(n[6:9]) for n in names if (self.path / n).is_file())
 
@@ -171,19 +191,15 @@ class Run:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         payload = save(state, metadata={"epoch": str(epoch), "kind": self.kind})
         path = self.checkpoint_path(epoch)
-        # Order matters for a crash at any point: the checkpoint, then its checksum, then the
+        # Order matters for a crash at any point: the checkpoint (with its record), then the
         # resume state that points at it, and only then the removal of older checkpoints.
         atomic_write(path, payload)
-        sums = {**self._checksums(), path.name: hashlib.sha256(payload).hexdigest()}
-        atomic_write(self.path / "checksums.json", json.dumps(sums, indent=1).encode())
         if resume is not None:
             atomic_save(self.path / "resume.pt", {**resume, "epoch": epoch})
-        if not keep_previous and len(sums) > 1:
-            sums = {path.name: sums[path.name]}
-            atomic_write(self.path / "checksums.json", json.dumps(sums, indent=1).encode())
+        if not keep_previous:
             for old in self.path.glob("epoch-*.safetensors"):
                 if old.name != path.name:
-                    old.unlink(missing_ok=True)
+                    integrity.remove(old)
 
     def load_state(self, epoch: int | None = None) -> dict[str, torch.Tensor]:
         """The state dict of ``epoch`` (the last when None), checked against its sha256."""
@@ -196,23 +212,19 @@ class Run:
         path = self.checkpoint_path(epoch)
         if epoch not in epochs:
             raise FileNotFoundError(f"no checkpoint {path}; this run has epochs {epochs}")
-        payload = path.read_bytes()
-        if hashlib.sha256(payload).hexdigest() != self._checksums()[path.name]:
-            raise ValueError(f"checkpoint {path} is corrupt (its sha256 does not match "
-                             f"checksums.json); delete the run folder to retrain it")
+        payload = integrity.read_bytes(path)
+        if hashlib.sha256(payload).hexdigest() != self._checksums()[path.name]:  # checksums.json
+            raise integrity.Damaged(path, "its sha256 differs from the recorded one")
         try:
             return load(payload)
         except Exception as err:  # noqa: BLE001
-            raise ValueError(f"checkpoint {path} is corrupt: {err}") from None
+            raise integrity.Damaged(path, f"it does not load: {err}") from None
 
     def load_resume(self) -> dict | None:
         f = self.path / "resume.pt"
         if not f.is_file():
             return None
-        try:
-            return torch.load(f, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001
-            raise ValueError(f"resume state {f} is corrupt: {err}") from None
+        return load_checked(f)
 
     def load_model(self, epoch: int | None = None, device: str = "cpu") -> torch.nn.Module:
         """The run's model after ``epoch`` (the final one when None), in eval mode, with this
