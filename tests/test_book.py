@@ -258,10 +258,90 @@ def test_status_page_says_where_the_computing_time_went(tmp_path):
         run.mark_done(seconds)
     text = build.status_markdown(tmp_path)
     assert "## Computations" in text
-    assert "| 1 | `0123456789ab` | ci | 45 | 2.5 s | exact | 1 min 10 s |" in text
-    assert "| 1 | `0123456789ab` | ci | 45 | same games | sgd | 4.0 s |" in text
-    assert "Total: masking 2.5 s, extraction 1 min 14 s." in text
+    # no study in the workdir names the folder: its own parameters do
+    assert ("| not in a study (ci) | 1 | 45 | 2.5 s | exact | 1 min 10 s | `0123456789ab` |"
+            in text)
+    assert ("| not in a study (ci) | 1 | 45 | same games | sgd | 4.0 s | `0123456789ab` |"
+            in text)
     rows = [line for line in text.splitlines() if "| pretrain |" in line or "| scratch |" in line]
-    assert len(rows) == 2 and rows[0].endswith("| pretrain | 3 | 30.0 s |")
-    assert rows[1].endswith("| scratch | 3 | not recorded |")
-    assert "Total training: 30.0 s." in text
+    assert len(rows) == 2 and "| 1 | pretrain | 3 | 30.0 s |" in rows[0]
+    assert "| 1 | scratch | 3 | not recorded |" in rows[1]
+    # the masking of one folder counts once, both engines' extractions count
+    assert ("Total: training 30.0 s, masking 2.5 s, extraction 1 min 14 s, notebooks 3.0 s."
+            in text)
+    # the chart of where the time went: written next to the page, which shows it
+    page = build.write_status_page(tmp_path)
+    assert f"]({Path(build.STATUS_CHART).name})" in page.read_text()
+    image = tmp_path / build.STATUS_CHART
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.stat().st_size > 5_000
+
+
+def _results_folder(work: Path, setting: dict, seed: int, runs: dict, finals_only: bool,
+                    seconds: float) -> str:
+    """A results folder as ``seed_results`` writes it for ``setting``: named by the hash of
+    its spec, its engine's parameters under their tag, its times."""
+    from whypretrain.study import seed_results
+    from whypretrain.train.runs import run_hash
+
+    spec = seed_results.results_spec(setting, seed, runs, finals_only)
+    folder = work / "results" / run_hash(spec)
+    folder.mkdir(parents=True)
+    engine = seed_results.engine_params(setting)
+    tag = run_hash(engine)
+    (folder / "params.json").write_text(json.dumps({**spec, "preset": setting["preset"]}))
+    (folder / f"engine-{tag}.json").write_text(json.dumps(engine))
+    (folder / "timings.json").write_text(json.dumps(
+        {"seed": seed, "games": 30, "masking_s": seconds, "extraction_s": {tag: 1.0}}))
+    return folder.name
+
+
+def test_status_page_names_each_computation_by_its_setting(tmp_path):
+    """A workdir with a ci study's manifest and hand-made results folders of the near setting,
+    the disjoint setting and the grid point n=4 (finals only, the near runs): each row names
+    the setting or the grid point; a folder of a study's games under another engine says so;
+    the runs are named by the setting whose parts read them."""
+    from whypretrain import presets
+    from whypretrain.book import computations
+    from whypretrain.study import settings
+
+    work = tmp_path / "work"
+    params = presets.resolve("ci", {"workdir": str(work)})
+    transfer = settings.transfer_settings(params)
+    near = {kind: f"{kind}-near" for kind in ("pretrain", "probe", "finetune", "scratch")}
+    apart = {kind: f"{kind}-apart" for kind in near}
+    parts = {f"{group}/knowledge": {"group": group, "sources": {"results": [],
+                                                                "runs": list(runs.values())}}
+             for group, runs in (("near", near), ("disjoint", apart))}
+    (work / "studies" / "s").mkdir(parents=True)
+    (work / "studies" / "s" / "study.json").write_text(json.dumps({"params": params,
+                                                                   "parts": parts}))
+    (work / "runs" / near["pretrain"]).mkdir(parents=True)
+    (work / "runs" / near["pretrain"] / "params.json").write_text(json.dumps(
+        {"kind": "pretrain", "seed": 0, "epochs": 1, "source": "mnist"}))
+    (work / "runs" / near["pretrain"] / "done").write_text(json.dumps({"seconds": 8.0}))
+    grid = presets.resolve("ci", {"workdir": str(work), "n": 4})
+    names = {
+        "near": _results_folder(work, transfer["near"], 0, near, False, 2.0),
+        "disjoint": _results_folder(work, transfer["disjoint"], 1, apart, False, 3.0),
+        "sensitivity: n=4": _results_folder(work, grid, 0, near, True, 4.0),
+        # the grid's games with an engine no point of this study asked for
+        "sensitivity: n=4, another engine": _results_folder(
+            work, {**grid, "tol": 0.5}, 1, near, True, 5.0),
+    }
+    lines, chart = computations.section([work], {"a": 1.0}, "chart.png")
+    rows = {line.split(" | ")[-1].strip("`| ")[:12]: line for line in lines
+            if line.startswith("| ") and line.endswith("` |")}
+    for label, folder in names.items():
+        assert rows[folder[:12]].startswith(f"| {label} |"), rows[folder[:12]]
+    assert rows["pretrain-nea"].startswith("| near | 0 | pretrain | 1 | 8.0 s |")
+    assert sum(line.startswith("| disjoint | 1 | 30 | 3.0 s |") for line in lines) == 1
+    # the chart's table: each setting's masking and extraction, the runs' training
+    table = computations.time_table(*[
+        f(work, computations.study_index(work)) for f in (computations.results_rows,
+                                                          computations.run_rows)], {"a": 1.0})
+    got = {(r.step, r.setting): r.seconds for r in table.itertuples()}
+    assert got == {("training", "near"): 8.0, ("masking", "near"): 2.0,
+                   ("masking", "disjoint"): 3.0, ("masking", "sensitivity"): 9.0,
+                   ("extraction", "near"): 1.0, ("extraction", "disjoint"): 1.0,
+                   ("extraction", "sensitivity"): 2.0, ("notebooks", "notebooks"): 1.0}
+    assert chart is not None
