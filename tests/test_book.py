@@ -5,6 +5,7 @@ on the findings page)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from html import unescape
 import shutil
@@ -17,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from whypretrain.book import assets, build, execute
+from whypretrain.book import assets, build, execute, pdf
 from whypretrain.report import charts
 from whypretrain import layout
 
@@ -345,3 +346,56 @@ def test_status_page_names_each_computation_by_its_setting(tmp_path):
                    ("extraction", "near"): 1.0, ("extraction", "disjoint"): 1.0,
                    ("extraction", "sensitivity"): 2.0, ("notebooks", "notebooks"): 1.0}
     assert chart is not None
+
+
+# --- the book as one PDF --------------------------------------------------------------------
+def _chromium_or_skip() -> None:
+    """Printing needs Chromium (`make test` installs it); outside CI its absence skips."""
+    if not any(shutil.which(name) for name in pdf.BROWSERS):
+        if os.environ.get("CI"):
+            pytest.fail("no Chromium in CI: bash tests/ensure_browser.sh")
+        pytest.skip("no Chromium: bash tests/ensure_browser.sh")
+
+
+def test_pdf_of_a_missing_book_names_the_commands(tmp_path, capsys):
+    """No _build/html: one line naming make study / make book, exit 2, nothing written; a
+    toc page the build lacks is named."""
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/index\nchapters:\n"
+                                       "  - file: book/method\n")
+    assert pdf.main(["--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "make study" in err and "make book" in err
+    assert not (tmp_path / pdf.PDF).exists()
+    (tmp_path / pdf.HTML / "book").mkdir(parents=True)
+    (tmp_path / pdf.HTML / "index.html").write_text("<title>x</title>")
+    (tmp_path / pdf.HTML / "book" / "index.html").write_text("<title>x</title>")
+    with pytest.raises(pdf.MissingBook, match="book/method.html"):
+        pdf.pages(tmp_path, tmp_path / pdf.HTML)
+
+
+def _pdf_holds_every_page(root: Path, out: Path):
+    """The book of ``root`` printed to ``out``: one bookmark per page of the toc, in its
+    order and named by the page's title, each page at least one sheet."""
+    from pypdf import PdfReader
+
+    pages = pdf.pages(root, root / pdf.HTML)
+    reader = PdfReader(pdf.write_pdf(root, out))
+    marks = [(m.title, reader.get_destination_page_number(m)) for m in reader.outline]
+    assert [title for title, _ in marks] == [pdf.title(page) for page in pages]
+    starts = [start for _, start in marks] + [len(reader.pages)]
+    assert starts[0] == 0 and all(a < b for a, b in zip(starts, starts[1:]))
+    assert len(pages) == len(layout.toc_files(root))
+    return reader
+
+
+@pytest.mark.slow
+def test_pdf_of_the_ci_book_holds_every_page_and_its_charts(ci_study, tmp_path):
+    _chromium_or_skip()
+    root, _, _ = ci_study
+    reader = _pdf_holds_every_page(root, tmp_path / "book.pdf")
+    text = "\n".join(page.extract_text() for page in reader.pages)
+    assert "vega-bundle.js is not loaded" not in text and "whypretrain-chart-error" not in text
+    training = [m for m in reader.outline if "Training" in m.title][0]
+    first = reader.get_destination_page_number(training)
+    # a chart drew: its axis titles are text of the training page's sheets
+    assert "epoch" in "\n".join(p.extract_text() for p in reader.pages[first:first + 4])
