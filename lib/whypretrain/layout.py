@@ -58,10 +58,3 @@ def notebook_list(root: str | os.PathLike, check: bool = True) -> list[str]:
                                         "does not exist")
             names.append(name)
     return names
-
-
-def toc_files(root: str | os.PathLike) -> list[str]:
-    """Every page of ``_toc.yml`` (its root first), in the book's order, as the toc names it."""
-    import yaml
-
-    return list(_toc_files(yaml.safe_load((Path(root) / "_toc.yml").read_text())))

@@ -9,8 +9,8 @@ of its parameters, wall time, code version, library versions and machine, read f
 executed notebooks' metadata; and where the time of the computations went, read from the
 notebooks' workdirs and named by the setting or grid point each was computed for
 (``computations.py``): per results folder the seconds of masking and extraction, per training
-run its seconds, and a chart of them, ``book/status-time.png``), then runs ``jupyter-book build --all <root> -W -n --keep-going``
-into a fresh folder that replaces ``_build/html`` only when the build passed. The footer's
+run its seconds, and a chart of them, ``book/status-time.png``), then runs
+``jupyter-book build --all <root> -W -n --keep-going`` into a fresh folder that replaces ``_build/html`` only when the build passed. The footer's
 copyright runs from the first year in ``_config.yml`` to the year of the build.
 """
 from __future__ import annotations
