@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PRESET ?= default
 
-.PHONY: study test setup assets browser book check-book clean
+.PHONY: study test setup assets browser book pdf check-book clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ test: setup browser
 # (a notebook whose results are missing says which command computes them).
 book: setup
 	$(VENV)/bin/whypretrain book --preset $(PRESET)
+
+# The built book as one PDF, _build/pdf/whypretrain.pdf: every page of _build/html in the order
+# of _toc.yml, printed offline by headless Chromium (charts drawn), joined by pypdf. Reads the
+# built book only (lib/whypretrain/book/pdf.py); a missing one names `make study` / `make book`.
+pdf: $(VENV)/.installed browser
+	$(PY) -m whypretrain.book.pdf
 
 # Open every page of the built book in headless Chromium; screenshots into _build/screenshots.
 check-book: browser

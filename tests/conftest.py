@@ -28,7 +28,8 @@ def ci_study(tmp_path_factory):
     shutil.copytree(REPO / "notebooks", root / "notebooks",
                     ignore=shutil.ignore_patterns(".*"))
     shutil.copytree(REPO / "book", root / "book",
-                    ignore=shutil.ignore_patterns("_assets", "experiments", "status.md", ".*"))
+                    ignore=shutil.ignore_patterns("_assets", "experiments", "status.md",
+                                                 "status-time.png", ".*"))
     (root / "book" / "_assets").symlink_to(REPO / "book" / "_assets", target_is_directory=True)
     overrides = {"workdir": str(root / "work")}
     code = cli.study("ci", overrides, root=root)

@@ -5,6 +5,7 @@ on the findings page)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from html import unescape
 import shutil
@@ -17,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from whypretrain.book import assets, build, execute
+from whypretrain.book import assets, build, execute, pdf
 from whypretrain.report import charts
 from whypretrain import layout
 
@@ -284,10 +285,144 @@ def test_status_page_says_where_the_computing_time_went(tmp_path):
         run.mark_done(seconds)
     text = build.status_markdown(tmp_path)
     assert "## Computations" in text
-    assert "| 1 | `0123456789ab` | ci | 45 | 2.5 s | exact | 1 min 10 s |" in text
-    assert "| 1 | `0123456789ab` | ci | 45 | same games | sgd | 4.0 s |" in text
-    assert "Total: masking 2.5 s, extraction 1 min 14 s." in text
+    # no study in the workdir names the folder: its own parameters do
+    assert ("| not in a study (ci) | 1 | 45 | 2.5 s | exact | 1 min 10 s | `0123456789ab` |"
+            in text)
+    assert ("| not in a study (ci) | 1 | 45 | same games | sgd | 4.0 s | `0123456789ab` |"
+            in text)
     rows = [line for line in text.splitlines() if "| pretrain |" in line or "| scratch |" in line]
-    assert len(rows) == 2 and rows[0].endswith("| pretrain | 3 | 30.0 s |")
-    assert rows[1].endswith("| scratch | 3 | not recorded |")
-    assert "Total training: 30.0 s." in text
+    assert len(rows) == 2 and "| 1 | pretrain | 3 | 30.0 s |" in rows[0]
+    assert "| 1 | scratch | 3 | not recorded |" in rows[1]
+    # the masking of one folder counts once, both engines' extractions count
+    assert ("Total: training 30.0 s, masking 2.5 s, extraction 1 min 14 s, notebooks 3.0 s."
+            in text)
+    # the chart of where the time went: written next to the page, which shows it
+    page = build.write_status_page(tmp_path)
+    assert f"]({Path(build.STATUS_CHART).name})" in page.read_text()
+    image = tmp_path / build.STATUS_CHART
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.stat().st_size > 5_000
+
+
+def _results_folder(work: Path, setting: dict, seed: int, runs: dict, finals_only: bool,
+                    seconds: float) -> str:
+    """A results folder as ``seed_results`` writes it for ``setting``: named by the hash of
+    its spec, its engine's parameters under their tag, its times."""
+    from whypretrain.study import seed_results
+    from whypretrain.train.runs import run_hash
+
+    spec = seed_results.results_spec(setting, seed, runs, finals_only)
+    folder = work / "results" / run_hash(spec)
+    folder.mkdir(parents=True)
+    engine = seed_results.engine_params(setting)
+    tag = run_hash(engine)
+    (folder / "params.json").write_text(json.dumps({**spec, "preset": setting["preset"]}))
+    (folder / f"engine-{tag}.json").write_text(json.dumps(engine))
+    (folder / "timings.json").write_text(json.dumps(
+        {"seed": seed, "games": 30, "masking_s": seconds, "extraction_s": {tag: 1.0}}))
+    return folder.name
+
+
+def test_status_page_names_each_computation_by_its_setting(tmp_path):
+    """A workdir with a ci study's manifest and hand-made results folders of the near setting,
+    the disjoint setting and the grid point n=4 (finals only, the near runs): each row names
+    the setting or the grid point; a folder of a study's games under another engine says so;
+    the runs are named by the setting whose parts read them."""
+    from whypretrain import presets
+    from whypretrain.book import computations
+    from whypretrain.study import settings
+
+    work = tmp_path / "work"
+    params = presets.resolve("ci", {"workdir": str(work)})
+    transfer = settings.transfer_settings(params)
+    near = {kind: f"{kind}-near" for kind in ("pretrain", "probe", "finetune", "scratch")}
+    apart = {kind: f"{kind}-apart" for kind in near}
+    parts = {f"{group}/knowledge": {"group": group, "sources": {"results": [],
+                                                                "runs": list(runs.values())}}
+             for group, runs in (("near", near), ("disjoint", apart))}
+    (work / "studies" / "s").mkdir(parents=True)
+    (work / "studies" / "s" / "study.json").write_text(json.dumps({"params": params,
+                                                                   "parts": parts}))
+    (work / "runs" / near["pretrain"]).mkdir(parents=True)
+    (work / "runs" / near["pretrain"] / "params.json").write_text(json.dumps(
+        {"kind": "pretrain", "seed": 0, "epochs": 1, "source": "mnist"}))
+    (work / "runs" / near["pretrain"] / "done").write_text(json.dumps({"seconds": 8.0}))
+    grid = presets.resolve("ci", {"workdir": str(work), "n": 4})
+    names = {
+        "near": _results_folder(work, transfer["near"], 0, near, False, 2.0),
+        "disjoint": _results_folder(work, transfer["disjoint"], 1, apart, False, 3.0),
+        "sensitivity: n=4": _results_folder(work, grid, 0, near, True, 4.0),
+        # the grid's games with an engine no point of this study asked for
+        "sensitivity: n=4, another engine": _results_folder(
+            work, {**grid, "tol": 0.5}, 1, near, True, 5.0),
+    }
+    lines, chart = computations.section([work], {"a": 1.0}, "chart.png")
+    rows = {line.split(" | ")[-1].strip("`| ")[:12]: line for line in lines
+            if line.startswith("| ") and line.endswith("` |")}
+    for label, folder in names.items():
+        assert rows[folder[:12]].startswith(f"| {label} |"), rows[folder[:12]]
+    assert rows["pretrain-nea"].startswith("| near | 0 | pretrain | 1 | 8.0 s |")
+    assert sum(line.startswith("| disjoint | 1 | 30 | 3.0 s |") for line in lines) == 1
+    # the chart's table: each setting's masking and extraction, the runs' training
+    table = computations.time_table(*[
+        f(work, computations.study_index(work)) for f in (computations.results_rows,
+                                                          computations.run_rows)], {"a": 1.0})
+    got = {(r.step, r.setting): r.seconds for r in table.itertuples()}
+    assert got == {("training", "near"): 8.0, ("masking", "near"): 2.0,
+                   ("masking", "disjoint"): 3.0, ("masking", "sensitivity"): 9.0,
+                   ("extraction", "near"): 1.0, ("extraction", "disjoint"): 1.0,
+                   ("extraction", "sensitivity"): 2.0, ("notebooks", "notebooks"): 1.0}
+    assert chart is not None
+
+
+# --- the book as one PDF --------------------------------------------------------------------
+def _chromium_or_skip() -> None:
+    """Printing needs Chromium (`make test` installs it); outside CI its absence skips."""
+    if not any(shutil.which(name) for name in pdf.BROWSERS):
+        if os.environ.get("CI"):
+            pytest.fail("no Chromium in CI: bash tests/ensure_browser.sh")
+        pytest.skip("no Chromium: bash tests/ensure_browser.sh")
+
+
+def test_pdf_of_a_missing_book_names_the_commands(tmp_path, capsys):
+    """No _build/html: one line naming make study / make book, exit 2, nothing written; a
+    toc page the build lacks is named."""
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/index\nchapters:\n"
+                                       "  - file: book/method\n")
+    assert pdf.main(["--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "make study" in err and "make book" in err
+    assert not (tmp_path / pdf.PDF).exists()
+    (tmp_path / pdf.HTML / "book").mkdir(parents=True)
+    (tmp_path / pdf.HTML / "index.html").write_text("<title>x</title>")
+    (tmp_path / pdf.HTML / "book" / "index.html").write_text("<title>x</title>")
+    with pytest.raises(pdf.MissingBook, match="book/method.html"):
+        pdf.pages(tmp_path, tmp_path / pdf.HTML)
+
+
+def _pdf_holds_every_page(root: Path, out: Path):
+    """The book of ``root`` printed to ``out``: one bookmark per page of the toc, in its
+    order and named by the page's title, each page at least one sheet."""
+    from pypdf import PdfReader
+
+    pages = pdf.pages(root, root / pdf.HTML)
+    reader = PdfReader(pdf.write_pdf(root, out))
+    marks = [(m.title, reader.get_destination_page_number(m)) for m in reader.outline]
+    assert [title for title, _ in marks] == [pdf.title(page) for page in pages]
+    starts = [start for _, start in marks] + [len(reader.pages)]
+    assert starts[0] == 0 and all(a < b for a, b in zip(starts, starts[1:]))
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    assert len(pages) == len(list(layout._toc_files(toc)))
+    return reader
+
+
+@pytest.mark.slow
+def test_pdf_of_the_ci_book_holds_every_page_and_its_charts(ci_study, tmp_path):
+    _chromium_or_skip()
+    root, _, _ = ci_study
+    reader = _pdf_holds_every_page(root, tmp_path / "book.pdf")
+    text = "\n".join(page.extract_text() for page in reader.pages)
+    assert "vega-bundle.js is not loaded" not in text and "whypretrain-chart-error" not in text
+    training = [m for m in reader.outline if "Training" in m.title][0]
+    first = reader.get_destination_page_number(training)
+    # a chart drew: its axis titles are text of the training page's sheets
+    assert "epoch" in "\n".join(p.extract_text() for p in reader.pages[first:first + 4])

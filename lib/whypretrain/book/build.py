@@ -7,9 +7,10 @@ Layout: the repository root holds ``_toc.yml`` and ``_config.yml``; an entry
 ``build_book(root)`` writes the status page (``book/status.md``, generated: a table per notebook
 of its parameters, wall time, code version, library versions and machine, read from the
 executed notebooks' metadata; and where the time of the computations went, read from the
-notebooks' workdirs: per results folder the seconds of masking and extraction, per training
-run its seconds), then runs ``jupyter-book build --all <root> -W -n --keep-going``
-into a fresh folder that replaces ``_build/html`` only when the build passed. The footer's
+notebooks' workdirs and named by the setting or grid point each was computed for
+(``computations.py``): per results folder the seconds of masking and extraction, per training
+run its seconds, and a chart of them, ``book/status-time.png``), then runs
+``jupyter-book build --all <root> -W -n --keep-going`` into a fresh folder that replaces ``_build/html`` only when the build passed. The footer's
 copyright runs from the first year in ``_config.yml`` to the year of the build.
 """
 from __future__ import annotations
@@ -23,8 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from whypretrain.book.computations import wall
 from whypretrain.distributed import say
 from whypretrain.layout import EXPERIMENTS, STATUS_PAGE, notebook_list
+
+
+# the status page's chart of where the time went (generated next to the page, git-ignored)
+STATUS_CHART = "book/status-time.png"
 
 
 class BuildError(RuntimeError):
@@ -34,14 +40,6 @@ class BuildError(RuntimeError):
 # ---------------------------------------------------------------------------------------------
 # The status page
 # ---------------------------------------------------------------------------------------------
-def _wall(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)):
-        return "not recorded"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    return f"{int(seconds // 60)} min {seconds % 60:.0f} s"
-
-
 def _commit(code: dict | None) -> str:
     if code is None:
         return "not recorded"
@@ -94,17 +92,23 @@ def _notebook_rows(metas: dict[str, dict]) -> tuple[list[str], float]:
             rows.append(f"| {name} | | | not executed | | |")
             continue
         overrides = ", ".join(f"{k}={v}" for k, v in meta.get("overrides", {}).items()) or "none"
-        wall = meta.get("wall_s")
-        total += wall if isinstance(wall, (int, float)) else 0.0
+        seconds = meta.get("wall_s")
+        total += seconds if isinstance(seconds, (int, float)) else 0.0
         when = meta.get("executed", "").replace("T", " ").rstrip("Z")
         rows.append(f"| {{doc}}`{name} <experiments/{name}>` | {meta.get('preset', '')} | "
-                    f"{_cell(overrides)} | {when} | {_wall(wall)} | "
+                    f"{_cell(overrides)} | {when} | {wall(seconds)} | "
                     f"{_commit(meta.get('code'))} |")
     return rows, total
 
 
 def status_markdown(root: str | os.PathLike) -> str:
     """The status page: per notebook of the book, how its executed copy was made."""
+    return status_page(root)[0]
+
+
+def status_page(root: str | os.PathLike) -> tuple[str, Any]:
+    """The status page's Markdown and its chart of where the time went (None when no
+    computation recorded a time; the page shows it from ``STATUS_CHART``)."""
     from whypretrain import __version__
     from whypretrain.book.execute import stored_meta
     from whypretrain.presets import PARAMS
@@ -129,11 +133,12 @@ def status_markdown(root: str | os.PathLike) -> str:
     ]
     rows, total = _notebook_rows(metas)
     lines += rows
-    lines += ["", f"Total wall time of the notebooks: {_wall(total)}.", ""]
+    lines += ["", f"Total wall time of the notebooks: {wall(total)}.", ""]
     if not executed:
         return "\n".join(lines + ["No notebook has been executed yet: run "
-                                  "`whypretrain study`.", ""])
-    lines += _computation_times(_workdirs(root, executed))
+                                  "`whypretrain study`.", ""]), None
+    computed, chart = _computation_times(root, executed)
+    lines += computed
 
     lines += ["## Parameters", "",
               "Every parameter the notebooks ran with (`whypretrain presets` describes each; "
@@ -153,7 +158,7 @@ def status_markdown(root: str | os.PathLike) -> str:
         ("CPU", machine.get("cpu") or "unknown"), ("cores", f"{machine.get('cores')}"),
         ("GPU", ", ".join(machine.get("gpus") or []) or "none"),
         ("system", machine.get("system") or "unknown")])
-    return "\n".join(lines)
+    return "\n".join(lines), chart
 
 
 def _workdirs(root: Path, metas: dict[str, dict]) -> list[Path]:
@@ -169,69 +174,13 @@ def _workdirs(root: Path, metas: dict[str, dict]) -> list[Path]:
     return out
 
 
-def _json(path: Path) -> dict:
-    """A stored JSON record; {} when it is missing or damaged (``integrity``)."""
-    from whypretrain import integrity
+def _computation_times(root: Path, executed: dict[str, dict]) -> tuple[list[str], Any]:
+    """The section on the computations of the notebooks' workdirs and its chart
+    (``computations.section``), the chart's image next to the status page."""
+    from whypretrain.book.computations import section
 
-    try:
-        return json.loads(integrity.read_bytes(path))
-    except (OSError, ValueError):  # integrity.Damaged is a ValueError
-        return {}
-
-
-def _computation_times(workdirs: list[Path]) -> list[str]:
-    """Where the computing time went: per results folder (one seed's games and their
-    interactions, ``results.py``) the seconds of masking and of each extraction, and per
-    training run (``runs.py``) its seconds, as recorded by the command that computed each."""
-    from whypretrain.train.runs import KINDS
-
-    results, runs = [], []
-    for workdir in workdirs:
-        for folder in sorted((workdir / "results").glob("*/params.json")):
-            folder = folder.parent
-            spec, timing = _json(folder / "params.json"), _json(folder / "timings.json")
-            extraction = timing.get("extraction_s") or {
-                p.stem[len("interactions-"):]: None for p in folder.glob("interactions-*.pt")}
-            for tag, seconds in (extraction or {"": None}).items():
-                engine = _json(folder / f"engine-{tag}.json")
-                results.append((spec.get("seed", ""), folder.name, spec.get("preset") or "",
-                                timing.get("games", ""), timing.get("masking_s"),
-                                engine.get("optimizer", engine.get("mode", "")), seconds))
-        for done in sorted((workdir / "runs").glob("*/done")):
-            spec, record = _json(done.parent / "params.json"), _json(done)
-            kind = spec.get("kind", "")
-            runs.append((spec.get("seed", ""), KINDS.index(kind) if kind in KINDS else 9,
-                         done.parent.name, kind, spec.get("epochs", ""),
-                         record.get("seconds")))
-    if not results and not runs:
-        return []
-    lines = ["## Computations", "",
-             "Where the time of the computations went, as recorded by the command that made "
-             "each result (a result reused by a later build keeps the time it took when it was "
-             "made): per seed's results folder, the time to evaluate the models on the masked "
-             "samples (masking) and the engine's time to extract the interactions of those "
-             "games (extraction); and the time of each training run.", ""]
-    if results:
-        lines += ["| seed | results | preset | games | masking | engine | extraction |",
-                  "|---|---|---|---|---|---|---|"]
-        seen = set()
-        for seed, name, preset, games, masking, engine, seconds in sorted(
-                results, key=lambda r: (str(r[0]), r[1])):
-            lines.append(f"| {seed} | `{name[:12]}` | {preset} | {games} | "
-                         f"{_wall(masking) if name not in seen else 'same games'} | "
-                         f"{engine} | {_wall(seconds)} |")
-            seen.add(name)
-        masking = sum({r[1]: r[4] for r in results if isinstance(r[4], (int, float))}.values())
-        extraction = sum(r[6] for r in results if isinstance(r[6], (int, float)))
-        lines += ["", f"Total: masking {_wall(masking)}, extraction {_wall(extraction)}.", ""]
-    if runs:
-        lines += ["| seed | run | kind | epochs | training |", "|---|---|---|---|---|"]
-        for seed, _, name, kind, epochs, seconds in sorted(runs, key=lambda r: (str(r[0]),
-                                                                                 r[1], r[2])):
-            lines.append(f"| {seed} | `{name[:12]}` | {kind} | {epochs} | {_wall(seconds)} |")
-        training = sum(r[5] for r in runs if isinstance(r[5], (int, float)))
-        lines += ["", f"Total training: {_wall(training)}.", ""]
-    return lines
+    notebooks = {name: meta.get("wall_s") for name, meta in executed.items()}
+    return section(_workdirs(root, executed), notebooks, Path(STATUS_CHART).name)
 
 
 def _same(default: Any, value: Any) -> bool:
@@ -244,8 +193,15 @@ def write_status_page(root: str | os.PathLike) -> Path:
     root = Path(root)
     path = root / STATUS_PAGE
     path.parent.mkdir(parents=True, exist_ok=True)
+    text, chart = status_page(root)
+    image = root / STATUS_CHART
+    if chart is None:
+        image.unlink(missing_ok=True)
+    else:
+        from whypretrain.book.computations import save_chart
+        save_chart(chart, image)
     # in the repository's book/: no record (a manifest there would be one more stray file)
-    integrity.write(path, status_markdown(root).encode(), record=False)
+    integrity.write(path, text.encode(), record=False)
     return path
 
 
