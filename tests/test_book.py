@@ -307,13 +307,13 @@ def _results_folder(work: Path, setting: dict, seed: int, runs: dict, finals_onl
                     seconds: float) -> str:
     """A results folder as ``seed_results`` writes it for ``setting``: named by the hash of
     its spec, its engine's parameters under their tag, its times."""
-    from whypretrain.study import seed_results
+    from whypretrain.study import extraction, seed_results
     from whypretrain.train.runs import run_hash
 
     spec = seed_results.results_spec(setting, seed, runs, finals_only)
     folder = work / "results" / run_hash(spec)
     folder.mkdir(parents=True)
-    engine = seed_results.engine_params(setting)
+    engine = extraction.engine_params(setting)
     tag = run_hash(engine)
     (folder / "params.json").write_text(json.dumps({**spec, "preset": setting["preset"]}))
     (folder / f"engine-{tag}.json").write_text(json.dumps(engine))

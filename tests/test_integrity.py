@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from whypretrain import errors, integrity, presets
-from whypretrain.study import catalogue, pipeline, seed_results
+from whypretrain.study import catalogue, extraction, pipeline, seed_results
 from whypretrain.train import loops, runs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -191,16 +191,16 @@ def test_a_damaged_table_is_rebuilt_the_same(study, tmp_path):
 def test_a_damaged_chunk_is_solved_again_to_the_same_numbers(study, tmp_path, monkeypatch):
     r = seed_results.load(study, 0)
     values = r.result.values[:, :4]  # every model x 4 samples
-    monkeypatch.setattr(seed_results, "CHUNK_OUTPUTS", 4 << study["n"])  # 4 games a chunk
+    monkeypatch.setattr(extraction, "CHUNK_OUTPUTS", 4 << study["n"])  # 4 games a chunk
     partial = tmp_path / "partial"
-    whole = seed_results._chunked_engine(values, study, "cpu", False, partial)
+    whole = extraction.extract_in_chunks(values, study, "cpu", False, partial)
     games = values.shape[0] * 4
     chunks = sorted(partial.glob("*.pt"))
     assert len(chunks) == games // 4 and integrity.problems(partial) == []
     _truncate(chunks[1])
-    assert seed_results._kept_chunks(partial, games) == \
+    assert extraction._kept_chunks(partial, games) == \
         [(0, 4)] + [(i, i + 4) for i in range(8, games, 4)]
-    again = seed_results._chunked_engine(values, study, "cpu", False, partial)
+    again = extraction.extract_in_chunks(values, study, "cpu", False, partial)
     assert integrity.problems(partial) == []
     for key in ("I_and", "I_or", "loss"):
         assert torch.equal(getattr(again, key), getattr(whole, key))

@@ -13,7 +13,7 @@ from whypretrain.measures import knowledge, sparsity
 from whypretrain.provenance import Sources, attach
 from whypretrain.report import findings
 from whypretrain.study import pipeline
-from whypretrain.study.seed_results import MODELS
+from whypretrain.study.games import MODELS
 
 N = 4
 SIZE = 1 << N

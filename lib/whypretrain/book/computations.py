@@ -101,7 +101,8 @@ def study_index(workdir: Path) -> StudyIndex:
 
 def name_results(folder: str, spec: dict, tag: str, index: StudyIndex) -> tuple[str, str]:
     """(setting, label) of one results folder's interactions of engine ``tag``."""
-    from whypretrain.study.seed_results import engine_params, results_spec
+    from whypretrain.study.extraction import engine_params
+    from whypretrain.study.seed_results import results_spec
     from whypretrain.train.runs import run_hash
 
     runs = spec.get("runs") or {}

@@ -342,7 +342,7 @@ def lab_samples(loaded: list[seed_results.SeedResults]) -> set[int]:
     the lab's conditions (``sparsity.conditions``). The seeds share their samples."""
     keep = None
     for r in loaded:
-        rows = [r.row_of(m) for m in seed_results.MODELS]
+        rows = [r.row_of(m) for m in games.MODELS]
         meets = sparsity.conditions(r.result.values[rows])["meets"].all(0)
         ids = {int(i) for i, ok in zip(r.sample_ids, meets.tolist()) if ok}
         keep = ids if keep is None else keep & ids
