@@ -89,6 +89,15 @@ def book(tmp_path_factory):
     return root
 
 
+@pytest.fixture
+def own_book(book, tmp_path):
+    """A copy of the built tiny book, for a test that changes or rebuilds it (the module's
+    ``book`` stays as built)."""
+    copy = tmp_path / "own"
+    shutil.copytree(book, copy, symlinks=True)
+    return copy
+
+
 # --- the notebooks' parameter check (fast) ---------------------------------------------------
 def test_notebook_params_reads_injected_names():
     params = notebook.notebook_params("ci", {"tau": 0.1, "n": 7, "In": [], "_": None,
@@ -120,10 +129,11 @@ def test_notebook_params_reads_folders_from_the_repository_root(tmp_path, monkey
     (tmp_path / "_toc.yml").write_text("root: x\n")
     (tmp_path / "notebooks").mkdir()
     monkeypatch.chdir(tmp_path / "notebooks")
-    params = notebook.notebook_params("ci", {"data_root": "/elsewhere/data"})
+    data_root = str(tmp_path.parent / f"{tmp_path.name}-data")  # absolute, outside the root
+    params = notebook.notebook_params("ci", {"data_root": data_root})
     assert Path.cwd() == (tmp_path / "notebooks").resolve()
     assert params["workdir"] == str(tmp_path.resolve())
-    assert params["data_root"] == "/elsewhere/data"  # an absolute path stays as given
+    assert params["data_root"] == data_root  # an absolute path stays as given
     # outside any repository a relative folder stays relative to the working directory
     elsewhere = tmp_path.parent / f"{tmp_path.name}-outside"
     elsewhere.mkdir()
@@ -255,7 +265,7 @@ def test_executed_copy_records_how_it_was_made(book):
     meta = execute.stored_meta(book / "book" / "experiments" / "demo.ipynb")
     assert meta["preset"] == "ci" and meta["overrides"] == {"n": 5} and len(meta["hash"]) == 64
     assert meta["params"]["n"] == 5 and meta["params"]["tau"] == presets.PARAMS["tau"].default
-    assert 0.3 < meta["wall_s"] < 600  # at least a kernel start
+    assert isinstance(meta["wall_s"], float) and meta["wall_s"] > 0
     assert meta["code"] == execute.code_version(book)
     assert meta["versions"]["whypretrain"] and meta["machine"]["cores"] >= 1
     # the status page shows them
@@ -280,56 +290,49 @@ def test_setup_and_parameter_cells_are_hidden_from_readers(book):
 
 
 @pytest.mark.slow
-def test_unchanged_notebook_is_skipped(book, capsys):
-    target = book / "book" / "experiments" / "demo.ipynb"
+def test_unchanged_notebook_is_skipped(own_book, capsys):
+    target = own_book / "book" / "experiments" / "demo.ipynb"
     before = target.stat().st_mtime_ns
-    status = execute.execute_notebooks(book, "ci", {"n": "5"})
+    status = execute.execute_notebooks(own_book, "ci", {"n": "5"})
     assert status == {"demo": "skipped"} and target.stat().st_mtime_ns == before
     assert "up to date, skipped" in capsys.readouterr().out
     # a different parameter value is a different hash
-    other = execute.notebook_hash(book / "notebooks" / "demo.ipynb",
+    other = execute.notebook_hash(own_book / "notebooks" / "demo.ipynb",
                                   presets.resolve("ci", {"n": 6}))
     assert other != json.loads(target.read_text())["metadata"]["whypretrain"]["hash"]
 
 
 @pytest.mark.slow
-def test_failing_notebook_names_itself_and_keeps_the_previous_book(book, capsys):
-    target = book / "book" / "experiments" / "demo.ipynb"
-    index = book / "_build" / "html" / "index.html"
+def test_failing_notebook_names_itself_and_keeps_the_previous_book(own_book, capsys):
+    target = own_book / "book" / "experiments" / "demo.ipynb"
+    index = own_book / "_build" / "html" / "index.html"
     before = (target.read_bytes(), index.stat().st_mtime_ns)
     # an override out of range stops before any kernel starts, as in the CLI
-    assert cli.main(["book", "--root", str(book), "--preset", "ci", "--set", "n=17"]) == 2
+    assert cli.main(["book", "--root", str(own_book), "--preset", "ci", "--set", "n=17"]) == 2
     assert "'n'" in capsys.readouterr().err
     # a notebook that sets n = 17 itself stops in its first cell after the parameters
-    nb = nbformat.read(str(book / "notebooks" / "demo.ipynb"), as_version=4)
+    nb = nbformat.read(str(own_book / "notebooks" / "demo.ipynb"), as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     cell.source += "\nn = 17"
-    nbformat.write(nb, str(book / "notebooks" / "demo.ipynb"))
-    try:
-        assert cli.book("ci", {}, book) == 1
-        message = capsys.readouterr().err
-        assert "notebook demo" in message and "code cell 2 (In [3])" in message  # In [2]: injected
-        assert "'n' = 17 is outside its range; allowed: [1, 16]" in message
-        assert (target.read_bytes(), index.stat().st_mtime_ns) == before
-        assert (book / "_build" / ".partial" / "demo.ipynb").is_file()
-    finally:
-        cell.source = DEMO_CELLS[0][1]
-        nbformat.write(nb, str(book / "notebooks" / "demo.ipynb"))
+    nbformat.write(nb, str(own_book / "notebooks" / "demo.ipynb"))
+    assert cli.book("ci", {}, own_book) == 1
+    message = capsys.readouterr().err
+    assert "notebook demo" in message and "code cell 2 (In [3])" in message  # In [2]: injected
+    assert "'n' = 17 is outside its range; allowed: [1, 16]" in message
+    assert (target.read_bytes(), index.stat().st_mtime_ns) == before
+    assert (own_book / "_build" / ".partial" / "demo.ipynb").is_file()
 
 
 @pytest.mark.slow
-def test_broken_page_fails_the_build_and_keeps_the_previous_book(book):
-    index = book / "_build" / "html" / "index.html"
+def test_broken_page_fails_the_build_and_keeps_the_previous_book(own_book):
+    index = own_book / "_build" / "html" / "index.html"
     before = index.stat().st_mtime_ns
-    page = book / "book" / "index.md"
+    page = own_book / "book" / "index.md"
     text = page.read_text()
     page.write_text(text + "\nA link to {doc}`nowhere`.\n")
-    try:
-        with pytest.raises(book_mod.BuildError, match="nowhere"):
-            book_mod.build_book(book)
-        assert index.stat().st_mtime_ns == before
-    finally:
-        page.write_text(text)
+    with pytest.raises(book_mod.BuildError, match="nowhere"):
+        book_mod.build_book(own_book)
+    assert index.stat().st_mtime_ns == before
 
 
 @pytest.mark.slow
