@@ -193,6 +193,7 @@ def ci_transfer(tmp_path_factory):
     return params, result
 
 
+@pytest.mark.slow
 def test_findings_table_has_all_three_settings(ci_transfer):
     params, result = ci_transfer
     assert result.manifest["notes"] == dict(disjoint="computed", far="computed")
@@ -218,6 +219,7 @@ def test_findings_table_has_all_three_settings(ci_transfer):
     assert sources.markdown().count("results `") == len(sources.results)
 
 
+@pytest.mark.slow
 def test_findings_numbers_and_verdicts_are_those_of_the_seeds_tables(ci_transfer):
     """On the real ci data of every setting: the accuracy gap, and the share discarded with
     its replication null, worked out here from the stored per-sample rows (final epoch of
@@ -251,6 +253,7 @@ def test_findings_numbers_and_verdicts_are_those_of_the_seeds_tables(ci_transfer
         assert row["verdict"] == findings.verdict(claim, est(value), est(value - null)), setting
 
 
+@pytest.mark.slow
 def test_reading_before_analysing_names_the_analyze_command(ci_transfer):
     params, _ = ci_transfer
     other = {**params, "n": 5}   # the runs exist, these games do not

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_CELLS = [
     ("code", 'preset = "ci"  # a preset name; any parameter of presets.PARAMS may follow',
      ["parameters"]),
-    ("code", "from whypretrain import notebook, charts\n"
+    ("code", "from whypretrain.report import notebook, charts\n"
              "params = notebook.notebook_params(preset, globals())\n"
              "charts.setup()", ["setup"]),
     ("code", "print('n =', params['n'], 'tau =', params['tau'])", []),

@@ -162,6 +162,7 @@ def test_pretrain_resumes_from_its_last_epoch(tiny_data, tmp_path, monkeypatch):
     assert _states_equal(resumed["pretrain"].load_state(), fresh["pretrain"].load_state())
 
 
+@pytest.mark.slow
 def test_train_study_via_the_cli_trains_every_seed(tmp_path):
     rc = cli.main(["train", "--preset", "ci", "--set", f"workdir={tmp_path}",
                    "--set", "seeds=0,1", "--set", "epochs=1", "--set", "pretrain_epochs=0"])
