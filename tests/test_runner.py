@@ -200,7 +200,7 @@ def test_setup_cells_without_a_setup_tag():
 def test_environment_names_code_libraries_and_machine():
     env = execute.environment(REPO)
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
+                          text=True, timeout=60).stdout.strip()
     assert env["code"]["commit"] == head and isinstance(env["code"]["dirty"], bool)
     assert set(execute.VERSIONS) <= set(env["versions"])
     assert env["versions"]["torch"] and env["versions"]["papermill"]

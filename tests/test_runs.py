@@ -2,6 +2,7 @@
 one workdir shared by several processes (the folder locks)."""
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -121,12 +122,13 @@ def test_a_lock_held_by_a_killed_process_does_not_block(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=ENV,
                               stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "held"
+        ready, _, _ = select.select([holder.stdout], [], [], 300)  # at most 5 min
+        assert ready and holder.stdout.readline().strip() == "held"
         with pytest.raises(Timeout):  # held: another process would wait here
             FileLock(str(tmp_path / ".lock")).acquire(timeout=0)
     finally:
         holder.kill()
-        holder.wait()
+        holder.wait(timeout=60)
     assert holder.returncode == -9
     lock = FileLock(str(tmp_path / ".lock"))
     lock.acquire(timeout=0)  # free at once, although the lock file is still there
