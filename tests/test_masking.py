@@ -99,6 +99,7 @@ def test_baselines_are_their_definition(kind):
         assert not torch.allclose(base[0], base[1])
 
 
+@pytest.mark.slow
 def test_sixteen_players_run_without_any_dense_matrix(cnn_and_samples, monkeypatch):
     """n = 16: one sample, 65,536 masked inputs, then sparsification; a dense 2**n x 2**n
     anything would need 32 GB in float64 and fail the allocation guard below."""

@@ -55,6 +55,7 @@ def test_weights_in_safetensors_with_project_keys(tmp_path):
     assert torch.equal(model.backbone.conv1.weight, source.backbone.conv1.weight)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, dim", [("vgg16", 4096), ("vit_b_16", 768), ("resnet50", 2048)])
 def test_other_paper_archs_build(arch, dim):
     params = presets.resolve("default", {"arch": arch, "source": "folder", "target": "folder",

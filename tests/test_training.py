@@ -211,6 +211,7 @@ def test_weights_of_another_network_stop_before_any_run_is_written(tmp_path, cap
     assert not (tmp_path / "work").exists()
 
 
+@pytest.mark.slow
 def test_the_weights_file_is_the_pretrain_run(tmp_path):
     """Paper-scale path on a tiny image folder: resnet18 with weights a test saved itself."""
     import torchvision
@@ -241,6 +242,7 @@ def test_the_weights_file_is_the_pretrain_run(tmp_path):
     assert torch.equal(pre.backbone.conv1.weight, reference["conv1.weight"])
 
 
+@pytest.mark.slow
 def test_imagenet_preset_trains_one_epoch_from_the_packaged_weights(tmp_path):
     """imagenet-uci-ci, one epoch on 2 labelled digits per class and a 40-image test split."""
     from whypretrain.train import models
