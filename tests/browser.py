@@ -43,7 +43,7 @@ def ready() -> bool:
 def ensure() -> None:
     """Install what is missing (idempotent; quick when everything is there)."""
     if not ready():
-        subprocess.run(["bash", str(ENSURE)], check=True)
+        subprocess.run(["bash", str(ENSURE)], check=True, timeout=1800)  # apt-get, npm at most
 
 
 def check_book(html_dir: str | os.PathLike, pages: Iterable[str] | None = None,

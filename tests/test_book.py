@@ -171,7 +171,7 @@ def test_ci_book_has_a_status_page_with_the_code_version(ci_study):
     root, _, code = ci_study
     assert code == 0
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
+                          text=True, timeout=60).stdout.strip()
     status = _text((root / "_build" / "html" / "book" / "status.html").read_text())
     assert head[:12] in status
     for name in layout.notebook_list(root):

@@ -24,6 +24,7 @@ def _one_line(err: str) -> str:
     return errors[0]
 
 
+@pytest.mark.slow
 def test_missing_data_folder_is_one_line_and_exit_2(tmp_path):
     """Through the real command in its own process, as a user runs it."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "lib")}

@@ -196,15 +196,15 @@ def test_sensitivity_grid_names_every_choice():
     assert all(v != params[k] and k not in pipeline.TABLE_ONLY for k, v in new)
 
 
-def test_transfer_settings_near_disjoint_far():
-    params = presets.resolve("ci", {"workdir": "/tmp/x"})
+def test_transfer_settings_near_disjoint_far(tmp_path):
+    params = presets.resolve("ci", {"workdir": str(tmp_path)})
     s = pipeline.transfer_settings(params)
     assert list(s) == list(pipeline.TRANSFER_SETTINGS)
     assert s["near"] is params
     assert (s["disjoint"]["source"], s["disjoint"]["target"]) == ("mnist-0-4", "uci-5-9")
     assert s["disjoint"]["seeds"] == params["seeds"] and s["disjoint"]["n"] == params["n"]
     assert s["far"]["preset"] == "imagenet-uci-ci" and s["far"]["n"] == params["n"]
-    assert s["far"]["arch"] == "efficientnet_lite0" and s["far"]["workdir"] == "/tmp/x"
+    assert s["far"]["arch"] == "efficientnet_lite0" and s["far"]["workdir"] == str(tmp_path)
     # the disjoint setting splits the digits: other data have none, and say why
     cifar = presets.resolve("cifar10-resnet18", {"weights": ""})
     assert pipeline.transfer_settings(cifar)["disjoint"] is None
@@ -228,6 +228,7 @@ def ci_transfer(tmp_path_factory):
     return params, result
 
 
+@pytest.mark.slow
 def test_findings_table_has_all_three_settings(ci_transfer):
     params, result = ci_transfer
     assert result.manifest["notes"] == dict(disjoint="computed", far="computed")
@@ -261,6 +262,41 @@ def test_findings_table_has_all_three_settings(ci_transfer):
     assert sources.markdown().count("results `") == len(sources.results)
 
 
+@pytest.mark.slow
+def test_findings_numbers_and_verdicts_are_those_of_the_seeds_tables(ci_transfer):
+    """On the real ci data of every setting: the accuracy gap, and the share discarded with
+    its replication null, worked out here from the stored per-sample rows (final epoch of
+    each run; mean over samples per seed, then over seeds); the verdict is the rule's on
+    those numbers."""
+    _, result = ci_transfer
+    table = findings.transfer_table(result).set_index(["setting", "claim"])
+    claim = findings.CLAIMS[findings.CLAIM_KEYS.index("share_discarded")]
+    for setting in ("near", "disjoint", "far"):
+        m = result.part(f"{setting}/metrics")
+        final = {(s, model): g.loc[g["epoch"].idxmax(), "test_acc"]
+                 for (s, model), g in m.groupby(["seed", "model"])}
+        seeds = sorted({s for s, _ in final})
+        assert len(seeds) == 2
+        gap = [final[(s, "finetune")] - final[(s, "scratch")] for s in seeds]
+        row = table.loc[(setting, "accuracy_gap")]
+        assert row["mean"] == pytest.approx(np.mean(gap)) and row["n_seeds"] == 2
+        assert row["sd"] == pytest.approx(np.std(gap, ddof=1))
+
+        def per_seed(t):
+            rows = t[(t["measure"] == "share_discarded") & (t["order"] == -1)]
+            return pd.Series({s: rows[rows["seed"] == s]["value"].mean() for s in seeds})
+        value = per_seed(result.part(f"{setting}/knowledge"))
+        c = result.part(f"{setting}/comparisons")
+        null = per_seed(c[c["comparison"] == "replication"])
+        row = table.loc[(setting, "share_discarded")]
+        assert row["mean"] == pytest.approx(value.mean()), setting
+        assert row["null"] == pytest.approx(null.mean()), setting
+        assert row["effect_mean"] == pytest.approx((value - null).mean()), setting
+        assert 0 <= row["mean"] <= 1
+        assert row["verdict"] == findings.verdict(claim, est(value), est(value - null)), setting
+
+
+@pytest.mark.slow
 def test_reading_before_analysing_names_the_analyze_command(ci_transfer):
     params, _ = ci_transfer
     other = {**params, "n": 5}   # the runs exist, these games do not

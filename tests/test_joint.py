@@ -101,6 +101,7 @@ def test_any_duals_give_a_lower_bound(joint_games):
         assert float(sol.loss_bound[g]) >= optimum * (1 - 1e-4)
 
 
+@pytest.mark.slow
 def test_generated_and_whole_lp_reach_one_optimum_on_real_games(joint_games):
     """n = 8, three real models' games on two samples: column and row generation reach the
     whole LP's tie-broken optimum, under two rules."""

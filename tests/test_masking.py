@@ -1,4 +1,5 @@
 """Masking on a real small CNN: the games are the model's log-odds on the masked samples."""
+import numpy as np
 import pytest
 import torch
 
@@ -58,12 +59,47 @@ def test_masked_input_keeps_unchosen_pixels_and_baselines_players():
     assert torch.equal(out[1][:, :2, :2], x[0][:, :2, :2]) and (out[1][:, 2:, 2:] == -1).all()
 
 
+def _blurred(image: np.ndarray, sigma: float = 2.0, half: int = 3) -> np.ndarray:
+    """A Gaussian blur by its definition, pixel by pixel: weights exp(-d^2 / (2 sigma^2)) over
+    a (2 half + 1)^2 window, normalised, the image mirrored at its edges (reflect: the edge
+    pixel is not repeated)."""
+    offsets = np.arange(-half, half + 1)
+    w1 = np.exp(-offsets ** 2 / (2 * sigma ** 2))
+    weights = np.outer(w1, w1) / w1.sum() ** 2
+    h, w = image.shape
+    out = np.zeros_like(image, dtype=float)
+    for r in range(h):
+        for c in range(w):
+            for i, dr in enumerate(offsets):
+                for j, dc in enumerate(offsets):
+                    rr, cc = abs(r + dr), abs(c + dc)
+                    rr = 2 * (h - 1) - rr if rr > h - 1 else rr
+                    cc = 2 * (w - 1) - cc if cc > w - 1 else cc
+                    out[r, c] += weights[i, j] * image[rr, cc]
+    return out
+
+
 @pytest.mark.parametrize("kind", masking.BASELINES)
-def test_baselines_have_the_image_shape(kind):
-    x = torch.randn(3, 1, 28, 28)
-    assert masking.make_baseline(x, kind).shape == x.shape
+def test_baselines_are_their_definition(kind):
+    """zero: 0; mean: each image's own per-channel mean over its pixels; blur: a 7x7 Gaussian
+    of sigma 2 (book/method.md), checked against the definition written out here."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 12, 10, generator=gen)
+    base = masking.make_baseline(x, kind)
+    assert base.shape == x.shape
+    for k in range(3):
+        for ch in range(2):
+            pixels = x[k, ch].double().numpy()
+            expected = {"zero": np.zeros_like(pixels),
+                        "mean": np.full_like(pixels, pixels.sum() / pixels.size),
+                        "blur": _blurred(pixels) if kind == "blur" else None}[kind]
+            np.testing.assert_allclose(base[k, ch].double().numpy(), expected, rtol=0,
+                                       atol=1e-5)
+    if kind != "zero":  # a baseline of the image, not of the batch: another image, other values
+        assert not torch.allclose(base[0], base[1])
 
 
+@pytest.mark.slow
 def test_sixteen_players_run_without_any_dense_matrix(cnn_and_samples, monkeypatch):
     """n = 16: one sample, 65,536 masked inputs, then sparsification; a dense 2**n x 2**n
     anything would need 32 GB in float64 and fail the allocation guard below."""

@@ -3,15 +3,16 @@ from whypretrain import presets, provenance
 from whypretrain.provenance import REPO, Sources
 
 
-def test_rebuild_command_writes_repository_paths_relative_and_leaves_defaults_out():
+def test_rebuild_command_writes_repository_paths_relative_and_leaves_defaults_out(tmp_path):
     # set after resolving: a weights file that does not exist is refused by resolve
     params = {**presets.resolve("ci", {"tau": 0.1}), "data_root": str(REPO / "data"),
               "workdir": str(REPO), "weights": str(REPO / "data" / "w.pth")}
     assert provenance.command("study", params) == \
         "whypretrain study --preset ci --set weights=data/w.pth --set tau=0.1"
-    outside = presets.resolve("ci", {"workdir": "/somewhere/else"})
+    elsewhere = tmp_path / "else"  # outside the repository: written as given
+    outside = presets.resolve("ci", {"workdir": str(elsewhere)})
     assert provenance.command("analyze", outside) == \
-        "whypretrain analyze --preset ci --set workdir=/somewhere/else"
+        f"whypretrain analyze --preset ci --set workdir={elsewhere}"
 
 
 def test_caption_is_one_line_until_opened_and_names_every_folder():

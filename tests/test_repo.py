@@ -26,7 +26,8 @@ METHOD = "book/method.md"
 
 
 def tracked() -> list[str]:
-    out = subprocess.run(["git", "-C", str(REPO), "ls-files"], capture_output=True, text=True)
+    out = subprocess.run(["git", "-C", str(REPO), "ls-files"], capture_output=True, text=True,
+                         timeout=60)
     if out.returncode != 0:
         pytest.skip("not a git checkout")
     return out.stdout.splitlines()

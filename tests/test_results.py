@@ -27,8 +27,17 @@ from whypretrain.train.runs import Run
 @pytest.fixture(scope="module")
 def ci(tmp_path_factory):
     params = presets.resolve("ci", {"workdir": str(tmp_path_factory.mktemp("ci"))})
-    pipeline.compute(params, progress=False)  # every seed: they share their games
-    return params, seed_results.compute(params, seed=0, progress=False)
+    for seed in params["seeds"]:  # one by one: what compute_seeds is compared with
+        seed_results.compute(params, seed=seed, progress=False)
+    pipeline.compute(params, progress=False)  # the study result, from the seeds stored
+    return params, seed_results.load(params, seed=0)
+
+
+def own_workdir(params: dict, tmp_path: Path) -> dict:
+    """``params`` on a copy of the module's ci workdir (runs and results), for a test that
+    computes in it: the module's stays as the fixture left it."""
+    shutil.copytree(params["workdir"], tmp_path / "w", ignore=shutil.ignore_patterns(".lock"))
+    return {**params, "workdir": str(tmp_path / "w")}
 
 
 def test_games_cover_every_checkpoint_and_the_probe(ci):
@@ -136,6 +145,7 @@ def test_samples_are_those_every_given_model_gets_right(ci):
     assert ids == sorted(i for c in per_class.values() for i in c)
 
 
+@pytest.mark.slow
 def test_rule_and_joint_extraction_reuse_the_games(ci):
     """Another rule or the joint extraction is another engine tag on the same games; the rule
     reaches the same objectives within tol; joint decomposes the final models of every seed
@@ -186,15 +196,77 @@ def test_players_are_shared_by_every_model_and_fixed_by_the_seed(ci):
 
 
 def test_summary_over_seeds_has_spread_columns(ci):
+    """Mean over samples per seed, then over the two seeds: sd with ddof 1 and the Student-t
+    interval, whose quantile at one degree of freedom is the Cauchy one, tan(pi (0.975 - 1/2)),
+    worked out here by hand from each seed's own table."""
     params, a = ci
-    table = a.table(params["tau"])
+    b = seed_results.load(params, seed=1)
+    table = pd.concat([a.table(params["tau"]), b.table(params["tau"])], ignore_index=True)
     summary = stats.summarize(table)
-    row = summary[(summary["measure"] == "count_probe")
-                  & (summary["order"] == knowledge.ALL_ORDERS)]
-    assert len(row) == 1 and row["n_seeds"].item() == 1
-    expected = table[(table["measure"] == "count_probe")
-                     & (table["order"] == knowledge.ALL_ORDERS)]["value"]
-    assert row["mean"].item() == pytest.approx(expected.mean())
+    assert {"mean", "std", "ci_low", "ci_high", "n_seeds", "n_samples"} <= set(summary.columns)
+    key = ["model", "epoch", "measure", "order"]
+    for measure in ("count_probe", "share_discarded"):
+        rows = table[(table["measure"] == measure) & (table["order"] == knowledge.ALL_ORDERS)]
+        for group, part in rows.groupby(key):
+            m0, m1 = (part[part["seed"] == s]["value"].dropna().mean() for s in (0, 1))
+            row = summary.set_index(key).loc[group]
+            assert row["n_seeds"] == 2 and row["n_samples"] == part["value"].notna().sum()
+            sd = abs(m0 - m1) / np.sqrt(2)
+            half = np.tan(np.pi * (0.975 - 0.5)) * sd / np.sqrt(2)
+            assert row["mean"] == pytest.approx((m0 + m1) / 2)
+            assert row["std"] == pytest.approx(sd)
+            assert (row["ci_low"], row["ci_high"]) == pytest.approx(((m0 + m1) / 2 - half,
+                                                                     (m0 + m1) / 2 + half))
+    assert (summary["std"] > 0).any()  # the seeds differ somewhere: a spread to check
+    one = stats.summarize(a.table(params["tau"]))  # one seed: no spread, no interval
+    assert (one["n_seeds"] <= 1).all() and one[["std", "ci_low", "ci_high"]].isna().all().all()
+
+
+def test_extraction_table_is_each_games_objective_and_certified_bound(ci):
+    """One row per game (model, epoch, sample): the engine's objective and lower bound, and the
+    relative gap (loss - bound) / loss; the study result holds every seed's."""
+    params, a = ci
+    t = a.extraction()
+    assert sources_of(t).results == (a.hash,)
+    assert list(zip(t["model"], t["epoch"], t["sample"])) == [
+        (m, e, sid) for m, e in a.labels for sid in a.sample_ids]
+    loss, bound = a.result.loss.flatten().numpy(), a.result.loss_bound.flatten().numpy()
+    np.testing.assert_array_equal(t["loss"], loss)
+    np.testing.assert_array_equal(t["loss_bound"], bound)
+    np.testing.assert_allclose(t["gap"], np.where(loss > 0, (loss - bound) / loss, 0.0),
+                               rtol=1e-12, atol=1e-15)
+    assert (t["loss_bound"] <= t["loss"] + 1e-12).all() and (t["gap"] >= -1e-12).all()
+    stored = pipeline.read(params).part("near/extraction")
+    b = seed_results.load(params, seed=1)
+    both = pd.concat([a.extraction().assign(seed=0), b.extraction().assign(seed=1)])
+    pd.testing.assert_frame_equal(stored.reset_index(drop=True),
+                                  both.reset_index(drop=True)[list(stored.columns)],
+                                  check_dtype=False)
+
+
+def test_compare_with_sgd_is_the_exact_extraction_against_its_own_reference(ci, monkeypatch):
+    """Given the exact solution itself as the SGD result: ratio 1 and Jaccard 1 on every
+    final game. On the real SGD run the study stored: its objective is never below the exact
+    optimum's certified lower bound (SGD's point is feasible for the same problem)."""
+    from types import SimpleNamespace
+
+    params, a = ci
+    rows = [a.row_of(m) for m in games.MODELS]
+    itself = SimpleNamespace(loss=a.result.loss[rows], stacked=lambda: a.result.stacked()[rows])
+    monkeypatch.setattr(extraction.sparsify, "sparsify", lambda *args, **kw: itself)
+    same = extraction.compare_with_sgd(a)
+    assert list(zip(same["model"], same["sample"])) == [
+        (m, sid) for m in games.MODELS for sid in a.sample_ids]
+    np.testing.assert_array_equal(same["exact"], a.result.loss[rows].flatten().numpy())
+    assert (same["ratio"] == 1).all() and (same["jaccard"] == 1).all()
+    assert sources_of(same).results == (a.hash,)
+    monkeypatch.undo()
+    sgd = pipeline.read(params).part("near/sgd")
+    np.testing.assert_array_equal(sgd["exact"], same["exact"])
+    bound = a.result.loss_bound[rows].flatten().numpy()
+    assert (sgd["sgd"].to_numpy() >= bound * (1 - 1e-9)).all()
+    np.testing.assert_allclose(sgd["ratio"], sgd["sgd"] / sgd["exact"], rtol=1e-12)
+    assert sgd["jaccard"].between(0, 1).all()
 
 
 def test_excluding_the_empty_set_is_salience_on_the_other_terms(ci):
@@ -218,9 +290,10 @@ def test_analysed_checkpoints_are_even_with_the_first_and_last_epochs():
     assert games.analysed_epochs(list(range(5)), 100) == [0, 1, 2, 3, 4]
 
 
-def test_finals_only_analysis_matches_the_full_one_on_the_final_models(ci):
+def test_finals_only_analysis_matches_the_full_one_on_the_final_models(ci, tmp_path):
     params, a = ci
-    finals = seed_results.compute(params, seed=0, progress=False, finals_only=True)
+    finals = seed_results.compute(own_workdir(params, tmp_path), seed=0, progress=False,
+                                  finals_only=True)
     assert finals.labels == [("probe", params["epochs"]), ("finetune", params["epochs"]),
                              ("scratch", params["epochs"])]
     for model in games.MODELS:
@@ -289,16 +362,21 @@ def test_explorer_shows_the_empty_set_only_under_include(ci):
 
 
 # --- timings and chunks of the extraction -------------------------------------------------------
-def test_each_step_records_its_time_and_a_reused_step_keeps_it(ci):
+def test_each_step_records_its_time_and_a_reused_step_keeps_it(ci, tmp_path):
     params, a = ci
-    file = a.path / "timings.json"
-    timing = json.loads(file.read_text())
+    timing = json.loads((a.path / "timings.json").read_text())
     assert timing["seed"] == 0 and timing["games"] == a.result.loss.numel()
     assert timing["masking_s"] > 0 and timing["extraction_s"][a.engine_tag] > 0
-    before = file.read_bytes()
-    seed_results.compute(params, seed=0, progress=False)  # everything reused
-    assert file.read_bytes() == before
     assert not (a.path / f"partial-{a.engine_tag}").exists()  # the chunks went
+    own = own_workdir(params, tmp_path)
+    folder = Path(own["workdir"]) / "results" / a.hash
+    def files():  # the lock file aside: compute takes the folder's lock to read it
+        return {p.name: p.read_bytes() for p in folder.iterdir()
+                if p.is_file() and p.name != ".lock"}
+
+    before = files()
+    again = seed_results.compute(own, seed=0, progress=False)  # everything reused
+    assert again.path == folder and files() == before
 
 
 def test_training_runs_record_their_seconds(ci):
@@ -327,10 +405,15 @@ def test_kept_chunks_do_not_overlap(tmp_path):
     assert extraction._kept_chunks(tmp_path, 20) == [(0, 4), (4, 8)]
 
 
-def test_a_killed_extraction_resumes_from_its_chunks_bit_for_bit(ci, tmp_path, monkeypatch):
+# 2 workers in the quick subset (`-m "not slow"`), 1 and 16 with the slow tests
+@pytest.mark.parametrize("workers", [pytest.param(1, marks=pytest.mark.slow), 2,
+                                     pytest.param(16, marks=pytest.mark.slow)])
+def test_a_killed_extraction_resumes_from_its_chunks_bit_for_bit(ci, tmp_path, monkeypatch,
+                                                                  workers):
     """Kill (SIGKILL) the extraction once its first two chunks are on disk (the later ones
-    held); the rerun solves only the games of the chunks not kept and ends with the
-    uninterrupted (one-piece) result."""
+    held), with 1, 2 or 16 threads solving chunks (as on machines of that many cores); the
+    rerun solves only the games of the chunks not kept and ends with the uninterrupted
+    (one-piece) result."""
     params, a = ci
     root = a.path.parent.parent
     shutil.copytree(root / "runs", tmp_path / "runs")
@@ -341,16 +424,20 @@ def test_a_killed_extraction_resumes_from_its_chunks_bit_for_bit(ci, tmp_path, m
     chunk, marker = 2, tmp_path / "stopped"
     assert a.result.loss.numel() > 2 * chunk
     script = Path(__file__).with_name("killed_extraction.py")
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(chunk), "2",
-                             str(marker)],
-                            env={**os.environ, "PYTHONPATH": str(script.parents[1] / "lib")})
+    log = tmp_path / "stderr"
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(chunk), "2",
+                                 str(marker), str(workers)], stderr=err,
+                                env={**os.environ, "PYTHONPATH": str(script.parents[1] / "lib")})
     try:
-        while not marker.exists():
-            assert proc.poll() is None, "the extraction ended before it was killed"
+        # the marker, or the script's end: whichever comes first (the script gives up after
+        # 600 s, so this wait ends too)
+        while not marker.exists() and proc.poll() is None:
             time.sleep(0.1)
+        assert marker.exists(), f"the extraction ended before it was killed: {log.read_text()}"
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.kill()
+        proc.wait(timeout=60)
     partial = folder / f"partial-{a.engine_tag}"
     kept = sorted(p.name for p in partial.glob("*.pt"))
     assert kept == ["000000000-000000002.pt", "000000002-000000004.pt"]
@@ -382,12 +469,13 @@ def test_a_killed_extraction_resumes_from_its_chunks_bit_for_bit(ci, tmp_path, m
     assert timing["extraction_s"][a.engine_tag] > 0 and "masking_s" not in timing
 
 
+@pytest.mark.slow
 def test_seeds_computed_side_by_side_equal_seeds_computed_one_by_one(ci, tmp_path):
     """compute_seeds trains and masks seed 1 in a second thread while seed 0 is extracted:
     the same runs, games, interactions and tables, bit for bit, as one seed after the other."""
     params, a = ci
     both = seed_results.compute_seeds({**params, "workdir": str(tmp_path)}, [0, 1], progress=False)
-    alone = [a, seed_results.compute(params, seed=1, progress=False)]
+    alone = [a, seed_results.load(params, seed=1)]  # computed by the fixture, one by one
     for r, ref in zip(both, alone):
         assert r.hash == ref.hash and r.runs == ref.runs
         for name in ["games.pt"] + [p.name for p in ref.path.glob(f"table-{ref.engine_tag}-*")]:
@@ -402,18 +490,23 @@ def test_seeds_computed_side_by_side_equal_seeds_computed_one_by_one(ci, tmp_pat
                     torch.equal(mine[k], theirs[k]) for k in mine), file
 
 
-def test_compute_waits_for_the_second_thread_of_an_interrupted_compute_seeds(ci, monkeypatch):
+def test_compute_waits_for_the_second_thread_of_an_interrupted_compute_seeds(ci, monkeypatch,
+                                                                           tmp_path):
     """An error in the main thread leaves the next seed's preparation running; the next
-    compute starts only once it is done (never two threads on the same files)."""
+    compute starts only once it is done (never two threads on the same files). The held
+    thread is released when compute joins it: a compute that did not wait would prepare its
+    seed while the held thread is still alive (no clock: the order of events decides)."""
     import threading
 
-    params, _ = ci
+    params = own_workdir(ci[0], tmp_path)
+    monkeypatch.setattr(seed_results._Ahead, "running", [])  # this test's own threads
     prepare, release, order = seed_results._prepare, threading.Event(), []
 
     def slow_prepare(*args):
-        if order:  # the second thread's seed: held until released
-            release.wait()
-        order.append(threading.current_thread() is threading.main_thread())
+        main = threading.current_thread() is threading.main_thread()
+        if order and not main:  # the second thread's seed: held until released
+            assert release.wait(timeout=600), "never released"
+        order.append((main, [t.is_alive() for t in held]))
         return prepare(*args)
 
     class Interrupted(Exception):
@@ -422,14 +515,27 @@ def test_compute_waits_for_the_second_thread_of_an_interrupted_compute_seeds(ci,
     def interrupted(*args):
         raise Interrupted
 
+    held, extract = [], seed_results._extract
     monkeypatch.setattr(seed_results, "_prepare", slow_prepare)
     monkeypatch.setattr(seed_results, "_extract", interrupted)
     with pytest.raises(Interrupted):
         seed_results.compute_seeds(params, [0, 0], progress=False)
-    assert len(seed_results._Ahead.running) == 1 and seed_results._Ahead.running[0].is_alive()
-    monkeypatch.undo()
-    monkeypatch.setattr(seed_results, "_prepare", slow_prepare)
-    threading.Timer(0.5, release.set).start()
-    seed_results.compute(params, seed=0, progress=False)
-    # the first seed (second thread), the held one (second thread), then compute's (main)
-    assert order == [False, False, True] and not seed_results._Ahead.running
+    held = list(seed_results._Ahead.running)
+    assert len(held) == 1 and held[0].is_alive() and len(order) == 1
+    join = seed_results._Ahead.join
+
+    def releasing_join(self, timeout=None):  # compute waits for the thread: release it now
+        release.set()
+        return join(self, timeout)
+
+    monkeypatch.setattr(seed_results, "_extract", extract)
+    monkeypatch.setattr(seed_results._Ahead, "join", releasing_join)
+    try:
+        seed_results.compute(params, seed=0, progress=False)
+    finally:
+        release.set()
+        held[0].join(timeout=600)
+    # the first seed (second thread), the held one (alive while it prepared), then compute's
+    # own (main thread), once the held thread had ended
+    assert order == [(False, []), (False, [True]), (True, [False])]
+    assert not seed_results._Ahead.running

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+from html import unescape
 from pathlib import Path
 
 import nbformat
@@ -29,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_CELLS = [
     ("code", 'preset = "ci"  # a preset name; any parameter of presets.PARAMS may follow',
      ["parameters"]),
-    ("code", "from whypretrain import notebook, charts\n"
+    ("code", "from whypretrain.report import notebook, charts\n"
              "params = notebook.notebook_params(preset, globals())\n"
              "charts.setup()", ["setup"]),
     ("code", "print('n =', params['n'], 'tau =', params['tau'])", []),
@@ -89,6 +90,15 @@ def book(tmp_path_factory):
     return root
 
 
+@pytest.fixture
+def own_book(book, tmp_path):
+    """A copy of the built tiny book, for a test that changes or rebuilds it (the module's
+    ``book`` stays as built)."""
+    copy = tmp_path / "own"
+    shutil.copytree(book, copy, symlinks=True)
+    return copy
+
+
 # --- the notebooks' parameter check (fast) ---------------------------------------------------
 def test_notebook_params_reads_injected_names():
     params = notebook.notebook_params("ci", {"tau": 0.1, "n": 7, "In": [], "_": None,
@@ -120,10 +130,11 @@ def test_notebook_params_reads_folders_from_the_repository_root(tmp_path, monkey
     (tmp_path / "_toc.yml").write_text("root: x\n")
     (tmp_path / "notebooks").mkdir()
     monkeypatch.chdir(tmp_path / "notebooks")
-    params = notebook.notebook_params("ci", {"data_root": "/elsewhere/data"})
+    data_root = str(tmp_path.parent / f"{tmp_path.name}-data")  # absolute, outside the root
+    params = notebook.notebook_params("ci", {"data_root": data_root})
     assert Path.cwd() == (tmp_path / "notebooks").resolve()
     assert params["workdir"] == str(tmp_path.resolve())
-    assert params["data_root"] == "/elsewhere/data"  # an absolute path stays as given
+    assert params["data_root"] == data_root  # an absolute path stays as given
     # outside any repository a relative folder stays relative to the working directory
     elsewhere = tmp_path.parent / f"{tmp_path.name}-outside"
     elsewhere.mkdir()
@@ -190,7 +201,7 @@ def test_setup_cells_without_a_setup_tag():
 def test_environment_names_code_libraries_and_machine():
     env = execute.environment(REPO)
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
+                          text=True, timeout=60).stdout.strip()
     assert env["code"]["commit"] == head and isinstance(env["code"]["dirty"], bool)
     assert set(execute.VERSIONS) <= set(env["versions"])
     assert env["versions"]["torch"] and env["versions"]["papermill"]
@@ -255,11 +266,12 @@ def test_executed_copy_records_how_it_was_made(book):
     meta = execute.stored_meta(book / "book" / "experiments" / "demo.ipynb")
     assert meta["preset"] == "ci" and meta["overrides"] == {"n": 5} and len(meta["hash"]) == 64
     assert meta["params"]["n"] == 5 and meta["params"]["tau"] == presets.PARAMS["tau"].default
-    assert 0.3 < meta["wall_s"] < 600  # at least a kernel start
+    assert isinstance(meta["wall_s"], float) and meta["wall_s"] > 0
     assert meta["code"] == execute.code_version(book)
     assert meta["versions"]["whypretrain"] and meta["machine"]["cores"] >= 1
     # the status page shows them
-    status = (book / "_build" / "html" / "book" / "status.html").read_text()
+    # as a reader sees it: the page writes "@" as "&#64;" (a CPU's name may hold one)
+    status = unescape((book / "_build" / "html" / "book" / "status.html").read_text())
     commit = meta["code"]["commit"]
     assert commit and commit[:12] in status
     assert "n=5" in status and meta["versions"]["torch"] in status
@@ -280,56 +292,49 @@ def test_setup_and_parameter_cells_are_hidden_from_readers(book):
 
 
 @pytest.mark.slow
-def test_unchanged_notebook_is_skipped(book, capsys):
-    target = book / "book" / "experiments" / "demo.ipynb"
+def test_unchanged_notebook_is_skipped(own_book, capsys):
+    target = own_book / "book" / "experiments" / "demo.ipynb"
     before = target.stat().st_mtime_ns
-    status = execute.execute_notebooks(book, "ci", {"n": "5"})
+    status = execute.execute_notebooks(own_book, "ci", {"n": "5"})
     assert status == {"demo": "skipped"} and target.stat().st_mtime_ns == before
     assert "up to date, skipped" in capsys.readouterr().out
     # a different parameter value is a different hash
-    other = execute.notebook_hash(book / "notebooks" / "demo.ipynb",
+    other = execute.notebook_hash(own_book / "notebooks" / "demo.ipynb",
                                   presets.resolve("ci", {"n": 6}))
     assert other != json.loads(target.read_text())["metadata"]["whypretrain"]["hash"]
 
 
 @pytest.mark.slow
-def test_failing_notebook_names_itself_and_keeps_the_previous_book(book, capsys):
-    target = book / "book" / "experiments" / "demo.ipynb"
-    index = book / "_build" / "html" / "index.html"
+def test_failing_notebook_names_itself_and_keeps_the_previous_book(own_book, capsys):
+    target = own_book / "book" / "experiments" / "demo.ipynb"
+    index = own_book / "_build" / "html" / "index.html"
     before = (target.read_bytes(), index.stat().st_mtime_ns)
     # an override out of range stops before any kernel starts, as in the CLI
-    assert cli.main(["book", "--root", str(book), "--preset", "ci", "--set", "n=17"]) == 2
+    assert cli.main(["book", "--root", str(own_book), "--preset", "ci", "--set", "n=17"]) == 2
     assert "'n'" in capsys.readouterr().err
     # a notebook that sets n = 17 itself stops in its first cell after the parameters
-    nb = nbformat.read(str(book / "notebooks" / "demo.ipynb"), as_version=4)
+    nb = nbformat.read(str(own_book / "notebooks" / "demo.ipynb"), as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     cell.source += "\nn = 17"
-    nbformat.write(nb, str(book / "notebooks" / "demo.ipynb"))
-    try:
-        assert cli.book("ci", {}, book) == 1
-        message = capsys.readouterr().err
-        assert "notebook demo" in message and "code cell 2 (In [3])" in message  # In [2]: injected
-        assert "'n' = 17 is outside its range; allowed: [1, 16]" in message
-        assert (target.read_bytes(), index.stat().st_mtime_ns) == before
-        assert (book / "_build" / ".partial" / "demo.ipynb").is_file()
-    finally:
-        cell.source = DEMO_CELLS[0][1]
-        nbformat.write(nb, str(book / "notebooks" / "demo.ipynb"))
+    nbformat.write(nb, str(own_book / "notebooks" / "demo.ipynb"))
+    assert cli.book("ci", {}, own_book) == 1
+    message = capsys.readouterr().err
+    assert "notebook demo" in message and "code cell 2 (In [3])" in message  # In [2]: injected
+    assert "'n' = 17 is outside its range; allowed: [1, 16]" in message
+    assert (target.read_bytes(), index.stat().st_mtime_ns) == before
+    assert (own_book / "_build" / ".partial" / "demo.ipynb").is_file()
 
 
 @pytest.mark.slow
-def test_broken_page_fails_the_build_and_keeps_the_previous_book(book):
-    index = book / "_build" / "html" / "index.html"
+def test_broken_page_fails_the_build_and_keeps_the_previous_book(own_book):
+    index = own_book / "_build" / "html" / "index.html"
     before = index.stat().st_mtime_ns
-    page = book / "book" / "index.md"
+    page = own_book / "book" / "index.md"
     text = page.read_text()
     page.write_text(text + "\nA link to {doc}`nowhere`.\n")
-    try:
-        with pytest.raises(book_mod.BuildError, match="nowhere"):
-            book_mod.build_book(book)
-        assert index.stat().st_mtime_ns == before
-    finally:
-        page.write_text(text)
+    with pytest.raises(book_mod.BuildError, match="nowhere"):
+        book_mod.build_book(own_book)
+    assert index.stat().st_mtime_ns == before
 
 
 @pytest.mark.slow

@@ -2,8 +2,10 @@
 one workdir shared by several processes (the folder locks)."""
 import json
 import os
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -120,12 +122,13 @@ def test_a_lock_held_by_a_killed_process_does_not_block(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=ENV,
                               stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "held"
+        ready, _, _ = select.select([holder.stdout], [], [], 300)  # at most 5 min
+        assert ready and holder.stdout.readline().strip() == "held"
         with pytest.raises(Timeout):  # held: another process would wait here
             FileLock(str(tmp_path / ".lock")).acquire(timeout=0)
     finally:
         holder.kill()
-        holder.wait()
+        holder.wait(timeout=60)
     assert holder.returncode == -9
     lock = FileLock(str(tmp_path / ".lock"))
     lock.acquire(timeout=0)  # free at once, although the lock file is still there
@@ -136,20 +139,45 @@ def test_a_lock_held_by_a_killed_process_does_not_block(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_on_one_workdir_compute_each_run_and_result_once(tmp_path):
-    """Two `whypretrain analyze` started at once on one workdir: every training run, the games
-    and the interactions are computed by one of them (its progress bar), the other waits for
-    it and reuses them; both finish with the same complete results."""
+    """Two `whypretrain analyze` on one workdir, both started while the test holds the lock of
+    their first run (so both must wait: no race on who starts first); once it is released,
+    every training run, the games and the interactions are computed by one of them (its
+    progress bar), the other waits for it and reuses them; both finish with the same complete
+    results."""
+    from whypretrain.train import data, loops
+
+    sets = ["epochs=1", "only_correct=false", "seeds=0", f"workdir={tmp_path}"]
+    params = presets.resolve("ci", dict(s.split("=", 1) for s in sets))
+    pretrain = runs.Run.create(tmp_path, loops.run_specs(params, 0, data.load_datasets(params))
+                               ["pretrain"])
     argv = [sys.executable, "-m", "whypretrain", "analyze", "--preset", "ci",
-            "--set", "epochs=1", "--set", "only_correct=false", "--set", "seeds=0",
-            "--set", f"workdir={tmp_path}"]
-    procs = [subprocess.Popen(argv, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
-    errs = [proc.communicate(timeout=900)[1] for proc in procs]
-    assert [proc.returncode for proc in procs] == [0, 0], errs
+            *[a for s in sets for a in ("--set", s)]]
+    logs = [tmp_path.parent / f"{tmp_path.name}-stderr-{i}" for i in range(2)]
+    waiting = f"waiting for another process that computes {pretrain.path}"
+    with runs.locked(pretrain.path):
+        procs = []
+        for log in logs:
+            with log.open("w") as err:
+                procs.append(subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL,
+                                              stderr=err))
+        try:  # each says it waits (or one ends: a failure, shown below); at most 15 min
+            for _ in range(9000):
+                if all(waiting in log.read_text() for log in logs) or \
+                        any(proc.poll() is not None for proc in procs):
+                    break
+                time.sleep(0.1)
+            assert all(waiting in log.read_text() for log in logs), \
+                [log.read_text()[-2000:] for log in logs]
+        except BaseException:
+            for proc in procs:
+                proc.kill()
+            raise
+    codes = [proc.wait(timeout=900) for proc in procs]
+    errs = [log.read_text() for log in logs]
+    assert codes == [0, 0], errs
     for bar in [f"seed 0 {kind}" for kind in runs.KINDS] + ["games (seed 0)",
                                                             "exact sparsification"]:
         assert sum(bar in err for err in errs) == 1, bar  # computed once
-    assert any("waiting for another process that computes" in err for err in errs)
     assert len(list((tmp_path / "runs").iterdir())) == 4
     assert all((run / "done").is_file() for run in (tmp_path / "runs").iterdir())
     (folder,) = (tmp_path / "results").iterdir()

@@ -125,10 +125,6 @@ def mean_order(t: pd.DataFrame, measure: str) -> pd.Series:
     return (weighted / total.where(total > 0)).astype(float)
 
 
-def order_gap(x: Inputs) -> pd.Series:
-    return order_gap_of("count_discard", "count_preserve")(x.table)
-
-
 def order_gap_of(discard: str, preserve: str) -> Callable[[pd.DataFrame], pd.Series]:
     """Per seed: the mean order of ``discard`` minus that of ``preserve`` (counts, expected
     counts or strengths by order, pooled over samples)."""
