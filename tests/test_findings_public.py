@@ -46,7 +46,8 @@ SOURCES = Sources(("a" * 16,), ("b" * 16,), ("whypretrain study --preset ci",))
 ])
 def test_noise_floor_is_each_pairs_share_over_samples_then_seeds(sample, seed_means):
     floor = findings.noise_floor(floor_inputs(), sample=sample)
-    assert list(floor.index) == ["claim", "replication", "unrelated", "chance"]
+    # the ladder's rungs follow (face, probe: read from tables this hand input does not hold)
+    assert list(floor.index)[:4] == ["claim", "replication", "unrelated", "chance"]
     assert sources_of(floor) == SOURCES  # the caption names the table it was read from
     for key, (m0, m1) in seed_means.items():
         row = floor.loc[key]
@@ -66,19 +67,22 @@ def test_noise_floor_is_each_pairs_share_over_samples_then_seeds(sample, seed_me
 def verdict_table():
     """Three settings of four claims: near decided, disjoint mixed, far not run."""
     rows = []
-    near = [("share_discarded", "yes", 0.5, 0.4, 0.6), ("share_new", "no", 0.2, 0.1, 0.3),
-            ("learnable", "yes", 0.3, 0.25, 0.35),
-            ("discard_order", findings.INDISTINCT, 1.0, np.nan, np.nan)]
-    disjoint = {"share_discarded": ("partly", 0.7), "share_new": ("no", 0.05),
-                "learnable": ("yes", 0.3), "discard_order": ("no", 0.5)}
+    E, Q, B, I = (findings.EXCEEDS, findings.EQUIVALENT, findings.BELOW,
+                  findings.INCONCLUSIVE)
+    near = [("share_discarded", E, 0.5, 0.4, 0.6), ("share_new", B, 0.2, 0.1, 0.3),
+            ("learnable", E, 0.3, 0.25, 0.35), ("discard_order", I, 1.0, np.nan, np.nan)]
+    disjoint = {"share_discarded": (Q, 0.7), "share_new": (B, 0.05),
+                "learnable": (E, 0.3), "discard_order": (B, 0.5)}
     for claim, verdict, mean, low, high in near:
         rows.append(dict(setting="near", claim=claim, verdict=verdict, mean=mean, ci_low=low,
-                         ci_high=high, ours=f"N{claim}", effect=f"E{claim}"))
+                         ci_high=high, ours=f"N{claim}", effect=f"E{claim}",
+                         reproduces=verdict == E))
         v, m = disjoint[claim]
         rows.append(dict(setting="disjoint", claim=claim, verdict=v, mean=m, ci_low=np.nan,
-                         ci_high=np.nan, ours=f"D{claim}", effect=""))
+                         ci_high=np.nan, ours=f"D{claim}", effect="", reproduces=v == E))
         rows.append(dict(setting="far", claim=claim, verdict=findings.NOT_RUN, mean=np.nan,
-                         ci_low=np.nan, ci_high=np.nan, ours="not run: `x`", effect=""))
+                         ci_low=np.nan, ci_high=np.nan, ours="not run: `x`", effect="",
+                         reproduces=False))
     return pd.DataFrame(rows)
 
 
@@ -100,10 +104,10 @@ def test_verdict_counts_says_how_many_claims_reproduce():
 
 def test_by_verdict_groups_the_claims_in_the_verdicts_order():
     assert findings.by_verdict(verdict_table()) == {
-        "near": f"*yes*: share discarded, learnable; *no*: share new; "
-                f"*{findings.INDISTINCT}*: discard order",
-        "disjoint": "*yes*: learnable; *partly*: share discarded; *no*: share new, "
-                    "discard order",
+        "near": "*exceeds the null*: share discarded, learnable; *below the null*: share new; "
+                "*inconclusive*: discard order",
+        "disjoint": "*exceeds the null*: learnable; *equivalent to the null*: share discarded; "
+                    "*below the null*: share new, discard order",
         "far": findings.NOT_RUN}
 
 
@@ -111,23 +115,25 @@ def test_movement_compares_each_setting_with_the_near_interval(four_claims):
     out = findings.movement(verdict_table())
     assert set(out) == set(FOUR)
     # 0.7 above near's [0.4, 0.6]; 0.05 below [0.1, 0.3]; 0.3 inside [0.25, 0.35]
-    assert out["share_discarded"] == ("near Nshare_discarded (verdict yes); disjoint: higher "
-                                      "(Dshare_discarded, verdict partly); far: not run")
-    assert out["share_new"].startswith("near Nshare_new (verdict no); disjoint: lower (")
-    assert "disjoint: about the same (Dlearnable, verdict yes)" in out["learnable"]
+    assert out["share_discarded"] == (
+        "near Nshare_discarded (verdict exceeds the null); disjoint: higher "
+        "(Dshare_discarded, verdict equivalent to the null); far: not run")
+    assert out["share_new"].startswith("near Nshare_new (verdict below the null); disjoint: "
+                                       "lower (")
+    assert "disjoint: about the same (Dlearnable, verdict exceeds the null)" in out["learnable"]
     # near without an interval (one seed): its value is the edge, 0.5 < 1.0 is lower
-    assert "disjoint: lower (Ddiscard_order, verdict no)" in out["discard_order"]
+    assert "disjoint: lower (Ddiscard_order, verdict below the null)" in out["discard_order"]
 
 
 def test_narrative_names_every_text_the_findings_page_glues(four_claims):
     table = verdict_table()
     out = findings.narrative(table, SimpleNamespace(params={"preset": "ci"}))
     assert out["near-share_new"] == "Nshare_new"
-    assert out["disjoint-learnable-verdict"] == "yes"
+    assert out["disjoint-learnable-verdict"] == findings.EXCEEDS
     assert out["near-learnable-effect"] == "Elearnable"
     assert out["disjoint-learnable-effect"] == "n/a"       # no effect text
     assert out["count-near"] == "2 of 4" and out["count-far"] == findings.NOT_RUN
-    assert out["verdicts-disjoint"].startswith("*yes*: learnable;")
+    assert out["verdicts-disjoint"].startswith("*exceeds the null*: learnable;")
     assert out["move-share_discarded"].startswith("near Nshare_discarded")
     # the settings themselves: digits 0-4 of MNIST to 5-9 of UCI, and ci's far preset
     assert out["disjoint-setting"] == "`mnist-0-4` → `uci-5-9`"

@@ -102,11 +102,12 @@ def analyze_all(params: dict[str, Any]) -> None:
 
 
 def book(preset: str = "default", overrides: Mapping[str, Any] | None = None,
-         root: str | Path | None = None, force: bool = False) -> int:
+         root: str | Path | None = None, force: bool = False, check_study: bool = True) -> int:
     """Execute the notebooks (those whose inputs changed, or all with ``force``) and build the
     book; returns 0 when the book is new, 1 when a notebook or the build failed (the previous
     book stays). Reads only: a part of the study result that is missing stops it before
-    anything is written (``MissingResults``, naming ``whypretrain study``)."""
+    anything is written (``MissingResults``, naming ``whypretrain study``); ``check_study=False``
+    for a book whose notebooks read no study (the runner's own tests)."""
     from whypretrain.book.build import BuildError, build_book
     from whypretrain.layout import find_root
     from whypretrain.book.execute import NotebookError, execute_notebooks
@@ -114,7 +115,8 @@ def book(preset: str = "default", overrides: Mapping[str, Any] | None = None,
 
     params = _resolve_study(preset, overrides)
     root = find_root(root, fallback=root is None)  # an explicit --root is taken as given
-    read(params).require()
+    if check_study:
+        read(params).require()
     try:
         execute_notebooks(root, preset, overrides, force=force)
         out = build_book(root)
