@@ -144,3 +144,9 @@ def test_narrative_names_every_text_the_findings_page_glues(four_claims):
                          for end in ("", "-verdict", "-effect")}
                         | {f"{k}-{s}" for k in ("count", "verdicts") for s in settings}
                         | {f"move-{c}" for c in claims} | {"disjoint-setting", "far-setting"})
+
+
+def test_folded_markdown_opens_under_its_summary():
+    text = findings.folded("| a | b |\n|---|---|\n| 1 | 2 |", "the table")
+    assert text.startswith("<details><summary>the table</summary>\n\n| a | b |")
+    assert text.endswith("| 1 | 2 |\n\n</details>")   # blank lines: the table stays Markdown

@@ -980,6 +980,11 @@ VERDICT_TEXT = (
     f"{EXCEEDS} and the paper's range agrees.")
 
 
+def folded(markdown: str, summary: str) -> str:
+    """``markdown`` folded under a one-line ``summary`` that a reader opens (HTML details)."""
+    return f"<details><summary>{summary}</summary>\n\n{markdown}\n\n</details>"
+
+
 def decision_lines(table: pd.DataFrame) -> str:
     """One Markdown line per claim and setting: value, null, effect with its 95% interval,
     SESOI, verdict (and the paper's range), grouped by setting."""
