@@ -507,7 +507,7 @@ class _JointLP:
                          dtype=np.int64)
         if not len(masks):
             return
-        h, models, size = self.model, self.models, self.size
+        h, models = self.model, self.models
         inf = _require_highspy().kHighsInf
         coef = _coefficients(masks, np.array([k for k, _ in self.groups], dtype=np.int64),
                              np.array([m for _, m in self.groups], dtype=np.int64), split)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from whypretrain.engine.interactions import MAX_PLAYERS

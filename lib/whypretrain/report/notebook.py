@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from whypretrain import presets
+from whypretrain.study.catalogue import GROUPS
 
 # Names IPython puts in a notebook's globals that are not parameters.
 _NOT_PARAMS = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 # The switch of the parameters cell: compute what the page reads when it is missing (True), or
 # only read the stored study result (False, the default: the book only reads).
 SWITCHES = ("compute",)
-EVERY_GROUP = ("near", "disjoint", "far", "sensitivity", "findings")  # catalogue.GROUPS
+EVERY_GROUP = tuple(GROUPS)  # every group of the catalogue, the derived findings last
 # Parameters that name folders; a relative one is read from the repository root.
 _PATH_PARAMS = ("workdir", "data_root")
 
