@@ -367,3 +367,20 @@ def test_the_ladder_on_stored_ci_results_is_its_hand_computation(ci_transfer):
     for rung, values in hand.items():
         assert row[rung] == pytest.approx(np.mean(values), abs=1e-9), rung
     assert row["null_face"] < row["null"]   # the face is a floor: no training differs
+
+
+def test_game_counts_of_the_default_preset_read_three_seeds_of_curves():
+    """The default preset: 5 seeds, the first 3 (``curve_seeds``) at every analysed
+    checkpoint, the other 2 at their final models only."""
+    params = presets.resolve("default")
+    assert pipeline.finals_only_seeds(params) == [(0, False), (1, False), (2, False),
+                                                  (3, True), (4, True)]
+    counts = pipeline.game_counts(params).set_index("part")
+    # (3 seeds x (probe + 8 + 8 checkpoints) + 2 seeds x 3 final models) x 10 classes x 2
+    assert counts.loc["main", "games"] == (3 * 17 + 2 * 3) * 20
+    assert counts.loc["transfer disjoint", "games"] == (3 * 17 + 2 * 3) * 10
+    assert counts.loc["sensitivity n=8", "games"] == 5 * 3 * 20   # final models of every seed
+    # every seed in full without curve_seeds, and under the joint extraction
+    for change in ({"curve_seeds": 0}, {"n": 8, "extraction": "joint"}):
+        assert not any(only for _, only in
+                       pipeline.finals_only_seeds(presets.resolve("default", change)))

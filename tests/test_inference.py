@@ -281,3 +281,18 @@ def test_a_seed_fold_recomputes_the_nulls_without_that_seed():
     # the sample part: sample 1 reads 0.8 in every seed, sample 0 moves with the seed
     folds = [findings._mean(findings.per_seed(claim, f)["effect"]) for f in by_sample]
     assert i.v_sample == pytest.approx(stats.jackknife_variance(folds))
+
+
+def test_a_claim_is_jackknifed_over_the_seeds_it_is_measured_on():
+    """Seeds 3 and 4 trained (their metrics are there) but without the claim's measure, as a
+    seed beyond ``curve_seeds`` is for the convergence claims: they add no fold, so the
+    claim's interval is the one of its three seeds, not a narrower one of five."""
+    x = three_seed_inputs()
+    wider = findings.Inputs(pd.DataFrame(dict(seed=[0, 1, 2, 3, 4])), x.table, x.comparisons)
+    assert len(findings.folds(wider)[0]) == 5
+    claim = findings.CLAIMS[findings.CLAIM_KEYS.index("share_discarded")]
+    three, five = findings.infer(claim, x)["effect"], findings.infer(claim, wider)["effect"]
+    assert five.n_seeds == three.n_seeds == 3
+    assert (five.estimate, five.v_seed, five.v_sample) == pytest.approx(
+        (three.estimate, three.v_seed, three.v_sample))
+    assert five.v_seed > 0

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from whypretrain.train import data
 from whypretrain import distributed, errors, presets
 from whypretrain.engine import interactions, sparsify
-from whypretrain.measures import knowledge, stats
+from whypretrain.measures import curves, knowledge, stats
 from whypretrain.study import extraction, games, pipeline, seed_results
 from whypretrain.provenance import sources_of
 from whypretrain.train.runs import Run
@@ -301,6 +301,39 @@ def test_finals_only_analysis_matches_the_full_one_on_the_final_models(ci, tmp_p
                                    rtol=0, atol=1e-9)
     table = finals.table(params["tau"])
     assert not table["measure"].str.startswith("jaccard").any()
+
+
+def test_a_seed_beyond_curve_seeds_is_read_at_its_final_models_only(ci, tmp_path):
+    """curve_seeds = 1: seed 1 is analysed at its three final models. Its knowledge rows are
+    those of the full analysis; it has no convergence rows; the crossed curves score seed 0
+    alone (against seed 1's final fine-tuned model); the comparisons across seeds are the
+    full study's."""
+    params, _ = ci
+    full = pipeline.read(params)
+    p = {**own_workdir(params, tmp_path), "curve_seeds": 1}
+    short = pipeline.compute(p, progress=False)
+    t, f = short.part("near/knowledge"), full.part("near/knowledge")
+    final = params["epochs"]
+    assert set(t.loc[t["seed"] == 1, "epoch"]) == {final}
+    assert not t.loc[t["seed"] == 1, "measure"].str.startswith("jaccard").any()
+    keys = ["seed", "sample", "model", "epoch", "measure", "order"]
+    def knowledge_rows(table):
+        return table[~table["measure"].str.startswith("jaccard") & (table["epoch"] == final)]
+    merged = knowledge_rows(f).merge(knowledge_rows(t), on=keys, suffixes=("_full", "_short"),
+                                     how="outer")
+    assert len(merged) == len(knowledge_rows(f)) == len(knowledge_rows(t))
+    np.testing.assert_allclose(merged["value_short"], merged["value_full"], atol=1e-9)
+    assert set(curves.convergence_measures(t)["seed"]) == {0}
+    crossed = short.part("near/crossed")
+    assert set(crossed["seed"]) == {0} and set(crossed["partner"]) == {1}
+    pd.testing.assert_frame_equal(
+        short.part("near/comparisons").sort_values(keys + ["comparison", "partner"])
+        .reset_index(drop=True),
+        full.part("near/comparisons").sort_values(keys + ["comparison", "partner"])
+        .reset_index(drop=True), check_exact=False, atol=1e-9)
+    ds = data.load_datasets(p)
+    folder = seed_results.results_path(p, 1, seed_results.find_runs(p, 1, ds), finals_only=True)
+    assert (folder / "games.pt").is_file()
 
 
 def test_reading_finds_what_compute_stored_and_names_its_sources(ci):

@@ -64,13 +64,16 @@ def _candidates(params: dict) -> list[Candidate]:
     rules of the optimal face (``pipeline.transfer_group``), each point of the sensitivity grid
     that needs results of its own (``settings.sensitivity_settings``)."""
     from whypretrain.study.pipeline import other_rules
-    from whypretrain.study.settings import sensitivity_settings, transfer_settings
+    from whypretrain.study.settings import (finals_only_seeds, sensitivity_settings,
+                                            transfer_settings)
 
     out = []
     for name, setting in transfer_settings(params).items():
         if setting is None:
             continue
         out.append(Candidate(name, name, setting, False))
+        if any(only for _, only in finals_only_seeds(setting)):  # seeds beyond curve_seeds
+            out.append(Candidate(f"{name}, final models", name, setting, True))
         if name != "near":
             out += [Candidate(f"{name}, rule={rule}", name, {**setting, "rule": rule}, True)
                     for rule in other_rules(setting)]

@@ -156,10 +156,13 @@ def replicate_table(loaded: list[SeedResults], tau: float, empty_set: str) -> pd
 def crossed_table(loaded: list[SeedResults], empty_set: str) -> pd.DataFrame:
     """Per ordered pair of seeds (s, s'), run (fine-tuned, scratch), analysed epoch and sample:
     the weighted Jaccard of run(s) at that epoch to the final fine-tuned model of s'. Columns
-    ``seed, partner, model, epoch, sample, value``; empty with one seed or finals only."""
+    ``seed, partner, model, epoch, sample, value``; a seed read at its final models only
+    (``curve_seeds``) is a partner, never s; empty with one seed or finals only."""
     check_shared_games(loaded)
     rows = []
     for own, other in pairs(loaded):
+        if len({epoch for m, epoch in own.labels if m == "finetune"}) < 2:
+            continue  # no curve to score
         reference = other.interactions_of("finetune")
         for model in REPLICATED:
             for m, epoch in own.labels:

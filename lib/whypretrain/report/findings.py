@@ -373,6 +373,11 @@ def _bare(x: Inputs) -> Inputs:
                   strip(x.face), strip(x.crossed))
 
 
+def _seeds_of(x: Inputs) -> list:
+    """The seeds of ``x``, in the order of ``folds``' seed folds."""
+    return sorted(set(x.table["seed"]) | set(x.metrics.get("seed", pd.Series(dtype=int))))
+
+
 def folds(x: Inputs) -> tuple[list[Inputs], list[Inputs], str]:
     """The leave-one-seed-out and the leave-one-sample-out copies of ``x``. A seed's fold
     drops its runs and every comparison it takes part in (as seed or partner), so each
@@ -380,7 +385,7 @@ def folds(x: Inputs) -> tuple[list[Inputs], list[Inputs], str]:
     remains, and the seed's fold keeps the other seed's null as computed on all seeds (the
     method says so). A sample's fold drops that sample from every table."""
     x = _bare(x)
-    seeds = sorted(set(x.table["seed"]) | set(x.metrics.get("seed", pd.Series(dtype=int))))
+    seeds = _seeds_of(x)
     recompute = len(seeds) >= 3
     by_seed = [Inputs(_drop(x.metrics, "seed", s), _drop(x.table, "seed", s),
                       _drop(x.comparisons, "seed", s, recompute),
@@ -419,7 +424,14 @@ def infer(c: Claim, x: Inputs, split: tuple[list[Inputs], list[Inputs], str] | N
     seeds, recomputed on every fold of ``folds(x)``. A share's value stays in [0, 1], its
     effect in [-1, 1], its floor measure at most 1."""
     by_seed, by_sample, method = split or folds(x)
-    full = {k: _mean(v) for k, v in (seeds or per_seed(c, x)).items() if k != "null"}
+    seeds = seeds or per_seed(c, x)
+    full = {k: _mean(v) for k, v in seeds.items() if k != "null"}
+    # the folds of the seeds the claim is measured on: a seed read at its final models only
+    # (curve_seeds) has no convergence value, and its fold would count a seed the mean lacks;
+    # none below 2 such seeds (no spread: the claim reads n/a)
+    measured = set(seeds["value"].dropna().index)
+    by_seed = [f for s, f in zip(_seeds_of(x), by_seed) if s in measured] \
+        if len(measured) >= 2 else []
     at = [{k: _mean(v) for k, v in per_seed(c, f).items()} for f in by_seed + by_sample]
     n = len(by_seed)
     share = (0.0, 1.0) if c.pct else (-np.inf, np.inf)

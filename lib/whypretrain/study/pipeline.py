@@ -25,9 +25,10 @@ from whypretrain.engine import interactions
 from whypretrain.study import extraction, games, seed_results
 from whypretrain.errors import MissingResults, UserError
 from whypretrain.provenance import Sources, combine, command
-from whypretrain.study.settings import (DISJOINT, FAR_PRESET, TABLE_ONLY, TRANSFER_SETTINGS, far_command,
-                             game_counts, results_key, sensitivity_grid, sensitivity_settings,
-                             transfer_settings, unavailable)
+from whypretrain.study.settings import (
+    DISJOINT, FAR_PRESET, TABLE_ONLY, TRANSFER_SETTINGS, far_command, finals_only_seeds,
+    game_counts, results_key, sensitivity_grid, sensitivity_settings, transfer_settings,
+    unavailable)
 from whypretrain.study.catalogue import DERIVED_FROM, GROUPS, StudyResult, write, write_note
 
 ALL_GROUPS = tuple(GROUPS)
@@ -76,10 +77,18 @@ def compute_all(params: dict, progress: bool | None = None, far: bool = True) ->
 # --------------------------------------------------------------------------------------------
 def _seeds(setting: dict, progress: bool, ds: data.Datasets, make: bool = True,
            finals_only: bool = False) -> list[seed_results.SeedResults]:
-    if make:
-        return seed_results.compute_seeds(setting, list(setting["seeds"]), progress, datasets=ds,
-                                     finals_only=finals_only)
-    return [seed_results.load(setting, seed, ds, finals_only) for seed in setting["seeds"]]
+    """The results of every seed of ``setting``, in order: the first ``curve_seeds`` at every
+    analysed checkpoint, the others at their final models (``finals_only_seeds``), all of them
+    at their final models with ``finals_only``."""
+    by_seed = {}
+    for only in (False, True):
+        seeds = [s for s, final in finals_only_seeds(setting) if (final or finals_only) == only]
+        if seeds and make:
+            by_seed.update(zip(seeds, seed_results.compute_seeds(setting, seeds, progress,
+                                                                 datasets=ds, finals_only=only)))
+        elif seeds:
+            by_seed.update((s, seed_results.load(setting, s, ds, only)) for s in seeds)
+    return [by_seed[s] for s in setting["seeds"]]
 
 
 def _knowledge(loaded: list[seed_results.SeedResults], tau: float, empty_set: str) -> pd.DataFrame:
@@ -411,6 +420,7 @@ def identified_counts(params: dict, canonical: list[seed_results.SeedResults]) -
 
 __all__ = ["MissingResults", "StudyResult", "read", "compute", "compute_all", "ALL_GROUPS",
            "TRANSFER_SETTINGS", "DISJOINT", "FAR_PRESET", "TABLE_ONLY", "game_counts",
+           "finals_only_seeds",
            "sensitivity_grid", "sensitivity_settings", "transfer_settings", "unavailable",
            "far_command", "training_table", "engine_check", "strength_by_rank",
            "salient_item_list", "robust_counts", "other_rules", "identified_counts",

@@ -6,6 +6,8 @@
   parameter sets, each one *specification* (book/method.md, section 6);
 - the transfer settings (``transfer_settings``): near (the preset), disjoint (the source's and
   the target's classes apart) and far (an ImageNet-pre-trained network);
+- which seeds are read at every analysed checkpoint and which at their final models only
+  (``finals_only_seeds``);
 - how many games all of them cost (``game_counts``).
 
 Parameters in, parameters out: nothing here reads or writes results.
@@ -30,7 +32,7 @@ FAR_PRESET = "imagenet-uci"  # ImageNet EfficientNet-Lite0 -> UCI digits (models
 FAR_PRESETS = {"ci": "imagenet-uci-ci", "classroom": "imagenet-uci-classroom"}
 # parameters of a study's scale and reading that the far setting takes over from the preset
 # being run when they differ from the `default` preset (so `ci` gets a ci-sized far setting)
-FAR_CARRY = ("seeds", "epochs", "pretrain_epochs", "n", "iterations", "samples_per_class",
+FAR_CARRY = ("seeds", "curve_seeds", "epochs", "pretrain_epochs", "n", "iterations", "samples_per_class",
              "tau", "empty_set", "or_merge", "optimizer", "player_seed", "checkpoints",
              "workdir", "device", "threads", "sample_filter")
 
@@ -40,6 +42,17 @@ FAR_CARRY = ("seeds", "epochs", "pretrain_epochs", "n", "iterations", "samples_p
 # in one program per sample costs 4.0-6.6x the three per-seed programs at n = 10 (about 23 min
 # for the default preset's 20 samples, against 4.6 min); 31 s in all at n = 8 (classroom)
 JOINT_MAX_N = 8
+
+
+def finals_only_seeds(params: dict) -> list[tuple[int, bool]]:
+    """``(seed, finals_only)`` for every seed of ``params``: the first ``curve_seeds`` are read
+    at every analysed checkpoint (the convergence claims), the others at their final models
+    only (what the knowledge claims read); every seed in full with ``curve_seeds = 0`` and
+    under the joint extraction, whose one program pools every seed."""
+    seeds, k = list(params["seeds"]), params.get("curve_seeds", 0)
+    if k == 0 or params["extraction"] == "joint":
+        k = len(seeds)
+    return [(seed, i >= k) for i, seed in enumerate(seeds)]
 
 
 # --- the sensitivity grid ---------------------------------------------------------------------
@@ -156,10 +169,12 @@ def game_counts(params: dict) -> pd.DataFrame:
         classes = len(data.digits(p["target"])) if p["target"].startswith(("uci", "mnist")) \
             else data.load_datasets(p).num_target_classes
         samples = classes * p["samples_per_class"]
-        m = models(p, finals_only)
+        # models per seed: a seed beyond curve_seeds is read at its final models only
+        per_seed = [models(p, finals_only or only) for _, only in finals_only_seeds(p)]
+        m = max(per_seed)
         return dict(part=part, seeds=len(p["seeds"]), models=m, samples=samples, n=p["n"],
-                    games=len(p["seeds"]) * m * samples,
-                    outputs=len(p["seeds"]) * m * samples * (1 << p["n"]))
+                    games=sum(per_seed) * samples,
+                    outputs=sum(per_seed) * samples * (1 << p["n"]))
     rows = [row("main", params, False)]
     seen = set()
     for key, value, setting, finals_only in sensitivity_settings(params):
