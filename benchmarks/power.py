@@ -12,6 +12,14 @@ and a true effect of 0 is found equivalent, each with 80% power, on the sd as me
 80% upper confidence bound, and on that bound at Holm's first step (5% / 8).
 
     .venv/bin/python benchmarks/power.py [--sample-se POINTS]
+
+With ``--workdir W`` it reads instead the spreads a computed study measured itself (its stored
+findings, ``findings/claims``: one seed's sd of the effect, ``effect_sd_seed``, and the
+samples' part of its standard error, ``effect_sd_sample``, from the crossed jackknife), for
+the headline claims of every setting, and plans at the study's samples and at 2, 4 and 8 times
+as many (the samples' part shrinks as 1 / sqrt(samples)):
+
+    .venv/bin/python benchmarks/power.py --workdir W [--preset default]
 """
 from __future__ import annotations
 
@@ -60,25 +68,56 @@ def spreads(sample_se: float = 0.0, samples: int = 20) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def study_spreads(workdir: str, preset: str = "default", scale: int = 1) -> pd.DataFrame:
+    """The headline claims' spreads as the study of ``preset`` in ``workdir`` measured them,
+    with the samples' part scaled to ``scale`` times the study's samples."""
+    from whypretrain import presets
+    from whypretrain.study import pipeline
+
+    params = presets.resolve(preset, {"workdir": workdir})
+    claims = pipeline.read(params).part("findings/claims")
+    rows = []
+    for r in claims[claims["claim"].isin(findings.HEADLINE)].to_dict("records"):
+        samples = int(r["n_samples"] / r["n_seeds"]) if r["n_seeds"] else 0
+        rows.append(dict(setting=f"{preset} {r['setting']}", claim=r["claim"],
+                         sd_seed=r["effect_sd_seed"], n_seeds=int(r["n_seeds"]),
+                         sd_sample=r["effect_sd_sample"] / np.sqrt(scale),
+                         n_samples=samples * scale))
+    return pd.DataFrame(rows)
+
+
+def _print(title: str, table: pd.DataFrame) -> None:
+    for column in ("sd_seed", "sd_seed_upper", "sd_sample", "sesoi"):
+        table[column] = (100 * table[column]).round(1)
+    print(f"\n{title}\n")
+    columns = ["setting", "claim", "n_seeds", "n_samples", "sd_seed", "sd_seed_upper",
+               "sd_sample", "sesoi", "seeds_point", "seeds", "seeds_holm", "seeds_exceed"]
+    print(table[columns].to_markdown(index=False))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sample-se", type=float, default=None,
                         help="the samples' part of the standard error at 10 samples, in points "
                              "(default: none, then the ci study's median)")
+    parser.add_argument("--workdir", default=None,
+                        help="read the spreads a computed study measured (its findings)")
+    parser.add_argument("--preset", default="default", help="the study's preset (--workdir)")
     args = parser.parse_args()
+    if args.workdir is not None:
+        for scale in (1, 2, 4, 8):
+            spreads_ = study_spreads(args.workdir, args.preset, scale)
+            samples = int(spreads_["n_samples"].max()) if len(spreads_) else 0
+            _print(f"{args.preset} study in {args.workdir}: its own spreads, the samples' part "
+                   f"at {samples} samples", findings.power_table(spreads_))
+        return
     median = float(np.median([v for values in CI_SAMPLE_SE.values() for v in values]))
     scenarios = [("seeds only (no samples' part)", 0.0, 20)] + [
         (f"samples' part {median:.1f} pts at 10 samples (ci median), {m} samples", median, m)
         for m in (20, 40, 80)] if args.sample_se is None else [
         (f"samples' part {args.sample_se} pts at 10 samples, 20 samples", args.sample_se, 20)]
     for title, se, m in scenarios:
-        table = findings.power_table(spreads(se, m))
-        for column in ("sd_seed", "sd_seed_upper", "sd_sample", "sesoi"):
-            table[column] = (100 * table[column]).round(1)
-        print(f"\n{title}\n")
-        columns = ["setting", "claim", "sd_seed", "sd_seed_upper", "sd_sample", "sesoi",
-                   "seeds_point", "seeds", "seeds_holm", "seeds_exceed"]
-        print(table[columns].to_markdown(index=False))
+        _print(title, findings.power_table(spreads(se, m)))
 
 
 if __name__ == "__main__":
