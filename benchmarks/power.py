@@ -78,7 +78,7 @@ def study_spreads(workdir: str, preset: str = "default", scale: int = 1) -> pd.D
     claims = pipeline.read(params).part("findings/claims")
     rows = []
     for r in claims[claims["claim"].isin(findings.HEADLINE)].to_dict("records"):
-        samples = int(r["n_samples"] / r["n_seeds"]) if r["n_seeds"] else 0
+        samples = int(r["n_samples"])   # the samples every seed reads
         rows.append(dict(setting=f"{preset} {r['setting']}", claim=r["claim"],
                          sd_seed=r["effect_sd_seed"], n_seeds=int(r["n_seeds"]),
                          sd_sample=r["effect_sd_sample"] / np.sqrt(scale),
