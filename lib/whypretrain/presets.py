@@ -72,8 +72,9 @@ PARAMS: dict[str, Param] = {
                           low=0, high=1000),
     "batch_size": Param(16, "training batch size", low=1, high=4096),
     "lr": Param(1e-3, "learning rate (Adam)", low=0.0, high=10.0, open_interval=True),
-    # five seeds, the least the power analysis of the headline claims allows (book/method.md,
-    # section 7; benchmarks/power.md): every seed is trained in full and its final models read
+    # five seeds, the fewest for a study meant to decide (book/method.md, section 7); by the
+    # power analysis the near shares need more samples rather than more seeds, which the 40
+    # minutes of `make study` do not allow (benchmarks/power.md)
     "seeds": Param((0, 1, 2, 3, 4), "seeds of the study; each seed is a full set of runs",
                    low=0, high=10**9),  # the range of each seed
     # the convergence claims read every analysed checkpoint, 17 models a seed against 3 for the

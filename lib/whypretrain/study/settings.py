@@ -32,9 +32,9 @@ FAR_PRESET = "imagenet-uci"  # ImageNet EfficientNet-Lite0 -> UCI digits (models
 FAR_PRESETS = {"ci": "imagenet-uci-ci", "classroom": "imagenet-uci-classroom"}
 # parameters of a study's scale and reading that the far setting takes over from the preset
 # being run when they differ from the `default` preset (so `ci` gets a ci-sized far setting)
-FAR_CARRY = ("seeds", "curve_seeds", "epochs", "pretrain_epochs", "n", "iterations", "samples_per_class",
-             "tau", "empty_set", "or_merge", "optimizer", "player_seed", "checkpoints",
-             "workdir", "device", "threads", "sample_filter")
+FAR_CARRY = ("seeds", "curve_seeds", "epochs", "pretrain_epochs", "n", "iterations",
+             "samples_per_class", "tau", "empty_set", "or_merge", "optimizer", "player_seed",
+             "checkpoints", "workdir", "device", "threads", "sample_filter")
 
 
 
